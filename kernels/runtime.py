@@ -1,0 +1,63 @@
+"""Where kernels run, and the one place that decides tile sizes for each mode.
+
+GPU mode: kernels are compiled for the CUDA device and their tiles are autotuned over short config lists, with
+the tuning results cached on disk.
+
+Interpreter mode: with no CUDA device and ``TRITON_INTERPRET`` unset, we set ``TRITON_INTERPRET=1`` so every kernel
+runs in Triton's interpreter on the CPU. The interpreter executes a kernel body with numpy once per program, so
+its cost is per program and per tile operation, not per element: launch functions use large tiles (a whole
+problem dimension where possible, see :func:`interpreter_block`) and few programs.
+
+A user who sets ``TRITON_INTERPRET`` themselves is obeyed either way (``TRITON_INTERPRET=0`` on a machine with no
+GPU is how the compile-for-GPU report gets real ``JITFunction`` objects to compile).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _decide_interpret() -> bool:
+    if "TRITON_INTERPRET" not in os.environ:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ["TRITON_INTERPRET"] = "1"
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+INTERPRET: bool = _decide_interpret()
+
+import triton  # noqa: E402  (after TRITON_INTERPRET is settled)
+
+# Interpreter tiles: one tile op on 2**16 elements costs about a millisecond of numpy; larger tiles only add
+# masked-off work. Kernels cap their interpreter blocks with this.
+INTERPRETER_MAX_BLOCK = 1 << 16
+
+
+def interpreter_block(extent: int, cap: int = INTERPRETER_MAX_BLOCK, minimum: int = 16) -> int:
+    """A power-of-two tile covering ``extent`` (the whole dimension), clamped to ``[minimum, cap]``."""
+    return max(minimum, min(cap, triton.next_power_of_2(max(int(extent), 1))))
+
+
+def autotune(configs: list[triton.Config], key: list[str], **kwargs):
+    """Decorator: ``triton.autotune`` over the GPU ``configs`` (cached on disk) in GPU mode; in interpreter mode no
+    tuning at all, and the launch function passes its own (large) tile sizes as keyword arguments.
+
+    Keep ``configs`` short: every config is a separate compile, and compile time is a known pain point.
+    """
+    if INTERPRET:
+        return lambda kernel: kernel
+    try:
+        return triton.autotune(configs=configs, key=key, cache_results=True, **kwargs)
+    except TypeError:  # triton releases without cache_results
+        return triton.autotune(configs=configs, key=key, **kwargs)
+
+
+def check_device(name: str, tensor) -> None:
+    """Triton kernels need CUDA tensors on the GPU; the interpreter takes CPU (or CUDA) tensors."""
+    if not INTERPRET and tensor.device.type != "cuda":
+        raise ValueError(
+            f"{name} must be a CUDA tensor for the Triton kernels (got device {tensor.device}); move it to the GPU, "
+            "use the 'torch' provider, or run with TRITON_INTERPRET=1"
+        )

@@ -1,0 +1,38 @@
+"""Hypothesis profiles: "ci" (the default: deterministic, bounded, fast in the interpreter) and "thorough" (more
+and larger examples, for a GPU). Choose with TRITONNET_HYPOTHESIS_PROFILE=thorough."""
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+import tritonnet  # noqa: F401  (decides interpreter mode before any test imports kernels)
+
+settings.register_profile(
+    "ci",
+    max_examples=12,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=200,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("TRITONNET_HYPOTHESIS_PROFILE", "ci"))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def gpu_compile_report():
+    """Every kernel's GPU tile configs compiled for sm_80 and sm_90 (once per session, in a subprocess with
+    TRITON_INTERPRET=0). Rows as written by ``python -m kernels.gpu_compile``."""
+    from kernels.gpu_compile import compile_all_in_subprocess
+
+    return compile_all_in_subprocess()

@@ -1,0 +1,44 @@
+"""Fully connected layer ``y = x W^T + b``, with ReLU and dropout optionally fused into the GEMM's epilogue."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from tritonnet.ops._checks import check_float, check_like, check_tensor
+from tritonnet.registry import lookup, register
+
+OP = "linear"
+
+
+def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, relu: bool = False,
+           dropout_p: float = 0.0, training: bool = True, provider: str | None = None) -> torch.Tensor:
+    """``torch.nn.functional.linear``; with the extras, ``dropout(relu(linear(input, weight, bias)), dropout_p,
+    training)``. ``input`` is (*, in_features), ``weight`` (out_features, in_features)."""
+    check_tensor("input", input, ndim=range(1, 9), layout="*, in_features")
+    check_tensor("weight", weight, ndim=2, layout="out_features, in_features")
+    check_like("weight", weight, "input", input)
+    if input.shape[-1] != weight.shape[1]:
+        raise ValueError(f"input's last dimension ({input.shape[-1]}) must equal weight's in_features "
+                         f"({weight.shape[1]})")
+    if bias is not None:
+        check_tensor("bias", bias, ndim=1, layout="out_features")
+        check_like("bias", bias, "input", input)
+        if bias.shape[0] != weight.shape[0]:
+            raise ValueError(f"bias must have {weight.shape[0]} elements (out_features), got {bias.shape[0]}")
+    if not isinstance(relu, bool):
+        raise TypeError(f"relu must be a bool, got {relu!r}")
+    dropout_p = check_float("dropout_p", dropout_p, minimum=0.0, maximum=1.0, include_maximum=False)
+    if not isinstance(training, bool):
+        raise TypeError(f"training must be a bool, got {training!r}")
+    return lookup(OP, provider)(input, weight, bias, relu, dropout_p, training)
+
+
+@register(OP, "torch")
+def torch_linear(input, weight, bias, relu, dropout_p, training):
+    output = F.linear(input, weight, bias)
+    if relu:
+        output = F.relu(output)
+    if dropout_p > 0.0 and training:
+        output = F.dropout(output, dropout_p, training)
+    return output

@@ -1,0 +1,119 @@
+"""Which implementation ("provider") each op uses: the one source of truth for swapping kernels.
+
+Every op has named implementations: ``"triton"`` (ours, the default) and ``"torch"`` (the reference, composed from
+PyTorch ops with the same semantics). A provider is chosen, from strongest to weakest:
+
+1. per call or per layer: ``provider=`` on a functional call or a module;
+2. in code: ``with tritonnet.use_kernels(local_response_norm="torch"): ...`` (nests; thread- and task-local);
+3. from the environment: ``TRITONNET_KERNELS="local_response_norm=torch,max_pool2d=triton"``;
+4. the default: ``"triton"``.
+
+Tests, benchmarks and the profiler iterate over :func:`available_kernels`, so a newly registered provider is tested,
+benchmarked and profiled without new code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from typing import Callable, Iterator
+
+DEFAULT_PROVIDER = "triton"
+ENVIRONMENT_VARIABLE = "TRITONNET_KERNELS"
+
+_implementations: dict[str, dict[str, Callable]] = {}
+_overrides: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("tritonnet_kernels", default={})
+_environment_choices: dict[str, str] | None = None
+
+
+def register(op: str, provider: str) -> Callable[[Callable], Callable]:
+    """Decorator registering ``fn`` as ``provider``'s implementation of ``op``."""
+
+    def decorate(fn: Callable) -> Callable:
+        providers = _implementations.setdefault(op, {})
+        if provider in providers:
+            raise ValueError(f"op {op!r} already has a provider named {provider!r}")
+        providers[provider] = fn
+        return fn
+
+    return decorate
+
+
+def available_kernels() -> dict[str, list[str]]:
+    """``{op_name: [provider, ...]}`` for every registered op, default provider first."""
+    return {op: sorted(providers, key=lambda name: (name != DEFAULT_PROVIDER, name))
+            for op, providers in sorted(_implementations.items())}
+
+
+def _check_choice(op: str, provider: str, source: str) -> None:
+    if op not in _implementations:
+        raise ValueError(f"unknown op {op!r} in {source}; ops are: {', '.join(sorted(_implementations))}")
+    if provider not in _implementations[op]:
+        raise ValueError(f"unknown provider {provider!r} for op {op!r} in {source}; "
+                         f"providers are: {', '.join(available_kernels()[op])}")
+
+
+def parse_kernels(spec: str, source: str = "--kernels") -> dict[str, str]:
+    """Parse ``"op=provider,op=provider"`` (as in ``TRITONNET_KERNELS`` and ``--kernels``), checking every name.
+
+    ``"all=torch"`` chooses a provider for every op that has it.
+    """
+    choices: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        op, sep, provider = (part.strip() for part in item.partition("="))
+        if not sep or not op or not provider:
+            raise ValueError(f"malformed entry {item!r} in {source}: expected op=provider, e.g. "
+                             f"'local_response_norm=torch'")
+        if op == "all":
+            if not any(provider in providers for providers in _implementations.values()):
+                raise ValueError(f"unknown provider {provider!r} in {source}")
+            choices.update({name: provider for name, providers in _implementations.items() if provider in providers})
+            continue
+        _check_choice(op, provider, source)
+        choices[op] = provider
+    return choices
+
+
+def _from_environment() -> dict[str, str]:
+    global _environment_choices
+    if _environment_choices is None:
+        _environment_choices = parse_kernels(os.environ.get(ENVIRONMENT_VARIABLE, ""), ENVIRONMENT_VARIABLE)
+    return _environment_choices
+
+
+def reload_environment() -> dict[str, str]:
+    """Re-read ``TRITONNET_KERNELS`` (it is read once, on first use)."""
+    global _environment_choices
+    _environment_choices = None
+    return _from_environment()
+
+
+@contextlib.contextmanager
+def use_kernels(**choices: str) -> Iterator[None]:
+    """Choose providers for a block: ``with use_kernels(local_response_norm="torch", conv2d="triton"): ...``."""
+    for op, provider in choices.items():
+        _check_choice(op, provider, "use_kernels()")
+    token = _overrides.set({**_overrides.get(), **choices})
+    try:
+        yield
+    finally:
+        _overrides.reset(token)
+
+
+def provider_for(op: str, provider: str | None = None) -> str:
+    """The provider ``op`` uses here and now (``provider`` given explicitly wins)."""
+    if op not in _implementations:
+        raise ValueError(f"unknown op {op!r}; ops are: {', '.join(sorted(_implementations))}")
+    if provider is not None:
+        _check_choice(op, provider, "provider=")
+        return provider
+    chosen = _overrides.get().get(op) or _from_environment().get(op)
+    if chosen is not None:
+        return chosen
+    return DEFAULT_PROVIDER if DEFAULT_PROVIDER in _implementations[op] else available_kernels()[op][0]
+
+
+def lookup(op: str, provider: str | None = None) -> Callable:
+    """The implementation of ``op`` to call (see the module docstring for how it is chosen)."""
+    return _implementations[op][provider_for(op, provider)]
