@@ -11,6 +11,12 @@ from tritonnet.registry import lookup, register
 OP = "dropout"
 
 
+def draw_seed() -> int:
+    """A Philox seed for one dropout call, drawn from torch's default CPU generator, so ``torch.manual_seed``
+    reproduces a run (on every device) and the backward regenerates the forward's mask from it."""
+    return int(torch.randint(0, 2**31 - 1, (), dtype=torch.int64))
+
+
 def dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False,
             *, provider: str | None = None) -> torch.Tensor:
     """``torch.nn.functional.dropout`` with a choice of provider."""
