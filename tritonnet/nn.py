@@ -9,6 +9,8 @@ the epilogue.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -144,4 +146,71 @@ class CrossEntropyLoss(_ProviderMixin, nn.CrossEntropyLoss):
         return f"label_smoothing={self.label_smoothing}" + self._provider_repr()
 
 
-__all__ = ["Conv2d", "CrossEntropyLoss", "Dropout", "Linear", "LocalResponseNorm", "MaxPool2d"]
+class TorchConv2d(nn.Conv2d):
+    """Plain PyTorch twin of :class:`Conv2d` (cuDNN convolution, then ``torch.relu``); same parameters."""
+
+    def __init__(self, *args, relu: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.relu = relu
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        output = super().forward(input)
+        return torch.relu(output) if self.relu else output
+
+
+class TorchLinear(nn.Linear):
+    """Plain PyTorch twin of :class:`Linear` (cuBLAS GEMM, then ``torch.relu`` and ``torch.nn.functional.dropout``)."""
+
+    def __init__(self, *args, relu: bool = False, dropout: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.relu = relu
+        self.dropout = dropout
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        output = super().forward(input)
+        if self.relu:
+            output = torch.relu(output)
+        return torch.nn.functional.dropout(output, self.dropout, self.training) if self.dropout else output
+
+
+def _torch_layer(layer: nn.Module) -> nn.Module | None:
+    like = {"device": None, "dtype": None}
+    if isinstance(layer, Conv2d):
+        twin = TorchConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                           layer.dilation, layer.groups, layer.bias is not None, relu=layer.relu, **like)
+    elif isinstance(layer, Linear):
+        twin = TorchLinear(layer.in_features, layer.out_features, layer.bias is not None, relu=layer.relu,
+                           dropout=layer.dropout, **like)
+    elif isinstance(layer, LocalResponseNorm):
+        twin = nn.LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k)
+    elif isinstance(layer, MaxPool2d):
+        twin = nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.return_indices,
+                            layer.ceil_mode)
+    elif isinstance(layer, Dropout):
+        twin = nn.Dropout(layer.p, layer.inplace)
+    elif isinstance(layer, CrossEntropyLoss):
+        twin = nn.CrossEntropyLoss(ignore_index=layer.ignore_index, reduction=layer.reduction,
+                                   label_smoothing=layer.label_smoothing)
+    else:
+        return None
+    twin.load_state_dict(layer.state_dict())
+    return twin.to(next(iter(layer.state_dict().values()), torch.empty(0)).device).train(layer.training)
+
+
+def to_torch(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` built from plain ``torch.nn`` layers only (no registry, no Triton): "the same net in
+    eager PyTorch", with the same state_dict keys and values, for benchmarks and torch.compile baselines."""
+    twin = _torch_layer(module)
+    if twin is not None:
+        return twin
+    twin = copy.deepcopy(module)
+    for name, child in list(twin.named_modules()):
+        replacement = _torch_layer(child)
+        if replacement is not None and name:
+            parent_name, _, attribute = name.rpartition(".")
+            setattr(twin.get_submodule(parent_name), attribute, replacement)
+    return twin
+
+
+__all__ = ["Conv2d", "CrossEntropyLoss", "Dropout", "Linear", "LocalResponseNorm", "MaxPool2d", "TorchConv2d",
+           "TorchLinear", "to_torch"]
