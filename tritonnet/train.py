@@ -1,0 +1,765 @@
+"""Training AlexNet with tritonnet's kernels: the loop behind ``examples/train_alexnet.py``.
+
+The paper's recipe (Krizhevsky et al. 2012, section 5; ALEXNET.md): SGD with momentum 0.9 and weight decay 5e-4,
+batch 128, learning rate 0.01 divided by 10 on a step schedule (``--schedule step --lr-steps ...``) or when the
+validation accuracy stops improving (``--schedule plateau``), dropout 0.5 in fc6 and fc7, the model's own
+initialisation (the paper's for ``alexnet``). That is the default on a GPU. Without a GPU the default is a short demo
+recipe sized for the Triton interpreter on a 2-core CPU (see :data:`CPU_DEMO` for what differs and why).
+
+Flags follow PyTorch's ImageNet example; :func:`main` is the command line, :func:`train` runs a :class:`TrainConfig`.
+Outputs go to ``--out`` (default ``runs/<model>-<time>``):
+
+- ``metrics.jsonl``: one JSON object per evaluation (epoch, step, train_loss, train_top1, val_loss, val_top1,
+  val_top5, images_per_sec, lr, ...); ``curves.png``: loss and accuracy against epochs, redrawn after each epoch;
+- ``checkpoint.pt`` (latest) and ``best.pt`` (best validation top-1), written atomically, loadable with
+  ``torch.load(weights_only=True)``: model, optimizer, schedule, epoch, step within the epoch, every rank's RNG
+  states and the arguments. ``--resume`` continues exactly where the run stopped: the data order and augmentation
+  are functions of (seed, epoch, position), and dropout's seeds come from the restored torch generator.
+
+Ctrl-C (SIGINT) or SIGTERM saves the current state and exits (status 130); a NaN or infinite loss stops with a
+message and leaves the last good checkpoint as it was (status 1); bad data stops with a one-line message (status 2).
+Under ``torchrun`` the model is wrapped in DistributedDataParallel (NCCL on GPUs, gloo on CPUs): ``--batch-size`` is
+the global batch, split evenly across ranks; rank 0 alone prints and writes files; metrics are summed over ranks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+import tritonnet
+from tritonnet import functional as F
+from tritonnet import plot
+from tritonnet.data import DataError, build_data
+from tritonnet.models import MODELS, create_model
+from tritonnet.nn import Linear
+
+CHECKPOINT_FORMAT = 1
+EXIT_OK, EXIT_NAN, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+INPUT_SIZES = {"alexnet": 227, "alexnet-torchvision": 224, "alexnet-small": 32}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on. ``None`` means "the preset's value" (see :func:`resolve`)."""
+
+    data: str | None = None  # None: Fashion-MNIST; "synthetic"; a folder of IDX files; an ImageNet-style folder
+    model: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None  # global: split across ranks
+    lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str | None = None  # "step", "plateau" or "cosine"
+    lr_steps: list[float] | None = None  # epochs at which the step schedule divides the lr by 10
+    patience: int = 3  # evaluations without a better top-1 before the plateau schedule divides the lr by 10
+    warmup_epochs: float | None = None  # linear warm-up from 0 over this many epochs
+    label_smoothing: float | None = None
+    dropout: float | None = None
+    dropout_start: float | None = None  # epoch from which dropout is on (off before)
+    augment: bool = True
+    ten_crop: bool = False
+    train_subset: int | None = None  # the first N training images
+    val_subset: int | None = None  # the first N validation images
+    max_steps: int | None = None  # stop after this many optimizer steps in total
+    seed: int = 0
+    amp: str | None = None  # "bf16" or "fp16" autocast on a GPU
+    workers: int = 4
+    kernels: str | None = None  # "op=provider,..."
+    out: str | None = None
+    resume: str | None = None
+    evaluate: bool = False
+    print_every: int | None = None  # steps between loss checks and progress updates
+
+
+# The paper's recipe, used on a GPU (and for image folders on any device).
+PAPER = dict(model="alexnet", epochs=90, batch_size=128, lr=0.01, schedule="step", lr_steps=[30.0, 60.0, 80.0],
+             warmup_epochs=0.0, label_smoothing=0.0, dropout=0.5, dropout_start=0.0)
+# Fashion-MNIST on a GPU: the paper's recipe, shortened to 12 epochs of the 60,000 images, lr / 10 at 8 and 11.
+GPU_FASHION_MNIST = dict(PAPER, epochs=12, lr_steps=[8.0, 11.0])
+# The CPU demo, sized for Triton's interpreter on 2 cores (a 5-minute budget). What differs from the paper and why:
+# - alexnet-small (32x32 input, He initialisation), so a step costs a second, not minutes;
+# - batch 256: the interpreter's cost is per launched program and per tile operation, so larger batches amortise it;
+# - a higher peak lr (0.05) with a linear warm-up over the first epoch and a cosine decay to 0, so a few epochs get
+#   far; label smoothing 0.1;
+# - no dropout: on a net this small trained this briefly it only slows learning, and its Philox random numbers cost
+#   about 5 s per million in the interpreter;
+# - 10,000 training images (the shipped slice) and the first 1,000 held-out test images for evaluation.
+CPU_DEMO = dict(model="alexnet-small", epochs=4, batch_size=256, lr=0.05, schedule="cosine", lr_steps=[],
+                warmup_epochs=1.0, label_smoothing=0.1, dropout=0.0, dropout_start=0.0, train_subset=10_000,
+                val_subset=1_000)
+# What --resume takes from the checkpoint unless given again on the command line.
+RESTORED_ON_RESUME = ("data", "model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "lr_steps",
+                      "patience", "warmup_epochs", "label_smoothing", "dropout", "dropout_start", "augment", "ten_crop",
+                      "train_subset", "val_subset", "max_steps", "seed", "amp")
+
+
+def preset(config: TrainConfig, on_gpu: bool) -> tuple[str, dict]:
+    """The name and values of the preset that fills ``config``'s unset fields."""
+    if config.data not in (None, "synthetic") or (on_gpu and config.data == "synthetic"):
+        return "paper", PAPER
+    if on_gpu:
+        return "paper, shortened for Fashion-MNIST", GPU_FASHION_MNIST
+    return "CPU demo", CPU_DEMO
+
+
+def resolve(config: TrainConfig, on_gpu: bool, checkpoint_args: dict | None = None,
+            explicit: set[str] = frozenset()) -> tuple[TrainConfig, str]:
+    """Fill the unset fields: an explicit value wins, then the checkpoint's (when resuming), then the preset's."""
+    values = dataclasses.asdict(config)
+    if checkpoint_args:
+        values.update({name: checkpoint_args[name] for name in RESTORED_ON_RESUME
+                       if name not in explicit and name in checkpoint_args})
+    resolved = TrainConfig(**values)
+    name, defaults = preset(resolved, on_gpu)
+    for key, value in defaults.items():
+        if getattr(resolved, key) is None:
+            setattr(resolved, key, list(value) if isinstance(value, list) else value)
+    if resolved.print_every is None:
+        resolved.print_every = 20 if on_gpu else 1
+    return resolved, name
+
+
+def check_config(config: TrainConfig, world_size: int, on_gpu: bool) -> None:
+    """Refuse impossible combinations with a one-line message."""
+    if config.model not in MODELS:
+        raise DataError(f"unknown --model {config.model!r}; choose from {', '.join(MODELS)}")
+    if config.schedule not in ("step", "plateau", "cosine"):
+        raise DataError(f"unknown --schedule {config.schedule!r}; choose from step, plateau, cosine")
+    if config.batch_size < 1 or config.batch_size % world_size:
+        raise DataError(f"--batch-size {config.batch_size} must be a positive multiple of the {world_size} ranks")
+    if config.epochs < 1:
+        raise DataError(f"--epochs must be at least 1, got {config.epochs}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise DataError(f"--dropout must be in [0, 1), got {config.dropout}")
+    if config.amp is not None and (config.amp not in ("bf16", "fp16") or not on_gpu):
+        raise DataError(f"--amp {config.amp} needs a CUDA device (and one of bf16, fp16)")
+
+
+class Schedule:
+    """The learning rate as a function of training progress (in epochs), and the plateau schedule's state."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.decays = 0  # plateau: how many times the lr was divided by 10
+        self.best = -math.inf
+        self.bad_evaluations = 0
+
+    def lr(self, progress: float) -> float:
+        config = self.config
+        warmup = min(1.0, progress / config.warmup_epochs) if config.warmup_epochs > 0 else 1.0
+        if config.schedule == "cosine":
+            return config.lr * warmup * 0.5 * (1.0 + math.cos(math.pi * min(progress / config.epochs, 1.0)))
+        if config.schedule == "step":
+            return config.lr * warmup * 0.1 ** sum(progress >= milestone for milestone in config.lr_steps)
+        return config.lr * warmup * 0.1 ** self.decays
+
+    def observe(self, top1: float) -> None:
+        """After an evaluation: the plateau schedule divides the lr by 10 after ``patience`` without a better top-1."""
+        if top1 > self.best:
+            self.best, self.bad_evaluations = top1, 0
+            return
+        self.bad_evaluations += 1
+        if self.config.schedule == "plateau" and self.bad_evaluations >= self.config.patience:
+            self.decays, self.bad_evaluations = self.decays + 1, 0
+
+    def state_dict(self) -> dict:
+        return {"decays": self.decays, "best": self.best, "bad_evaluations": self.bad_evaluations}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decays, self.best, self.bad_evaluations = state["decays"], state["best"], state["bad_evaluations"]
+
+
+@dataclass
+class Distributed:
+    """This process's place in a torchrun job (world_size 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_environment(cls) -> "Distributed":
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size == 1:
+            return cls()
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return cls(rank, world_size, local_rank)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        if self.world_size > 1:
+            dist.all_reduce(values)
+        return values
+
+    def gather(self, value) -> list:
+        if self.world_size == 1:
+            return [value]
+        gathered = [None] * self.world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
+
+
+def rng_state(device: torch.device) -> dict:
+    """Every generator this process draws from, as tensors and plain Python values (weights_only-loadable)."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+            "python": {"version": version, "internal": list(internal), "gauss": gauss}}
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    saved = state["numpy"]
+    np.random.set_state((saved["kind"], saved["keys"].numpy().astype(np.uint32), saved["position"],
+                         saved["has_gauss"], saved["cached_gaussian"]))
+    saved = state["python"]
+    random.setstate((saved["version"], tuple(saved["internal"]), saved["gauss"]))
+
+
+def save_atomic(state: dict, path: Path) -> None:
+    """Write ``path`` so that a crash leaves the old file or the new one, never a torn one."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def copy_atomic(source: Path, destination: Path) -> None:
+    temporary = destination.with_name(f".{destination.name}.tmp")
+    shutil.copyfile(source, temporary)
+    os.replace(temporary, destination)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a torn or foreign file: unpickling fails in many ways
+        raise DataError(f"cannot load checkpoint {path}: {type(error).__name__}: {error}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"{path} is not a tritonnet training checkpoint")
+    return state
+
+
+def dropout_layers(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, float]]:
+    """(layer, attribute, p) for every dropout the model applies: fused into Linear layers, or standalone."""
+    found = []
+    for module in model.modules():
+        if isinstance(module, Linear) and module.dropout > 0:
+            found.append((module, "dropout", module.dropout))
+        elif isinstance(module, torch.nn.Dropout) and module.p > 0:
+            found.append((module, "p", module.p))
+    return found
+
+
+def accuracy_counts(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How many rows have their label as the top prediction, and among the top five."""
+    hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
+    return hits[:, 0].sum(), hits.any(dim=1).sum()
+
+
+@dataclass
+class Totals:
+    """Sums over the training steps of the current epoch, over all ranks."""
+
+    loss: float = 0.0
+    correct: float = 0.0
+    images: float = 0.0
+
+
+@dataclass
+class Position:
+    """Where training stands: the next step to take is ``step`` of ``epoch``."""
+
+    epoch: int = 0
+    step: int = 0
+    global_step: int = 0
+    totals: Totals = field(default_factory=Totals)
+    seconds: float = 0.0  # training time spent in this epoch so far
+
+
+class Run:
+    """One training (or evaluation) run: data, model, optimizer, schedule, position and outputs."""
+
+    def __init__(self, config: TrainConfig, preset_name: str, distributed: Distributed, device: torch.device,
+                 console: Console, checkpoint: dict | None):
+        self.config, self.preset_name, self.distributed, self.device = config, preset_name, distributed, device
+        self.console = console
+        if config.out:
+            self.out = Path(config.out)
+        elif config.resume:
+            self.out = Path(config.resume).parent
+        else:
+            self.out = Path("runs") / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.data = build_data(config.data, INPUT_SIZES[config.model], device, config.seed,
+                               train_subset=config.train_subset, val_subset=config.val_subset,
+                               workers=config.workers, ten_crop=config.ten_crop, augment=config.augment,
+                               warn=self.warn)
+        self.steps_per_epoch = self.data.steps_per_epoch(config.batch_size)
+        if self.steps_per_epoch == 0:
+            raise DataError(f"{self.data.train_size} training images make no full batch of {config.batch_size}")
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
+        self.model = create_model(config.model, self.data.num_classes, dropout=config.dropout).to(device)
+        self.dropouts = dropout_layers(self.model)
+        torch.manual_seed(config.seed * 7919 + 1 + distributed.rank)  # each rank's own dropout stream
+        np.random.seed(config.seed + distributed.rank)
+        random.seed(config.seed + distributed.rank)
+        self.trained = self.model
+        if distributed.world_size > 1:
+            self.trained = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
+                                         weight_decay=config.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16")
+        self.schedule = Schedule(config)
+        self.position = Position()
+        self.history: list[dict] = []
+        self.best_top1 = -math.inf
+        self.stop_signal: str | None = None
+        if checkpoint is not None:
+            self.restore(checkpoint)
+
+    # ----------------------------------------------------------------------------------------------- outputs
+    def warn(self, message: str) -> None:
+        if self.distributed.main:
+            self.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+    def print(self, *args, **kwargs) -> None:
+        if self.distributed.main:
+            self.console.print(*args, highlight=False, **kwargs)
+
+    def log(self, record: dict, file_name: str = "metrics.jsonl") -> None:
+        if self.distributed.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.out / file_name, "a") as file:
+                file.write(json.dumps(record) + "\n")
+
+    def draw_curves(self) -> None:
+        if not self.distributed.main or not self.history:
+            return
+        epochs = [record["epoch"] for record in self.history]
+
+        def series(key: str):
+            return epochs, [record[key] for record in self.history]
+
+        plot.save(self.out / "curves.png", [
+            plot.LineChart({"train loss": series("train_loss"), "val loss": series("val_loss")},
+                           title="loss", xlabel="epoch", ylabel="cross-entropy"),
+            plot.LineChart({"train top-1": series("train_top1"), "val top-1": series("val_top1"),
+                            "val top-5": series("val_top5")}, title="accuracy", xlabel="epoch", ylabel="percent"),
+        ])
+
+    # ------------------------------------------------------------------------------------------- checkpoints
+    def state(self) -> dict:
+        position = self.position
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "schedule": self.schedule.state_dict(),
+            "epoch": position.epoch,
+            "step_in_epoch": position.step,
+            "global_step": position.global_step,
+            "epoch_totals": dataclasses.asdict(position.totals),
+            "epoch_seconds": position.seconds,
+            "best_top1": self.best_top1,
+            "rng": self.distributed.gather(rng_state(self.device)),
+            "world_size": self.distributed.world_size,
+            "args": {**dataclasses.asdict(self.config), "preset": self.preset_name},
+        }
+
+    def save(self, improved: bool = False) -> None:
+        state = self.state()  # on every rank: the RNG states are gathered
+        if self.distributed.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_atomic(state, self.out / "checkpoint.pt")
+            if improved:
+                copy_atomic(self.out / "checkpoint.pt", self.out / "best.pt")
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"] is not None and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.position = Position(state["epoch"], state["step_in_epoch"], state["global_step"],
+                                 Totals(**state["epoch_totals"]), state["epoch_seconds"])
+        self.best_top1 = state["best_top1"]
+        if len(state["rng"]) == self.distributed.world_size:
+            set_rng_state(state["rng"][self.distributed.rank], self.device)
+        metrics = self.out / "metrics.jsonl"
+        if metrics.is_file():
+            records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            self.history = [record for record in records if record["step"] <= self.position.global_step]
+
+    # ------------------------------------------------------------------------------------------- evaluation
+    def autocast(self):
+        if self.config.amp is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast("cuda", dtype=torch.bfloat16 if self.config.amp == "bf16" else torch.float16)
+
+    def evaluate(self) -> dict:
+        """Loss, top-1 and top-5 (percent) over the whole validation set, summed over ranks. It draws nothing from
+        the training's random generators, so evaluating more or less often does not change training."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), torch.no_grad():
+            self.model.eval()
+            try:
+                return self._evaluate()
+            finally:
+                self.model.train()
+
+    def _evaluate(self) -> dict:
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, top-1 hits, top-5 hits, images
+        local_batch = self.config.batch_size // self.distributed.world_size
+        for images, labels in self.data.val_batches(local_batch, self.distributed.rank, self.distributed.world_size):
+            if len(labels) == 0:
+                continue
+            with self.autocast():
+                if images.dim() == 5:  # ten crops: average the softmax over the crops
+                    logits = self.model(images.flatten(0, 1)).float()
+                    probabilities = logits.softmax(dim=1).view(len(labels), images.shape[1], -1).mean(dim=1)
+                    logits = probabilities.clamp_min(1e-12).log()
+                    loss = torch.nn.functional.nll_loss(logits, labels, reduction="sum")
+                else:
+                    logits = self.model(images).float()
+                    loss = F.cross_entropy(logits, labels, reduction="sum")
+            top1, top5 = accuracy_counts(logits, labels)
+            sums += torch.stack([loss.double(), top1.double(), top5.double(),
+                                 torch.tensor(len(labels), dtype=torch.float64, device=self.device)])
+        loss, top1, top5, images = self.distributed.sum(sums).tolist()
+        images = max(images, 1.0)
+        return {"val_loss": loss / images, "val_top1": 100.0 * top1 / images, "val_top5": 100.0 * top5 / images,
+                "val_images": int(images)}
+
+    def evaluate_and_log(self, lr: float) -> dict:
+        """Evaluate, log one metrics record, feed the plateau schedule."""
+        position, totals = self.position, self.position.totals
+        record = {"epoch": round(position.global_step / self.steps_per_epoch, 4), "step": position.global_step,
+                  "train_loss": totals.loss / max(totals.images, 1),
+                  "train_top1": 100 * totals.correct / max(totals.images, 1)}
+        record.update(self.evaluate())
+        record.update({"images_per_sec": totals.images / max(position.seconds, 1e-9), "lr": lr,
+                       "corrupt_images": self.data.corrupt_images(), "time": time.time()})
+        self.schedule.observe(record["val_top1"])
+        self.history.append(record)
+        self.log(record)
+        self.print(f"epoch {record['epoch']:g}: train loss {record['train_loss']:.4f}, val loss "
+                   f"{record['val_loss']:.4f}, val top-1 {record['val_top1']:.2f}%, top-5 {record['val_top5']:.2f}% "
+                   f"({record['val_images']:,} images), {record['images_per_sec']:.0f} img/s")
+        return record
+
+    def save_after(self, record: dict) -> None:
+        """The checkpoint after an evaluation (best.pt too when its top-1 is the best so far), then the curves."""
+        improved = record["val_top1"] > self.best_top1
+        self.best_top1 = max(self.best_top1, record["val_top1"])
+        self.save(improved=improved)
+        self.draw_curves()
+
+    # --------------------------------------------------------------------------------------------- training
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> torch.Tensor:
+        """One optimizer step; returns (loss sum, top-1 hits, images) over the local batch, on the device."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with self.autocast():
+            logits = self.trained(images)
+            if len(labels):
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
+            else:  # every image of this rank's part was corrupt: join the gradient all-reduce with zeros
+                loss = logits.sum() * 0.0
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        correct = (logits.detach().argmax(dim=1) == labels).sum()
+        return torch.stack([loss.detach().double() * len(labels), correct.double(),
+                            torch.tensor(float(len(labels)), dtype=torch.float64, device=self.device)])
+
+    def train(self) -> int:
+        """Train to the end (``epochs``, or ``max_steps`` steps in all); returns the exit status."""
+        config, position = self.config, self.position
+        total_steps = config.epochs * self.steps_per_epoch
+        if config.max_steps is not None:
+            total_steps = min(total_steps, config.max_steps)
+        progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("left"),
+                            TimeRemainingColumn(), console=self.console, disable=not self.distributed.main)
+        previous_handlers = self.install_signal_handlers()
+        try:
+            with progress:
+                task = progress.add_task("train", total=total_steps, completed=position.global_step,
+                                         epoch=f"{position.epoch + 1}/{config.epochs}", stats="")
+                while position.global_step < total_steps and self.stop_signal is None:
+                    status = self.train_epoch(progress, task, total_steps)
+                    if status is not None:
+                        return status
+            if self.stop_signal is None and position.step > 0:  # cut short by --max-steps inside an epoch
+                self.save_after(self.evaluate_and_log(self.schedule.lr(position.epoch + position.step
+                                                                       / self.steps_per_epoch)))
+        finally:
+            self.restore_signal_handlers(previous_handlers)
+        if self.stop_signal is not None:
+            self.save()
+            self.print(f"[bold]Stopped by {self.stop_signal}[/] at epoch {position.epoch + 1}, step {position.step} "
+                       f"({position.global_step} steps in all). Saved {self.out / 'checkpoint.pt'}; continue with "
+                       f"--resume {self.out / 'checkpoint.pt'}")
+            return EXIT_INTERRUPTED
+        self.summary()
+        return EXIT_OK
+
+    def train_epoch(self, progress: Progress, task, total_steps: int) -> int | None:
+        """Train until the end of the epoch, ``total_steps``, or a signal; evaluate and save at the epoch's end.
+        Returns an exit status to stop with, or None."""
+        config, position, distributed = self.config, self.position, self.distributed
+        pending = torch.zeros(3, dtype=torch.float64, device=self.device)  # sums since the last check
+        steps_pending, lr = 0, config.lr
+        started = time.perf_counter() - position.seconds
+        batches = self.data.train_batches(position.epoch, position.step, config.batch_size, distributed.rank,
+                                          distributed.world_size)
+        for images, labels in batches:
+            progress_in_epochs = position.epoch + position.step / self.steps_per_epoch
+            for module, attribute, p in self.dropouts:
+                setattr(module, attribute, p if progress_in_epochs >= config.dropout_start else 0.0)
+            lr = self.schedule.lr(progress_in_epochs)
+            pending += self.train_step(images, labels, lr)
+            steps_pending += 1
+            position.step += 1
+            position.global_step += 1
+            last = position.step == self.steps_per_epoch or position.global_step >= total_steps
+            if steps_pending < config.print_every and not last:
+                continue
+            # Check the loss (and whether any rank was signalled) before this step's weights are ever saved.
+            flag = torch.tensor([1.0 if self.stop_signal else 0.0], dtype=torch.float64, device=self.device)
+            loss_sum, correct, images_seen, stop = distributed.sum(torch.cat([pending, flag])).tolist()
+            if not math.isfinite(loss_sum):
+                return self.stop_on_nan(loss_sum, lr)
+            totals = position.totals
+            totals.loss, totals.correct, totals.images = (totals.loss + loss_sum, totals.correct + correct,
+                                                          totals.images + images_seen)
+            position.seconds = time.perf_counter() - started
+            pending.zero_()
+            steps_pending = 0
+            if stop and self.stop_signal is None:
+                self.stop_signal = "a signal to another rank"
+            progress.update(task, completed=position.global_step, epoch=f"{position.epoch + 1}/{config.epochs}",
+                            stats=f"loss {loss_sum / max(images_seen, 1):.3f}  "
+                                  f"top-1 {100 * totals.correct / max(totals.images, 1):.1f}%  "
+                                  f"{totals.images / max(position.seconds, 1e-9):.0f} img/s  lr {lr:.3g}")
+            if self.stop_signal is not None or last:
+                break
+        if position.step == self.steps_per_epoch:
+            record = self.evaluate_and_log(self.schedule.lr(position.epoch + 1.0))
+            position.epoch, position.step, position.totals, position.seconds = position.epoch + 1, 0, Totals(), 0.0
+            self.save_after(record)
+        return None
+
+    def stop_on_nan(self, loss_sum: float, lr: float) -> int:
+        position, checkpoint = self.position, self.out / "checkpoint.pt"
+        kept = (f"the last good checkpoint, {checkpoint}, is unchanged" if checkpoint.is_file()
+                else "no checkpoint had been written yet")
+        self.print(f"[bold red]error:[/] the training loss became {loss_sum} in epoch {position.epoch + 1} by step "
+                   f"{position.step} (lr {lr:.4g}); stopping. {kept}. Try a lower --lr or a longer --warmup-epochs.")
+        return EXIT_NAN
+
+    def summary(self) -> None:
+        if not self.distributed.main or not self.history:
+            return
+        table = Table(title=f"{self.config.model} on {self.data.name}")
+        for column in ("epoch", "step", "train loss", "val loss", "val top-1 %", "val top-5 %", "images/s", "lr"):
+            table.add_column(column, justify="right")
+        for record in self.history:
+            table.add_row(f"{record['epoch']:g}", str(record["step"]), f"{record['train_loss']:.4f}",
+                          f"{record['val_loss']:.4f}", f"{record['val_top1']:.2f}", f"{record['val_top5']:.2f}",
+                          f"{record['images_per_sec']:.0f}", f"{record['lr']:.3g}")
+        self.console.print(table)
+        best = max(self.history, key=lambda record: record["val_top1"])
+        self.print(f"best val top-1 {best['val_top1']:.2f}% at epoch {best['epoch']:g}. In {self.out}/: "
+                   f"metrics.jsonl, curves.png, checkpoint.pt, best.pt")
+
+    # ------------------------------------------------------------------------------------------------ signals
+    def install_signal_handlers(self) -> dict:
+        def handler(number, frame):
+            if self.stop_signal is not None:  # a second Ctrl-C: stop at once
+                raise KeyboardInterrupt
+            self.stop_signal = signal.Signals(number).name
+            if self.distributed.main:
+                self.console.print(f"{self.stop_signal}: saving a checkpoint after this step (again to abort)")
+
+        previous = {}
+        for number in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[number] = signal.signal(number, handler)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return previous
+
+    @staticmethod
+    def restore_signal_handlers(previous: dict) -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def describe(run: Run) -> None:
+    """The first lines: where the kernels run, which kernels, the data, the model and the recipe."""
+    config, device = run.config, run.device
+    kernels = {op: tritonnet.provider_for(op) for op in tritonnet.available_kernels()}
+    if device.type == "cuda":
+        run.print(f"tritonnet: training on {torch.cuda.get_device_name(device)} x {run.distributed.world_size}")
+    elif tritonnet.INTERPRET and "triton" in kernels.values():
+        run.print("[bold]tritonnet: no CUDA device, so the Triton kernels run in Triton's interpreter on the CPU "
+                  "(TRITON_INTERPRET=1).[/] The default trains the small AlexNet for a few minutes; add "
+                  "--kernels all=torch to use PyTorch's reference kernels instead.")
+    else:
+        run.print("tritonnet: no CUDA device; training on the CPU")
+    run.print("kernels: " + ", ".join(f"{op}={provider}" for op, provider in kernels.items()))
+    run.print(f"data: {run.data.description}")
+    parameters = sum(parameter.numel() for parameter in run.model.parameters())
+    size = INPUT_SIZES[config.model]
+    run.print(f"model: {config.model} ({parameters:,} parameters, {size}x{size} input)")
+    schedule = {"step": f"divided by 10 at epochs {', '.join(f'{step:g}' for step in config.lr_steps) or '(none)'}",
+                "plateau": f"divided by 10 after {config.patience} evaluations without a better top-1",
+                "cosine": "cosine decay to 0"}[config.schedule]
+    warmup = f", linear warm-up over {config.warmup_epochs:g} epochs" if config.warmup_epochs else ""
+    dropout_start = f" from epoch {config.dropout_start:g}" if config.dropout and config.dropout_start else ""
+    run.print(f"recipe ({run.preset_name}): {config.epochs} epochs of {run.steps_per_epoch} steps, batch "
+              f"{config.batch_size}, SGD lr {config.lr:g} ({schedule}{warmup}), momentum {config.momentum:g}, "
+              f"weight decay {config.weight_decay:g}, dropout {config.dropout:g}{dropout_start}, label smoothing "
+              f"{config.label_smoothing:g}, augmentation {'on' if config.augment else 'off'}"
+              + (f", {config.amp} autocast" if config.amp else ""))
+    run.print(f"outputs: {run.out}/")
+
+
+def train(config: TrainConfig, explicit: set[str] = frozenset(), console: Console | None = None) -> int:
+    """Train (or with ``config.evaluate``, evaluate) and return the exit status. ``explicit`` names the fields the
+    user set, which win over a resumed checkpoint's arguments."""
+    # Messages are never wrapped (a path stays whole); tables and progress bars get 120 columns in a log file.
+    console = console or Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
+    try:
+        distributed = Distributed.from_environment()
+    except (RuntimeError, ValueError, KeyError) as error:
+        console.print(f"error: cannot join the torchrun job: {error}", highlight=False)
+        return EXIT_USAGE
+    on_gpu = torch.cuda.is_available()
+    device = torch.device("cuda", distributed.local_rank) if on_gpu else torch.device("cpu")
+    try:
+        checkpoint = load_checkpoint(config.resume) if config.resume else None
+        config, preset_name = resolve(config, on_gpu, checkpoint["args"] if checkpoint else None, explicit)
+        check_config(config, distributed.world_size, on_gpu)
+        try:
+            choices = tritonnet.parse_kernels(config.kernels or "")
+        except ValueError as error:
+            raise DataError(str(error)) from None
+        with tritonnet.use_kernels(**choices):
+            run = Run(config, preset_name, distributed, device, console, checkpoint)
+            describe(run)
+            if not config.evaluate:
+                return run.train()
+            record = {"epoch": round(run.position.global_step / run.steps_per_epoch, 4),
+                      "step": run.position.global_step, "checkpoint": config.resume, **run.evaluate(),
+                      "time": time.time()}
+            run.log(record, "evaluate.jsonl")
+            run.print(f"evaluated {config.resume or 'the untrained model'}: val loss {record['val_loss']:.4f}, top-1 "
+                      f"{record['val_top1']:.2f}%, top-5 {record['val_top5']:.2f}% over {record['val_images']:,} "
+                      f"images (logged to {run.out / 'evaluate.jsonl'})")
+            return EXIT_OK
+    except DataError as error:
+        console.print(f"error: {error}", highlight=False)
+        return EXIT_USAGE
+    finally:
+        if distributed.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train_alexnet.py",
+        description="Train AlexNet with tritonnet's Triton kernels. With no arguments: Fashion-MNIST (the full set "
+                    "when installed, else the slice shipped in tritonnet/data); the paper's recipe on a GPU, a "
+                    "few-minute demo of the small model on a CPU.")
+    add = parser.add_argument
+    add("--data", metavar="DIR", help="ImageNet-style folder (DIR/train/<class>/*, DIR/val/<class>/*), a folder of "
+        "IDX files, or 'synthetic' (default: Fashion-MNIST)")
+    add("--model", choices=sorted(MODELS), help="default: alexnet on a GPU, alexnet-small on a CPU")
+    add("--epochs", type=int, help="default: 90 (image folders), 12 (Fashion-MNIST on a GPU), 4 (CPU demo)")
+    add("-b", "--batch-size", type=int, help="global batch, split across ranks (default: 128; 256 in the CPU demo)")
+    add("--lr", type=float, help="initial (peak) learning rate (default: 0.01; 0.05 in the CPU demo)")
+    add("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
+    add("--weight-decay", "--wd", type=float, default=5e-4, help="(default: 5e-4)")
+    add("--schedule", choices=["step", "plateau", "cosine"], help="lr schedule (default: step; cosine in the CPU "
+        "demo)")
+    add("--lr-steps", type=lambda text: [float(item) for item in text.split(",") if item], metavar="E1,E2,...",
+        help="epochs at which the step schedule divides the lr by 10 (default: 30,60,80; 8,11 for Fashion-MNIST)")
+    add("--patience", type=int, default=3, help="plateau schedule: evaluations without a better top-1 before the lr "
+        "is divided by 10 (default: 3)")
+    add("--warmup-epochs", type=float, help="linear lr warm-up (default: 0; 1 in the CPU demo)")
+    add("--label-smoothing", type=float, help="(default: 0; 0.1 in the CPU demo)")
+    add("--dropout", type=float, help="dropout in fc6 and fc7 (default: 0.5; 0 in the CPU demo)")
+    add("--dropout-start", type=float, metavar="EPOCH", help="dropout is off before this epoch (default: 0)")
+    add("--no-augment", dest="augment", action="store_false", help="no random crops, shifts, flips or lighting")
+    add("--ten-crop", action="store_true", help="evaluate image folders on 10 crops, averaging the softmax")
+    add("--train-subset", type=int, metavar="N", help="train on the first N images (default: all; 10,000 on a CPU)")
+    add("--val-subset", type=int, metavar="N", help="evaluate on the first N images (default: all; 1,000 on a CPU)")
+    add("--max-steps", type=int, metavar="N", help="stop after N optimizer steps in all (then evaluate and save)")
+    add("--seed", type=int, default=0, help="(default: 0)")
+    add("--amp", nargs="?", const="bf16", choices=["bf16", "fp16"], help="mixed precision on a GPU (bf16 when no "
+        "value is given)")
+    add("-j", "--workers", type=int, default=4, help="DataLoader workers decoding image folders (default: 4)")
+    add("--kernels", metavar="OP=PROVIDER,...", help="kernel providers, e.g. all=torch or local_response_norm=torch; "
+        f"ops: {', '.join(tritonnet.available_kernels())}")
+    add("--out", metavar="DIR", help="output folder (default: runs/<model>-<time>, or the resumed checkpoint's)")
+    add("--resume", metavar="PATH", help="continue from this checkpoint (with --evaluate: evaluate it)")
+    add("--evaluate", action="store_true", help="evaluate on the validation set only, and log it")
+    add("--print-every", type=int, metavar="STEPS", help="steps between loss checks and progress updates "
+        "(default: 1 on a CPU, 20 on a GPU)")
+    return parser
+
+
+def config_from_arguments(argv: list[str] | None = None) -> tuple[TrainConfig, set[str]]:
+    """The config for a command line, and the names of the fields given on it (they win over a resumed
+    checkpoint's)."""
+    arguments = build_parser().parse_args(argv)
+    given_only = build_parser()
+    for action in given_only._actions:
+        action.default = argparse.SUPPRESS
+    explicit = set(vars(given_only.parse_args(argv)))
+    return TrainConfig(**vars(arguments)), explicit
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, explicit = config_from_arguments(argv)
+    return train(config, explicit)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
