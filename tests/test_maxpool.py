@@ -13,8 +13,8 @@ from kernels import maxpool as maxpool_kernels
 from tests.helpers import DEVICE, FLOAT_DTYPES, ON_GPU, assert_close
 from tritonnet.ops.maxpool import max_pool2d
 
-# Max-pooling does no arithmetic on the GPU path that the interpreter gets wrong (the kernels compare in fp32), so
-# bf16 is checked in both modes; fp64 only where the interpreter runs it.
+# The kernels widen bf16 to fp32 before comparing or summing (the interpreter's bf16 comparisons are wrong), so bf16
+# is checked in both modes; fp64 only in the interpreter.
 DTYPES = list(dict.fromkeys([*FLOAT_DTYPES, torch.bfloat16]))
 
 
