@@ -84,7 +84,7 @@ def test_short_run_writes_metrics_curves_checkpoints_and_lowers_the_loss(tmp_pat
 def test_default_triton_kernels_train_end_to_end(tmp_path, capsys):
     """No --kernels: every op's default provider (Triton, through the interpreter on a CPU), dropout included."""
     out = tmp_path / "triton"
-    assert main(["--train-subset", "32", "--val-subset", "16", "-b", "16", "--max-steps", "2", "--dropout", "0.5",
+    assert main(["--train-subset", "16", "--val-subset", "8", "-b", "8", "--max-steps", "1", "--dropout", "0.5",
                  "--out", str(out)]) == EXIT_OK
     printed = capsys.readouterr().out
     import tritonnet
@@ -94,7 +94,7 @@ def test_default_triton_kernels_train_end_to_end(tmp_path, capsys):
     if tritonnet.INTERPRET and "triton" in expected.values():
         assert "Triton's interpreter" in printed and "--kernels all=torch" in printed
     logged = records(out / "metrics.jsonl")
-    assert len(logged) == 1 and np.isfinite(logged[0]["val_loss"]) and logged[0]["step"] == 2
+    assert len(logged) == 1 and np.isfinite(logged[0]["val_loss"]) and logged[0]["step"] == 1
 
 
 def test_resume_continues_exactly_with_dropout_and_augmentation(tmp_path):
