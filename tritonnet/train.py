@@ -618,7 +618,11 @@ class Run:
 
     # ------------------------------------------------------------------------------------------------ signals
     def install_signal_handlers(self) -> dict:
+        main_process = os.getpid()
+
         def handler(number, frame):
+            if os.getpid() != main_process:  # a DataLoader worker (forked with this handler): the main process decides
+                return
             if self.stop_signal is not None:  # a second Ctrl-C: stop at once
                 raise KeyboardInterrupt
             self.stop_signal = signal.Signals(number).name
