@@ -33,11 +33,13 @@ BUDGET=${GPU_CHECK_BUDGET_S:-480}
 RESERVE=20  # seconds kept for the summary and the tarball
 START=$SECONDS
 
-# run_stage NAME LIMIT_S COMMAND...: run COMMAND with a time limit (cut to what the budget has left), its output to
-# LOGS/NAME.log; record NAME, exit status, seconds and limit in the stage table.
+# run_stage NAME LIMIT_S SIGNAL COMMAND...: run COMMAND with a time limit (cut to what the budget has left), sent
+# SIGNAL at the limit and KILL 20 s later, its output to LOGS/NAME.log; record NAME, exit status, seconds and limit
+# in the stage table. SIGINT lets pytest and the benchmarks report what they have; a stage started with `&` must
+# use TERM, because a background job of a script ignores SIGINT.
 run_stage() {
-    local name=$1 limit=$2 left started status
-    shift 2
+    local name=$1 limit=$2 signal=$3 left started status
+    shift 3
     left=$((BUDGET - RESERVE - (SECONDS - START)))
     if [ "$limit" -gt "$left" ]; then limit=$left; fi
     if [ "$limit" -lt 5 ]; then
@@ -47,7 +49,7 @@ run_stage() {
     fi
     echo "== $name (limit ${limit}s): $*"
     started=$SECONDS
-    timeout -s INT -k 20 "$limit" "$@" > "$LOGS/$name.log" 2>&1
+    timeout -s "$signal" -k 20 "$limit" "$@" > "$LOGS/$name.log" 2>&1
     status=$?
     printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$((SECONDS - started))" "$limit" >> "$STAGES"
     echo "== $name: exit $status after $((SECONDS - started))s"
@@ -73,21 +75,21 @@ else
 fi
 
 # The environment and the compile report need only CPUs: they run beside the tests.
-run_stage environment 30 bash -c "date -u; uname -a; nvidia-smi || echo 'no nvidia-smi'; \"$PYTHON\" -c '
+run_stage environment 30 TERM bash -c "date -u; uname -a; nvidia-smi || echo 'no nvidia-smi'; \"$PYTHON\" -c '
 import torch, triton, numpy, hypothesis, rich
 print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__, \"numpy\",
       numpy.__version__, \"hypothesis\", hypothesis.__version__)
 print(\"device:\", torch.cuda.get_device_name() if torch.cuda.is_available() else \"no CUDA device\")'" &
 ENVIRONMENT_JOB=$!
-run_stage compile "$LIMIT_COMPILE" nice -n 10 "$PYTHON" benchmarks/compile_report.py "${COMPILE[@]}" \
+run_stage compile "$LIMIT_COMPILE" TERM nice -n 10 "$PYTHON" benchmarks/compile_report.py "${COMPILE[@]}" \
     --json "$OUTDIR/compile.json" &
 COMPILE_JOB=$!
-run_stage tests "$LIMIT_TESTS" env TRITONNET_HYPOTHESIS_PROFILE=$PROFILE \
+run_stage tests "$LIMIT_TESTS" INT env TRITONNET_HYPOTHESIS_PROFILE=$PROFILE \
     TRITONNET_MAX_EXAMPLES="${TRITONNET_MAX_EXAMPLES:-40}" "$PYTHON" -m pytest -p benchmarks.hypothesis_budget \
     -p no:cacheprovider -q -rfE --durations=15 "${TESTS[@]}"
 wait "$ENVIRONMENT_JOB" "$COMPILE_JOB"
-run_stage kernels "$LIMIT_KERNELS" "$PYTHON" benchmarks/bench_kernels.py "${KERNELS[@]}" --json "$OUTDIR/kernels.json"
-run_stage model "$LIMIT_MODEL" "$PYTHON" benchmarks/bench_model.py "${MODEL[@]}" --json "$OUTDIR/model.json"
+run_stage kernels "$LIMIT_KERNELS" INT "$PYTHON" benchmarks/bench_kernels.py "${KERNELS[@]}" --json "$OUTDIR/kernels.json"
+run_stage model "$LIMIT_MODEL" INT "$PYTHON" benchmarks/bench_model.py "${MODEL[@]}" --json "$OUTDIR/model.json"
 
 if ! "$PYTHON" benchmarks/summarize.py "$OUTDIR" --stages "$STAGES" --tests-log "$LOGS/tests.log" \
         > "$LOGS/summarize.log" 2>&1; then
