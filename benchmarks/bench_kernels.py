@@ -332,7 +332,7 @@ def benchmark_case(case: Case, dtype: torch.dtype, providers: list[str], args, s
                                  "error": f"{type(error).__name__}: {str(error).strip()[:500]}"})
         try:
             timings = harness.measure_alike(calls, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms,
-                                            cuda_graph=args.cuda_graph)
+                                            cuda_graph=args.cuda_graph, min_reps=args.min_reps)
         except Exception as error:  # noqa: BLE001
             timings = {}
             failed_timing = f"{type(error).__name__}: {str(error).strip()[:500]}"
@@ -389,7 +389,8 @@ def evaluate_goals(rows: list[dict]) -> list[GoalResult]:
         check_minimum("LRN fwd+bwd >= 1.5x torch.compile", [(versus(row, COMPILED), where(row)) for row in lrn], 1.5),
         check_minimum("LRN fwd+bwd >= 80% of HBM bandwidth",
                       [(row.get("roofline_fraction"), where(row)) for row in lrn], 0.8, unit="%"),
-        check_minimum("max-pool fwd+bwd >= 1.2x eager", [(row.get("speedup_vs_eager"), where(row)) for row in pools], 1.2),
+        check_minimum("max-pool fwd+bwd >= 1.2x eager",
+                      [(row.get("speedup_vs_eager"), where(row)) for row in pools], 1.2),
         check_minimum("dropout >= 75% of HBM bandwidth (drop_big)",
                       [(row.get("roofline_fraction"), where(row)) for row in big_dropout], 0.75, unit="%"),
     ]
@@ -461,7 +462,7 @@ def write_chart(path: str, rows: list[dict], environment: dict) -> None:
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true",
-                        help="tiny shapes, fp32, a few calls each: exercises everything in seconds on a CPU")
+                        help="tiny shapes, fp32, one timed call each: exercises everything in seconds on a CPU")
     parser.add_argument("--batch-size", type=int, default=None, help="default 128 (2 with --smoke)")
     parser.add_argument("--dtypes", nargs="+", choices=list(harness.DTYPES), default=None,
                         help="default bf16 fp16 fp32 (fp32 with --smoke)")
@@ -474,8 +475,8 @@ def parse_arguments(argv=None):
                         help="compile only in these dtypes (compiling costs seconds per case)")
     parser.add_argument("--compile-backend", default="inductor")
     parser.add_argument("--compile-mode", default=None, help="e.g. max-autotune (default: torch's default)")
-    parser.add_argument("--warmup-ms", type=float, default=None, help="default 25 (1 with --smoke)")
-    parser.add_argument("--rep-ms", type=float, default=None, help="default 100 (1 with --smoke)")
+    parser.add_argument("--warmup-ms", type=float, default=None, help="default 25 (0 with --smoke)")
+    parser.add_argument("--rep-ms", type=float, default=None, help="default 100 (0 with --smoke)")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="replay CUDA graphs, for each case only if every provider can be captured")
     parser.add_argument("--no-tf32", dest="tf32", action="store_false",
@@ -485,8 +486,9 @@ def parse_arguments(argv=None):
     args = parser.parse_args(argv)
     args.batch_size = args.batch_size or (2 if args.smoke else 128)
     args.dtypes = args.dtypes or (["fp32"] if args.smoke else ["bf16", "fp16", "fp32"])
-    args.warmup_ms = args.warmup_ms if args.warmup_ms is not None else (1.0 if args.smoke else 25.0)
-    args.rep_ms = args.rep_ms if args.rep_ms is not None else (1.0 if args.smoke else 100.0)
+    args.warmup_ms = args.warmup_ms if args.warmup_ms is not None else (0.0 if args.smoke else 25.0)
+    args.rep_ms = args.rep_ms if args.rep_ms is not None else (0.0 if args.smoke else 100.0)
+    args.min_reps = 1 if args.smoke else 3  # CPU timing; every function was called once before it is timed
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
     return args
@@ -504,8 +506,9 @@ def main(argv=None) -> int:
              if (args.ops is None or case.op in args.ops) and (args.layers is None or case.layer in args.layers)]
     environment = harness.environment(batch_size=args.batch_size, smoke=args.smoke, tf32=args.tf32,
                                       providers=kernels, compile=compile_on, cuda_graph=args.cuda_graph)
-    console.print(f"[bold]bench_kernels[/] on {environment['gpu']} (roofline: {environment['gpu_spec'] or 'unknown GPU'})"
-                  f", torch {environment['torch']}, triton {environment['triton']}, batch {args.batch_size}")
+    console.print(f"[bold]bench_kernels[/] on {environment['gpu']} "
+                  f"(roofline: {environment['gpu_spec'] or 'unknown GPU'}), torch {environment['torch']}, "
+                  f"triton {environment['triton']}, batch {args.batch_size}")
 
     rows: list[dict] = []
     interrupted = False

@@ -77,16 +77,18 @@ def benchmark(model_name: str, dtype: torch.dtype, provider: str, args) -> dict:
     images = torch.randn(args.batch_size, 3, input_size, input_size, generator=generator).to(harness.DEVICE, dtype)
     labels = torch.randint(0, NUM_CLASSES[model_name], (args.batch_size,), generator=generator).to(harness.DEVICE)
 
+    first_loss: list[float] = []
+
     def step():
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(images), labels)
         loss.backward()
         optimizer.step()
-        return loss
+        if not first_loss:
+            first_loss.append(float(loss.detach()))
 
     torch.manual_seed(args.seed + 2)  # the same dropout draws for every provider that uses torch's generator
-    row["first_loss"] = round(float(step().detach()), 5)
-    for _ in range(args.warmup_steps - 1):  # compiles, autotunes
+    for _ in range(args.warmup_steps):  # compiles, autotunes
         step()
     harness.synchronize()
     if harness.ON_GPU:
@@ -97,9 +99,9 @@ def benchmark(model_name: str, dtype: torch.dtype, provider: str, args) -> dict:
         row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     else:
         row["peak_mem_mb"] = None
-    timing = harness.measure(step, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms)
-    row.update(ms=harness.significant(timing.ms), p20=harness.significant(timing.p20),
-               p80=harness.significant(timing.p80), timer=timing.method,
+    timing = harness.measure(step, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms, min_reps=1 if args.smoke else 3)
+    row.update(first_loss=round(first_loss[0], 5), ms=harness.significant(timing.ms),
+               p20=harness.significant(timing.p20), p80=harness.significant(timing.p80), timer=timing.method,
                images_per_sec=harness.significant(args.batch_size / timing.ms * 1000.0),
                parameters=sum(parameter.numel() for parameter in model.parameters()), error=None)
     return row
@@ -151,7 +153,8 @@ def write_chart(path: str, rows: list[dict], environment: dict) -> None:
 
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="alexnet-small, batch 2, fp32: seconds on a CPU")
+    parser.add_argument("--smoke", action="store_true",
+                        help="alexnet-small, batch 2, fp32, one step per provider: seconds on a CPU")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=None,
                         help="default alexnet alexnet-torchvision (alexnet-small with --smoke)")
     parser.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=None,
@@ -164,9 +167,9 @@ def parse_arguments(argv=None):
     parser.add_argument("--compile-backend", default="inductor")
     parser.add_argument("--kernels", default="", help="tritonnet providers, e.g. 'local_response_norm=torch'")
     parser.add_argument("--warmup-steps", type=int, default=None,
-                        help="untimed steps first, for compiling and autotuning (default 3; 1 with --smoke)")
-    parser.add_argument("--warmup-ms", type=float, default=None, help="default 50 (1 with --smoke)")
-    parser.add_argument("--rep-ms", type=float, default=None, help="default 500 (1 with --smoke)")
+                        help="untimed steps first, for compiling and autotuning (default 3; 0 with --smoke)")
+    parser.add_argument("--warmup-ms", type=float, default=None, help="default 50 (0 with --smoke)")
+    parser.add_argument("--rep-ms", type=float, default=None, help="default 500 (0 with --smoke)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-tf32", dest="tf32", action="store_false",
                         help="fp32 matrix products in full fp32 in cuBLAS/cuDNN")
@@ -175,11 +178,11 @@ def parse_arguments(argv=None):
     args.models = args.models or (["alexnet-small"] if args.smoke else ["alexnet", "alexnet-torchvision"])
     args.dtypes = args.dtypes or (["fp32"] if args.smoke else ["bf16", "fp32"])
     args.batch_size = args.batch_size or (2 if args.smoke else 128)
-    args.warmup_steps = args.warmup_steps if args.warmup_steps is not None else (1 if args.smoke else 3)
-    args.warmup_ms = args.warmup_ms if args.warmup_ms is not None else (1.0 if args.smoke else 50.0)
-    args.rep_ms = args.rep_ms if args.rep_ms is not None else (1.0 if args.smoke else 500.0)
-    if args.batch_size < 1 or args.warmup_steps < 1:
-        parser.error("--batch-size and --warmup-steps must be >= 1")
+    args.warmup_steps = args.warmup_steps if args.warmup_steps is not None else (0 if args.smoke else 3)
+    args.warmup_ms = args.warmup_ms if args.warmup_ms is not None else (0.0 if args.smoke else 50.0)
+    args.rep_ms = args.rep_ms if args.rep_ms is not None else (0.0 if args.smoke else 500.0)
+    if args.batch_size < 1 or args.warmup_steps < 0:
+        parser.error("--batch-size must be >= 1 and --warmup-steps >= 0")
     compile_on = args.compile == "on" or (args.compile == "auto" and harness.ON_GPU)
     args.providers = [provider for provider in (args.providers or PROVIDERS) if provider != COMPILED or compile_on]
     try:

@@ -88,7 +88,8 @@ run_stage tests "$LIMIT_TESTS" INT env TRITONNET_HYPOTHESIS_PROFILE=$PROFILE \
     TRITONNET_MAX_EXAMPLES="${TRITONNET_MAX_EXAMPLES:-40}" "$PYTHON" -m pytest -p benchmarks.hypothesis_budget \
     -p no:cacheprovider -q -rfE --durations=15 "${TESTS[@]}"
 wait "$ENVIRONMENT_JOB" "$COMPILE_JOB"
-run_stage kernels "$LIMIT_KERNELS" INT "$PYTHON" benchmarks/bench_kernels.py "${KERNELS[@]}" --json "$OUTDIR/kernels.json"
+run_stage kernels "$LIMIT_KERNELS" INT "$PYTHON" benchmarks/bench_kernels.py "${KERNELS[@]}" \
+    --json "$OUTDIR/kernels.json"
 run_stage model "$LIMIT_MODEL" INT "$PYTHON" benchmarks/bench_model.py "${MODEL[@]}" --json "$OUTDIR/model.json"
 
 if ! "$PYTHON" benchmarks/summarize.py "$OUTDIR" --stages "$STAGES" --tests-log "$LOGS/tests.log" \

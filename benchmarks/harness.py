@@ -57,10 +57,11 @@ class Timing:
     method: str  # "do_bench", "cuda_graph" or "perf_counter"
 
 
-def measure(fn: Callable[[], object], *, warmup_ms: float = 25.0, rep_ms: float = 100.0,
-            cuda_graph: bool = False) -> Timing:
+def measure(fn: Callable[[], object], *, warmup_ms: float = 25.0, rep_ms: float = 100.0, cuda_graph: bool = False,
+            min_reps: int = 3) -> Timing:
     """Time ``fn()`` on the benchmark device (see the module docstring). ``warmup_ms`` and ``rep_ms`` are the
-    time spent warming up and timing (on the CPU: at least one warm-up call and three timed calls)."""
+    time spent warming up and timing; on the CPU at least one warm-up call (none if ``warmup_ms`` is 0) and
+    ``min_reps`` timed calls."""
     if ON_GPU:
         import triton.testing
 
@@ -71,13 +72,14 @@ def measure(fn: Callable[[], object], *, warmup_ms: float = 25.0, rep_ms: float 
         return Timing(median, p20, p80, "do_bench")
     import numpy
 
-    deadline = time.perf_counter() + warmup_ms / 1000.0
-    fn()
-    while time.perf_counter() < deadline:
+    if warmup_ms > 0:
+        deadline = time.perf_counter() + warmup_ms / 1000.0
         fn()
+        while time.perf_counter() < deadline:
+            fn()
     times = []
     deadline = time.perf_counter() + rep_ms / 1000.0
-    while len(times) < 3 or (time.perf_counter() < deadline and len(times) < 1000):
+    while len(times) < min_reps or (time.perf_counter() < deadline and len(times) < 1000):
         started = time.perf_counter()
         fn()
         times.append((time.perf_counter() - started) * 1000.0)
@@ -86,15 +88,16 @@ def measure(fn: Callable[[], object], *, warmup_ms: float = 25.0, rep_ms: float 
 
 
 def measure_alike(fns: dict[str, Callable[[], object]], *, warmup_ms: float, rep_ms: float,
-                  cuda_graph: bool = False) -> dict[str, Timing]:
+                  cuda_graph: bool = False, min_reps: int = 3) -> dict[str, Timing]:
     """Time every function of a group the same way: with CUDA graphs only if all of them can be captured (a
     provider that synchronises with the host, or draws its random seed on the host, can't be), else all without."""
     if cuda_graph and ON_GPU:
         try:
-            return {name: measure(fn, warmup_ms=warmup_ms, rep_ms=rep_ms, cuda_graph=True) for name, fn in fns.items()}
+            return {name: measure(fn, warmup_ms=warmup_ms, rep_ms=rep_ms, cuda_graph=True)
+                    for name, fn in fns.items()}
         except Exception:  # noqa: BLE001  (a capture failed: time them all without graphs)
             torch.cuda.synchronize()
-    return {name: measure(fn, warmup_ms=warmup_ms, rep_ms=rep_ms) for name, fn in fns.items()}
+    return {name: measure(fn, warmup_ms=warmup_ms, rep_ms=rep_ms, min_reps=min_reps) for name, fn in fns.items()}
 
 
 def significant(value: float, digits: int = 5) -> float:

@@ -101,8 +101,9 @@ def readme_row(environment: dict, kernels: dict | None, model: dict | None) -> s
             step = f"{ours['images_per_sec']:,.0f} img/s ({_ratio(ours.get('speedup_vs_eager'))})"
     goals = [goal for source in (kernels, model) if source for goal in source.get("goals", [])]
     passed = sum(goal["status"] == "pass" for goal in goals)
-    return (f"| {environment.get('date', '-')[:10]} | {environment.get('gpu', '-')} | {environment.get('driver') or '-'} "
-            f"| {environment.get('torch', '-')} | {environment.get('triton', '-')} | {step} "
+    return (f"| {environment.get('date', '-')[:10]} | {environment.get('gpu', '-')} "
+            f"| {environment.get('driver') or '-'} | {environment.get('torch', '-')} "
+            f"| {environment.get('triton', '-')} | {step} "
             f"| {worst('local_response_norm', 'fwd+bwd')} | {worst('max_pool2d', 'fwd+bwd')} "
             f"| {worst('conv2d', 'fwd')} | {worst('linear', 'fwd+bwd')} | {passed}/{len(goals)} |")
 
