@@ -9,19 +9,20 @@ Shape of both kernels: a program owns one sample's tile of ``BLOCK_SPATIAL`` pos
 the channels in chunks of ``BLOCK_CHANNELS``. A chunk's window sums are ``size`` loads of the chunk shifted by each
 window offset: direct sums, no running sum, so no cancellation when a large value leaves the window. The largest
 offset is loaded first: it brings in the chunk's new rows from memory in one round trip, and every other shifted load
-hits rows that are already in L1. So each tensor is read from memory once.
+hits rows already in cache (the previous chunk's or this one's). So each tensor crosses DRAM once.
 
 What the backward needs, in bytes moved. Write ``u[c] = base[c] ** (-beta - 1)``. The gradient (derived beside the
 backward kernel) is ``dx[j] = g[j] base[j]^-beta - 2 alpha beta / size * x[j] * sum_{c in mirrored(j)} g[c] x[c] u[c]``.
-- Saving only the input: 2 tensor passes forward, but the backward must recompute ``base`` for every neighbour of
-  every element: ``size`` pows per element, with ``size * size`` loads of the input; compute bound at AlexNet's
-  sizes, on a GPU as on the interpreter.
+- Saving only the input: 2 tensor passes forward and 3 backward, but the backward must recompute ``base`` for every
+  neighbour of every element: ``size`` pows and ``size * size`` cached loads per element, which by estimate (not
+  measured) costs at AlexNet's sizes about as long as the DRAM traffic it saves, in fp32, and more in fp16/bf16.
 - Saving the input and the output: ``base`` cannot be recovered from them where ``x == 0`` (post-ReLU, often).
 - Saving the input and ``u`` (chosen): the forward writes one more tensor (3 passes), the backward reads the gradient,
   the input and ``u`` and writes the input's gradient (4 passes) with no pow at all: ``sum g x u`` is products of
   shifted loads, and ``base[j]^-beta = base[j] * u[j]`` where ``base[j]`` comes from the same shifted input loads.
   ``u`` is kept in the accumulator dtype (fp32; fp64 for fp64), since in fp16 it overflows when ``k`` is small.
-  The input itself is saved by reference (no copy when it is contiguous).
+  The input itself is saved by reference (no copy when it is contiguous). fp32 total: 7 tensor passes, 28 bytes per
+  element for forward + backward (fp16/bf16: 18). ``beta == 0`` (the identity) never reaches these kernels.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ import triton.language as tl
 from kernels.gpu_compile import CompileCase
 from kernels.runtime import INTERPRET, INTERPRETER_MAX_BLOCK, autotune, check_device, interpreter_block
 
-# A tile of BLOCK_CHANNELS x BLOCK_SPATIAL = 1024 elements per program: 8 per thread with 4 warps, enough programs
-# (AlexNet: 128 samples x 12-48 spatial tiles) to keep every SM busy. The autotuner picks the tile's aspect.
+# A tile of BLOCK_CHANNELS x BLOCK_SPATIAL = 1024 elements per program: 8 per thread with 4 warps, and enough
+# programs (AlexNet's 128 samples x 6 to 95 spatial tiles) to keep every SM busy. The autotuner picks the aspect.
+# Not tuned on a GPU yet.
 GPU_CONFIGS = [
     triton.Config({"BLOCK_CHANNELS": 8, "BLOCK_SPATIAL": 128}, num_warps=4),
     triton.Config({"BLOCK_CHANNELS": 16, "BLOCK_SPATIAL": 64}, num_warps=4),
@@ -51,6 +53,23 @@ def _load_rows(pointer, channel, spatial, channels, spatial_size):
     inside = ((channel >= 0) & (channel < channels))[:, None] & (spatial < spatial_size)[None, :]
     values = tl.load(pointer + channel[:, None] * spatial_size + spatial[None, :], mask=inside, other=0.0)
     return values.to(tl.float64 if values.dtype == tl.float64 else tl.float32)
+
+
+@triton.jit
+def _store_rows(pointer, values, channel, spatial, channels, spatial_size):
+    """Store ``values`` (converted to the pointer's dtype) at the (channel x spatial) tile of one sample."""
+    inside = (channel < channels)[:, None] & (spatial < spatial_size)[None, :]
+    offsets = channel[:, None] * spatial_size + spatial[None, :]
+    tl.store(pointer + offsets, values.to(pointer.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _program_tile(channels, spatial_size, BLOCK_SPATIAL: tl.constexpr):
+    """This program's sample, as the (int64) offset of its first element, and its ``BLOCK_SPATIAL`` positions."""
+    spatial_tiles = tl.cdiv(spatial_size, BLOCK_SPATIAL)
+    sample = tl.program_id(0) // spatial_tiles
+    spatial = (tl.program_id(0) % spatial_tiles) * BLOCK_SPATIAL + tl.arange(0, BLOCK_SPATIAL)
+    return sample.to(tl.int64) * channels * spatial_size, spatial
 
 
 @triton.jit
@@ -79,10 +98,7 @@ def lrn_forward_kernel(
     BLOCK_CHANNELS: tl.constexpr,  # channels per chunk of the walk across channels
     BLOCK_SPATIAL: tl.constexpr,  # positions per program
 ):
-    spatial_tiles = tl.cdiv(spatial_size, BLOCK_SPATIAL)
-    sample = tl.program_id(0) // spatial_tiles
-    spatial = (tl.program_id(0) % spatial_tiles) * BLOCK_SPATIAL + tl.arange(0, BLOCK_SPATIAL)
-    sample_start = sample.to(tl.int64) * channels * spatial_size
+    sample_start, spatial = _program_tile(channels, spatial_size, BLOCK_SPATIAL)
     input_ptr += sample_start
     output_ptr += sample_start
     base_power_ptr += sample_start
@@ -97,11 +113,9 @@ def lrn_forward_kernel(
         base = k + alpha_over_size * sum_of_squares
         power = _power(base, -beta, negative_base_sign)
         value = _load_rows(input_ptr, channel, spatial, channels, spatial_size)
-        offsets = channel[:, None] * spatial_size + spatial[None, :]
-        inside = (channel < channels)[:, None] & (spatial < spatial_size)[None, :]
-        tl.store(output_ptr + offsets, (value * power).to(output_ptr.dtype.element_ty), mask=inside)
+        _store_rows(output_ptr, value * power, channel, spatial, channels, spatial_size)
         if save_for_backward:
-            tl.store(base_power_ptr + offsets, power / base, mask=inside)
+            _store_rows(base_power_ptr, power / base, channel, spatial, channels, spatial_size)
 
 
 # The backward. out[c] = x[c] * base[c]^-beta with base[c] = k + alpha/size * sum_{i in window(c)} x[i]^2, so
@@ -129,10 +143,7 @@ def lrn_backward_kernel(
     BLOCK_CHANNELS: tl.constexpr,  # channels per chunk of the walk across channels
     BLOCK_SPATIAL: tl.constexpr,  # positions per program
 ):
-    spatial_tiles = tl.cdiv(spatial_size, BLOCK_SPATIAL)
-    sample = tl.program_id(0) // spatial_tiles
-    spatial = (tl.program_id(0) % spatial_tiles) * BLOCK_SPATIAL + tl.arange(0, BLOCK_SPATIAL)
-    sample_start = sample.to(tl.int64) * channels * spatial_size
+    sample_start, spatial = _program_tile(channels, spatial_size, BLOCK_SPATIAL)
     input_ptr += sample_start
     base_power_ptr += sample_start
     grad_output_ptr += sample_start
@@ -158,19 +169,18 @@ def lrn_backward_kernel(
         grad = _load_rows(grad_output_ptr, channel, spatial, channels, spatial_size)
         base_power = _load_rows(base_power_ptr, channel, spatial, channels, spatial_size)
         grad_input = grad * (base * base_power) - gradient_coefficient * value * weighted_sum
-        offsets = channel[:, None] * spatial_size + spatial[None, :]
-        inside = (channel < channels)[:, None] & (spatial < spatial_size)[None, :]
-        tl.store(grad_input_ptr + offsets, grad_input.to(grad_input_ptr.dtype.element_ty), mask=inside)
+        _store_rows(grad_input_ptr, grad_input, channel, spatial, channels, spatial_size)
 
 
 def _accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _geometry(input: torch.Tensor, size: int) -> tuple[int, int, int, int, int]:
-    """(batch, channels, spatial_size, window_before, window_after) of a contiguous (N, C, *) input."""
-    batch, channels = input.shape[0], input.shape[1]
-    spatial_size = math.prod(input.shape[2:])
+def lrn_geometry(shape: torch.Size, size: int) -> tuple[int, int, int, int, int]:
+    """(batch, channels, spatial_size, window_before, window_after) of an (N, C, *) input; refuses samples the kernels
+    cannot index."""
+    batch, channels = shape[0], shape[1]
+    spatial_size = math.prod(shape[2:])
     if channels * spatial_size >= 2**31:
         raise ValueError(f"input has {channels * spatial_size} elements per sample; the LRN kernels index a sample "
                          "with 32-bit offsets, so it must have fewer than 2**31")
@@ -200,7 +210,7 @@ def lrn_forward(input: torch.Tensor, size: int, alpha: float, beta: float, k: fl
     and, when ``save_for_backward``, ``base ** (-beta - 1)`` in the accumulator dtype for :func:`lrn_backward`."""
     check_device("input", input)
     assert input.is_contiguous() and beta != 0
-    batch, channels, spatial_size, before, after = _geometry(input, size)
+    batch, channels, spatial_size, before, after = lrn_geometry(input.shape, size)
     output = torch.empty_like(input)
     accumulator = _accumulator_dtype(input.dtype)
     # Without a backward the kernel never touches base_power_ptr: one element stands in for it.
@@ -217,7 +227,7 @@ def lrn_backward(input: torch.Tensor, base_power: torch.Tensor, grad_output: tor
     ``grad_output``."""
     check_device("grad_output", grad_output)
     assert input.is_contiguous() and grad_output.is_contiguous() and base_power.shape == input.shape
-    batch, channels, spatial_size, before, after = _geometry(input, size)
+    batch, channels, spatial_size, before, after = lrn_geometry(input.shape, size)
     grad_input = torch.empty_like(input)
     if input.numel():
         _launch(lrn_backward_kernel, batch, channels, spatial_size, input, base_power, grad_output, grad_input,

@@ -192,6 +192,13 @@ def test_lrn_beta_zero_is_the_identity_even_where_the_base_is_zero(provider):
     assert torch.equal(output, expected_output.float()) and torch.equal(x.grad, expected_grad.float())
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_lrn_refuses_samples_of_2_to_the_31_elements(provider):
+    x = torch.zeros(1, 1, 1, device=DEVICE).expand(1, 2**16, 2**15)  # no memory behind it
+    with pytest.raises(ValueError, match="fewer than 2\\*\\*31"):
+        local_response_norm(x, 5, provider=provider)
+
+
 @pytest.mark.parametrize("provider", ["torch", *PROVIDERS])
 @pytest.mark.parametrize("arguments, error, message", [
     (dict(input=[[[1.0]]]), TypeError, "input must be a torch.Tensor"),

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from kernels.lrn import lrn_backward, lrn_forward
+from kernels.lrn import lrn_backward, lrn_forward, lrn_geometry
 from tritonnet.ops._checks import check_float, check_int, check_tensor
 from tritonnet.registry import lookup, register
 
@@ -68,4 +68,5 @@ class LocalResponseNormFunction(torch.autograd.Function):
 def triton_local_response_norm(input, size, alpha, beta, k):
     if beta == 0:  # x / base ** 0 == x everywhere, even where the base is 0, inf or NaN (torch: pow(b, 0) == 1)
         return input.clone(memory_format=torch.contiguous_format)
+    lrn_geometry(input.shape, size)  # refuse what the kernels cannot index before copying to contiguous
     return LocalResponseNormFunction.apply(input, size, alpha, beta, k)
