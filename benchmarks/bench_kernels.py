@@ -415,6 +415,11 @@ def evaluate_goals(rows: list[dict]) -> list[GoalResult]:
 
 # ------------------------------------------------------------------------------------------------------ reporting
 
+def provider_order(provider: str) -> tuple:
+    """Ours first, other registered providers next, then PyTorch eager and torch.compile."""
+    return provider == COMPILED, provider == EAGER, provider != OURS, provider
+
+
 def _cell(row: dict) -> str:
     if not row.get("ms"):
         return "[red]error[/]"
@@ -427,7 +432,7 @@ def _cell(row: dict) -> str:
 def print_tables(console, rows: list[dict]) -> None:
     from rich.table import Table
 
-    providers = list(dict.fromkeys(row["provider"] for row in rows))
+    providers = sorted({row["provider"] for row in rows}, key=provider_order)
     for dtype in dict.fromkeys(row["dtype"] for row in rows):
         table = Table(title=f"{dtype}: median ms, x eager, throughput, % of roofline", title_justify="left")
         for column in ("layer", "pass", "shape", *providers):
@@ -454,6 +459,8 @@ def write_chart(path: str, rows: list[dict], environment: dict) -> None:
         if not rows_of_panel or rows_of_panel[-1][0] != label:
             rows_of_panel.append((label, {}))
         rows_of_panel[-1][1][row["provider"]] = row.get("speedup_vs_eager")
+    panels = {panel: [(label, dict(sorted(values.items(), key=lambda item: provider_order(item[0]))))
+                      for label, values in rows_of_panel] for panel, rows_of_panel in panels.items()}
     ratio_chart(path, "tritonnet kernels: times faster than PyTorch eager", panels,
                 subtitle=f"{environment['gpu']}, batch {environment['batch_size']}, torch {environment['torch']}, "
                          f"triton {environment['triton']}, {environment['date']}")

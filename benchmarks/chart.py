@@ -1,7 +1,8 @@
 """Bar charts of ratios as PNG files, with numpy and zlib only (matplotlib is not on the GPU machines).
 
-Stand-in until ``tritonnet.plot`` lands; :func:`ratio_chart` is the benchmarks' only drawing call, so switching is
-a change to this one function. Text is drawn in upper case with a 5x7 bitmap font.
+Stand-in until ``tritonnet.plot`` (the training branch's chart writer) is in main: :func:`ratio_chart` is the
+benchmarks' only drawing call, so switching is a change to this one function (each panel becomes one grouped bar
+chart, ``{row label: {series: value}}``). Text is drawn in upper case with a 5x7 bitmap font.
 """
 
 from __future__ import annotations
