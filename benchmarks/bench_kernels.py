@@ -31,6 +31,8 @@ What is counted (s = bytes per element, n = elements of the op's input, m = of i
   ``torch.cuda.memory_allocated``: the memory a provider keeps for its backward (PyTorch's dropout keeps a
   1-byte mask per element, its max-pool int64 indices).
 - rel_error: ||out - eager|| / ||eager|| of the forward output (not for ops that draw random numbers).
+- first_call_s: seconds of the first call, untimed otherwise: Triton's compiles and autotuning, torch.compile's
+  compile, cuDNN's algorithm search (fwd rows: the forward's; fwd+bwd rows: the first backward's).
 
 The goals each kernel is held to on an H100/H200 at batch 128 are printed as pass/fail at the end (README.md).
 """
@@ -42,6 +44,7 @@ import dataclasses
 import math
 import os
 import sys
+import time
 from typing import Callable
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
@@ -256,6 +259,15 @@ def _graph_bytes(forward: Callable[[], torch.Tensor]) -> int | None:
     return max(held, 0)
 
 
+def _first_call(fn: Callable[[], object]) -> tuple[object, float]:
+    """``fn()`` and the seconds it took: the first call of a provider compiles and autotunes."""
+    harness.synchronize()
+    started = time.perf_counter()
+    result = fn()
+    harness.synchronize()
+    return result, round(time.perf_counter() - started, 3)
+
+
 def _relative_error(output: torch.Tensor, expected: torch.Tensor) -> float:
     output, expected = output.detach().double(), expected.detach().double()
     return float((output - expected).norm() / expected.norm().clamp_min(1e-30))
@@ -296,9 +308,10 @@ def benchmark_case(case: Case, dtype: torch.dtype, providers: list[str], args, s
     rows: list[dict] = []
     failed: dict[str, str] = {}
     first_outputs: dict[str, torch.Tensor] = {}
+    first_call_s: dict[tuple[str, str], float] = {}
     for provider, forward in forwards.items():
         try:
-            first_outputs[provider] = forward()
+            first_outputs[provider], first_call_s["fwd", provider] = _first_call(forward)
         except Exception as error:  # noqa: BLE001  (a broken provider is reported, and the others still run)
             failed[provider] = f"{type(error).__name__}: {str(error).strip()[:500]}"
     grad_output = None
@@ -325,7 +338,7 @@ def benchmark_case(case: Case, dtype: torch.dtype, providers: list[str], args, s
                     return torch.autograd.grad(forward(), inputs_with_grad, grad_output)
 
                 try:
-                    step()
+                    _, first_call_s[pass_, provider] = _first_call(step)
                     calls[provider] = step
                 except Exception as error:  # noqa: BLE001
                     rows.append({**base, "pass": pass_, "provider": provider, "ms": None,
@@ -345,7 +358,8 @@ def benchmark_case(case: Case, dtype: torch.dtype, providers: list[str], args, s
                          "timer": timing.method,
                          **_throughput(case, pass_, dtype, timing.ms, spec, args.tf32),
                          "graph_bytes": held.get(provider) if pass_ == "fwd" else None,
-                         "rel_error": errors.get(provider), "error": None})
+                         "rel_error": errors.get(provider), "first_call_s": first_call_s.get((pass_, provider)),
+                         "error": None})
     for provider, message in failed.items():
         rows.extend({**base, "pass": pass_, "provider": provider, "ms": None, "error": message}
                     for pass_ in args.passes)

@@ -22,7 +22,7 @@ from benchmarks.harness import COMPILED, EAGER
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUTS = {"summary.md", "kernels.json", "kernels.png", "model.json", "model.png", "compile.json", "logs.tar.gz"}
 KERNEL_KEYS = {"op", "layer", "shape", "dtype", "pass", "provider", "ms", "p20", "p80", "roofline_fraction",
-               "speedup_vs_eager", "graph_bytes", "rel_error", "timer", "error"}
+               "speedup_vs_eager", "graph_bytes", "rel_error", "first_call_s", "timer", "error"}
 MODEL_KEYS = {"model", "provider", "dtype", "batch", "images_per_sec", "peak_mem_mb", "ms", "p20", "p80",
               "speedup_vs_eager", "first_loss", "error"}
 COMPILE_KEYS = {"kernel", "arch", "dtype", "registers", "spills", "shared_bytes", "tensor_cores"}
