@@ -70,7 +70,7 @@ else
     PROFILE=thorough
     KERNELS=(--batch-size 128 --warmup-ms 5 --rep-ms 25 --compile-dtypes bf16)
     MODEL=(--batch-size 128 --dtypes bf16 fp32 --warmup-ms 20 --rep-ms 200)
-    COMPILE=()
+    COMPILE=(--archs 80 90)
     LIMIT_TESTS=150 LIMIT_COMPILE=150 LIMIT_KERNELS=150 LIMIT_MODEL=140
 fi
 
