@@ -11,15 +11,17 @@ Rows whose target is ``ignore_index`` have loss 0 and gradient 0; ``mean`` divid
 
 Forward: each program takes BLOCK_ROWS rows and walks their classes in BLOCK_CLASSES blocks, keeping a running max
 and a running sum of ``exp(x - max)`` rescaled whenever the max grows (online softmax): one read of the logits,
-stable for any finite logits (1e4 and -1e4 in fp16 included), in fp32 (fp64 for fp64). It stores each row's loss and
-its ``lse`` (4 bytes a row, saved for the backward). A single-program pass then sums the losses and counts the
+stable for any finite logits (1e4 and -1e4 in fp16 included), in fp32 (fp64 for fp64). It stores each row's loss and,
+for the backward, its max ``m`` and ``log(sum_c exp(x_c - m))`` (8 bytes a row): kept apart, so that the backward's
+``x - lse`` is computed as ``(x - m) - log(...)`` without the rounding of a large ``lse`` (1e4 has an fp32 ulp of
+1e-3). A single-program pass then sums the losses and counts the
 non-ignored rows, in a fixed order (deterministic; no atomics).
 
-Backward: recomputes ``softmax = exp(x - lse)`` from the logits and the saved ``lse`` and writes the gradient in
-one pass. Computing the gradient already in the forward (into a logits-sized buffer) would save re-reading the logits,
-but would hold a second logits-sized tensor from the forward to the backward and still need a pass to apply
-``grad_output``; for AlexNet's 128 x 1000 logits both are negligible, and recomputing keeps the forward's memory at
-the size of the loss.
+Backward: recomputes the softmax from the logits and the saved row statistics and writes the gradient in one pass.
+Computing the gradient already in the forward (into a logits-sized buffer) would save re-reading the logits, but
+would hold a second logits-sized tensor from the forward to the backward and still need a pass to apply
+``grad_output``; for AlexNet's 128 x 1000 logits both are negligible, and recomputing keeps what the forward leaves
+behind at 8 bytes a row.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ def cross_entropy_forward_kernel(
     logits_pointer,  # (rows, classes), any strides
     target_pointer,  # (rows,) class indices, any integer dtype, in [0, classes) or ignore_index
     loss_pointer,  # (rows,) per-row loss (0 for ignored rows), contiguous
-    log_sum_exp_pointer,  # (rows,) logsumexp of each row, fp32 (fp64 for fp64), contiguous
+    row_max_pointer,  # (rows,) max logit of each row, fp32 (fp64 for fp64), contiguous
+    log_denominator_pointer,  # (rows,) log(sum_c exp(x_c - row max)), fp32 (fp64 for fp64), contiguous
     rows,  # number of rows (the batch)
     classes,  # number of classes
     logits_stride_row, logits_stride_class,  # logits strides, in elements
@@ -66,7 +69,7 @@ def cross_entropy_forward_kernel(
     BLOCK_ROWS: tl.constexpr,  # rows per program
     BLOCK_CLASSES: tl.constexpr,  # classes per step
 ):
-    """Loss and logsumexp of BLOCK_ROWS rows, with an online max / sum-exp over the classes."""
+    """Loss and softmax statistics of BLOCK_ROWS rows, with an online max / sum-exp over the classes."""
     row = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS).to(tl.int64)
     target, valid = _row_targets(target_pointer, row, rows, target_stride, ignore_index)
     row_logits = logits_pointer + row[:, None] * logits_stride_row
@@ -86,17 +89,18 @@ def cross_entropy_forward_kernel(
         if SMOOTHING:
             logit_sum += tl.sum(tl.where(in_range, logits, 0.0), axis=1)
     row_in_range = row < rows
-    log_sum_exp = (tl.where(running_max == float("-inf"), 0.0, running_max)
-                   + tl.log(tl.where(row_in_range, running_sum, 1.0)))
+    row_max = tl.where(running_max == float("-inf"), 0.0, running_max)
+    log_denominator = tl.log(tl.where(row_in_range, running_sum, 1.0))
     target_in_range = valid & (target >= 0) & (target < classes)
     target_logit = tl.load(logits_pointer + row * logits_stride_row + target * logits_stride_class,
                            mask=target_in_range, other=0.0).to(compute_dtype)
-    loss = log_sum_exp - target_logit
+    loss = (row_max - target_logit) + log_denominator  # lse - x_t
     if SMOOTHING:
-        loss = (1.0 - label_smoothing) * loss + label_smoothing * (log_sum_exp - logit_sum / classes)
+        loss = (1.0 - label_smoothing) * loss + label_smoothing * ((row_max - logit_sum / classes) + log_denominator)
     loss = tl.where(valid, loss, 0.0)
     tl.store(loss_pointer + row, loss.to(loss_pointer.dtype.element_ty), mask=row_in_range)
-    tl.store(log_sum_exp_pointer + row, log_sum_exp, mask=row_in_range)
+    tl.store(row_max_pointer + row, row_max, mask=row_in_range)
+    tl.store(log_denominator_pointer + row, log_denominator, mask=row_in_range)
 
 
 @autotune(configs=REDUCE_CONFIGS, key=[])
@@ -132,7 +136,8 @@ def cross_entropy_reduce_kernel(
 def cross_entropy_backward_kernel(
     logits_pointer,  # (rows, classes), any strides
     target_pointer,  # (rows,) class indices, any integer dtype
-    log_sum_exp_pointer,  # (rows,) saved by the forward, contiguous
+    row_max_pointer,  # (rows,) saved by the forward, contiguous
+    log_denominator_pointer,  # (rows,) saved by the forward, contiguous
     grad_output_pointer,  # (rows,) for reduction "none"; a scalar (stride 0) for "sum" and "mean"
     valid_count_pointer,  # () int32 number of non-ignored rows (read with MEAN)
     grad_logits_pointer,  # (rows, classes), contiguous: the result
@@ -153,19 +158,21 @@ def cross_entropy_backward_kernel(
     row = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS).to(tl.int64)
     target, valid = _row_targets(target_pointer, row, rows, target_stride, ignore_index)
     compute_dtype = tl.float64 if logits_pointer.dtype.element_ty == tl.float64 else tl.float32
-    log_sum_exp = tl.load(log_sum_exp_pointer + row, mask=row < rows, other=0.0)
+    row_max = tl.load(row_max_pointer + row, mask=row < rows, other=0.0)
+    log_denominator = tl.load(log_denominator_pointer + row, mask=row < rows, other=0.0)
     scale = tl.load(grad_output_pointer + row * grad_output_stride, mask=row < rows, other=0.0).to(compute_dtype)
-    if MEAN:
-        scale = scale / tl.load(valid_count_pointer).to(compute_dtype)
+    if MEAN:  # (no valid row at all: every scale below is masked anyway)
+        scale = scale / tl.maximum(tl.load(valid_count_pointer), 1).to(compute_dtype)
     scale = tl.where(valid, scale, 0.0)
     row_logits = logits_pointer + row[:, None] * logits_stride_row
     for start in range(0, classes, BLOCK_CLASSES):
         class_index = start + tl.arange(0, BLOCK_CLASSES).to(tl.int64)
         in_range = (row < rows)[:, None] & (class_index < classes)[None, :]
         logits = tl.load(row_logits + class_index[None, :] * logits_stride_class, mask=in_range,
-                         other=0.0).to(compute_dtype)
+                         other=float("-inf")).to(compute_dtype)
         one_hot = (class_index[None, :] == target[:, None]).to(compute_dtype)
-        grad = tl.exp(logits - log_sum_exp[:, None]) - one_hot * (1.0 - label_smoothing)
+        softmax = tl.exp((logits - row_max[:, None]) - log_denominator[:, None])
+        grad = softmax - one_hot * (1.0 - label_smoothing)
         if SMOOTHING:
             grad -= label_smoothing / tl.cast(classes, compute_dtype)
         grad = tl.where(valid[:, None], grad * scale[:, None], 0.0)
@@ -184,33 +191,40 @@ def _row_tiles(rows: int, classes: int) -> dict:
 
 
 def cross_entropy_forward(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, reduction: str,
-                          label_smoothing: float):
+                          label_smoothing: float, loss_shape: tuple[int, ...] | None = None):
     """Loss of 2-D ``logits`` (rows, classes) against class indices ``target`` (rows,). Returns ``(loss,
-    log_sum_exp, valid_count)``: the loss as torch returns it for ``reduction`` (in the logits' dtype), and what
-    :func:`cross_entropy_backward` needs."""
+    row_statistics, valid_count)``: the loss as torch returns it for ``reduction`` (in the logits' dtype), and what
+    :func:`cross_entropy_backward` needs (each row's max logit and log-denominator; the number of non-ignored
+    rows, a 0-D int32 tensor, for mean). ``loss_shape`` is the shape of the per-row loss for reduction "none"
+    (default (rows,))."""
     check_device("input", logits)
     rows, classes = logits.shape
     compute_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    per_row = torch.empty(rows, device=logits.device, dtype=logits.dtype if reduction == "none" else compute_dtype)
-    log_sum_exp = torch.empty(rows, device=logits.device, dtype=compute_dtype)
-    valid_count = torch.zeros((), device=logits.device, dtype=torch.int32)
+    if reduction == "none":
+        per_row = torch.empty((rows,) if loss_shape is None else loss_shape, device=logits.device, dtype=logits.dtype)
+    else:
+        per_row = torch.empty(rows, device=logits.device, dtype=compute_dtype)
+    row_max = torch.empty(rows, device=logits.device, dtype=compute_dtype)
+    log_denominator = torch.empty(rows, device=logits.device, dtype=compute_dtype)
+    valid_count = torch.empty((), device=logits.device, dtype=torch.int32)  # written by the reduction (mean, sum)
     if rows:
         grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_ROWS"]),)
         cross_entropy_forward_kernel[grid](
-            logits, target, per_row, log_sum_exp, rows, classes, logits.stride(0), logits.stride(1), target.stride(0),
-            ignore_index, label_smoothing, SMOOTHING=label_smoothing > 0.0, **_row_tiles(rows, classes))
+            logits, target, per_row, row_max, log_denominator, rows, classes, logits.stride(0), logits.stride(1),
+            target.stride(0), ignore_index, label_smoothing, SMOOTHING=label_smoothing > 0.0,
+            **_row_tiles(rows, classes))
     if reduction == "none":
-        return per_row, log_sum_exp, valid_count
+        return per_row, (row_max, log_denominator), valid_count
     result = torch.empty((), device=logits.device, dtype=logits.dtype)
     meta = {"BLOCK_ROWS": interpreter_block(rows, cap=1 << 16)} if INTERPRET else {}
     cross_entropy_reduce_kernel[(1,)](per_row, target, result, valid_count, rows, target.stride(0), ignore_index,
                                       MEAN=reduction == "mean", **meta)
-    return result, log_sum_exp, valid_count
+    return result, (row_max, log_denominator), valid_count
 
 
 def cross_entropy_backward(grad_output: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
-                           log_sum_exp: torch.Tensor, valid_count: torch.Tensor, ignore_index: int, reduction: str,
-                           label_smoothing: float) -> torch.Tensor:
+                           row_statistics: tuple[torch.Tensor, torch.Tensor], valid_count: torch.Tensor,
+                           ignore_index: int, reduction: str, label_smoothing: float) -> torch.Tensor:
     """Gradient with respect to ``logits`` (a new contiguous tensor), given ``grad_output`` ((rows,) for
     reduction "none", a scalar otherwise) and what :func:`cross_entropy_forward` returned."""
     check_device("grad_output", grad_output)
@@ -220,42 +234,42 @@ def cross_entropy_backward(grad_output: torch.Tensor, logits: torch.Tensor, targ
         return grad_logits
     grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_ROWS"]),)
     cross_entropy_backward_kernel[grid](
-        logits, target, log_sum_exp, grad_output, valid_count, grad_logits, rows, classes, logits.stride(0),
+        logits, target, *row_statistics, grad_output, valid_count, grad_logits, rows, classes, logits.stride(0),
         logits.stride(1), target.stride(0), grad_output.stride(0) if reduction == "none" else 0, ignore_index,
         label_smoothing, MEAN=reduction == "mean", SMOOTHING=label_smoothing > 0.0, **_row_tiles(rows, classes))
     return grad_logits
 
 
 def compile_cases() -> list[CompileCase]:
-    """Each kernel with each GPU config, for fp32/fp16/bf16 logits and int64 targets, label smoothing on."""
+    """Each kernel with each GPU config, for fp32/fp16/bf16 logits and int64 targets (contiguous, as a typical launch
+    specializes them), mean reduction and label smoothing on."""
     cases = []
     for dtype in ("fp32", "fp16", "bf16"):
-        compute = "fp32"
+        logits, statistics = f"*{dtype}", "*fp32"
         for config in ROW_CONFIGS:
             cases.append(CompileCase(
                 "cross_entropy_forward", cross_entropy_forward_kernel,
-                {"logits_pointer": f"*{dtype}", "target_pointer": "*i64", "loss_pointer": f"*{compute}",
-                 "log_sum_exp_pointer": f"*{compute}", "rows": "i32", "classes": "i32", "logits_stride_row": "i32",
-                 "logits_stride_class": "constexpr", "target_stride": "constexpr", "ignore_index": "i32",
-                 "label_smoothing": "fp32", "SMOOTHING": "constexpr", "BLOCK_ROWS": "constexpr",
-                 "BLOCK_CLASSES": "constexpr"},
-                {"logits_stride_class": 1, "target_stride": 1, "SMOOTHING": True, **config.kwargs},
+                dict(logits_pointer=logits, target_pointer="*i64", loss_pointer=statistics, row_max_pointer=statistics,
+                     log_denominator_pointer=statistics, rows="i32", classes="i32", logits_stride_row="i32",
+                     logits_stride_class="constexpr", target_stride="constexpr", ignore_index="i32",
+                     label_smoothing="fp32", SMOOTHING="constexpr", BLOCK_ROWS="constexpr", BLOCK_CLASSES="constexpr"),
+                dict(logits_stride_class=1, target_stride=1, SMOOTHING=True, **config.kwargs),
                 dtype, config.num_warps, config.num_stages))
             cases.append(CompileCase(
                 "cross_entropy_backward", cross_entropy_backward_kernel,
-                {"logits_pointer": f"*{dtype}", "target_pointer": "*i64", "log_sum_exp_pointer": f"*{compute}",
-                 "grad_output_pointer": f"*{dtype}", "valid_count_pointer": "*i32", "grad_logits_pointer": f"*{dtype}",
-                 "rows": "i32", "classes": "i32", "logits_stride_row": "i32", "logits_stride_class": "constexpr",
-                 "target_stride": "constexpr", "grad_output_stride": "i32", "ignore_index": "i32",
-                 "label_smoothing": "fp32", "MEAN": "constexpr", "SMOOTHING": "constexpr", "BLOCK_ROWS": "constexpr",
-                 "BLOCK_CLASSES": "constexpr"},
-                {"logits_stride_class": 1, "target_stride": 1, "MEAN": True, "SMOOTHING": True, **config.kwargs},
+                dict(logits_pointer=logits, target_pointer="*i64", row_max_pointer=statistics,
+                     log_denominator_pointer=statistics, grad_output_pointer=logits, valid_count_pointer="*i32",
+                     grad_logits_pointer=logits, rows="i32", classes="i32", logits_stride_row="i32",
+                     logits_stride_class="constexpr", target_stride="constexpr", grad_output_stride="i32",
+                     ignore_index="i32", label_smoothing="fp32", MEAN="constexpr", SMOOTHING="constexpr",
+                     BLOCK_ROWS="constexpr", BLOCK_CLASSES="constexpr"),
+                dict(logits_stride_class=1, target_stride=1, MEAN=True, SMOOTHING=True, **config.kwargs),
                 dtype, config.num_warps, config.num_stages))
         for config in REDUCE_CONFIGS:
             cases.append(CompileCase(
                 "cross_entropy_reduce", cross_entropy_reduce_kernel,
-                {"loss_pointer": f"*{compute}", "target_pointer": "*i64", "result_pointer": f"*{dtype}",
-                 "valid_count_pointer": "*i32", "rows": "i32", "target_stride": "constexpr", "ignore_index": "i32",
-                 "MEAN": "constexpr", "BLOCK_ROWS": "constexpr"},
-                {"target_stride": 1, "MEAN": True, **config.kwargs}, dtype, config.num_warps, config.num_stages))
+                dict(loss_pointer=statistics, target_pointer="*i64", result_pointer=logits, valid_count_pointer="*i32",
+                     rows="i32", target_stride="constexpr", ignore_index="i32", MEAN="constexpr",
+                     BLOCK_ROWS="constexpr"),
+                dict(target_stride=1, MEAN=True, **config.kwargs), dtype, config.num_warps, config.num_stages))
     return cases

@@ -54,6 +54,7 @@ from kernels.runtime import INTERPRET, autotune, check_device, interpreter_block
 INTERPRETER_TILE = 512
 GROUP_ROWS = 8
 
+
 @dataclasses.dataclass(frozen=True)
 class GemmConfigs:
     """A GEMM kernel's GPU tiles, in two lists: for tensor cores (fp16, bf16, and fp32 as TF32) and for CUDA-core
@@ -271,7 +272,7 @@ def linear_grad_weight_kernel(
     output_pointer,  # saved forward output (rows, out_features), contiguous; used with RELU
     input_pointer,  # (rows, in_features), any strides
     grad_weight_pointer,  # (out_features, in_features), contiguous
-    grad_bias_pointer,  # (out_features,), contiguous, fp32 (fp64 for fp64); written with HAS_BIAS
+    grad_bias_pointer,  # (out_features,), contiguous; written with HAS_BIAS
     out_features, in_features,  # the tile grid: the grad-weight's shape
     rows,  # the reduction length
     grad_output_stride_row, grad_output_stride_out,  # grad_output strides, in elements
@@ -317,7 +318,8 @@ def linear_grad_weight_kernel(
              accumulator.to(grad_weight_pointer.dtype.element_ty), mask=out_in_range[:, None] & in_in_range[None, :])
     if HAS_BIAS:
         if tile_in == 0:
-            tl.store(grad_bias_pointer + out_feature, bias_accumulator, mask=out_in_range)
+            tl.store(grad_bias_pointer + out_feature, bias_accumulator.to(grad_bias_pointer.dtype.element_ty),
+                     mask=out_in_range)
 
 
 def _input_precision(dtype: torch.dtype) -> str:
@@ -336,15 +338,16 @@ def _tiles(rows: int, out_features: int, in_features: int) -> dict:
 
 
 def linear_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool,
-                   dropout_p: float, seed: int) -> torch.Tensor:
+                   dropout_p: float, seed: int, output_shape: tuple[int, ...] | None = None) -> torch.Tensor:
     """``dropout(relu(input @ weight.T + bias))`` for a 2-D ``input`` (rows, in_features); dropout with
-    ``dropout_p > 0`` only (``seed`` is then its Philox seed). Returns a contiguous (rows, out_features) tensor."""
+    ``dropout_p > 0`` only (``seed`` is then its Philox seed). Returns a new contiguous tensor of ``output_shape``
+    (rows x out_features elements; by default (rows, out_features))."""
     for name, tensor in (("input", input), ("weight", weight), ("bias", bias)):
         if tensor is not None:
             check_device(name, tensor)
     rows, in_features = input.shape
     out_features = weight.shape[0]
-    output = torch.empty((rows, out_features), device=input.device, dtype=input.dtype)
+    output = torch.empty(output_shape or (rows, out_features), device=input.device, dtype=input.dtype)
     if output.numel() == 0:
         return output
     grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_ROWS"]) * triton.cdiv(out_features, meta["BLOCK_OUT"]),)
@@ -375,9 +378,9 @@ def linear_backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torc
                     output: torch.Tensor | None, relu: bool, dropout_p: float, seed: int, *,
                     needs_input_grad: bool, needs_weight_grad: bool, needs_bias_grad: bool):
     """Gradients of :func:`linear_forward` for a 2-D ``input``: ``(grad_input, grad_weight, grad_bias)``, each None
-    where not needed. ``output`` is the forward's (contiguous) output, needed with ``relu``; ``dropout_p`` and
-    ``seed`` are the forward's. The bias gradient comes out of the grad-weight kernel, so asking for it alone still
-    runs that kernel."""
+    where not needed. ``output`` is the forward's contiguous output (any shape), needed with ``relu``;
+    ``dropout_p`` and ``seed`` are the forward's. The bias gradient comes out of the grad-weight kernel, so asking for
+    it alone still runs that kernel."""
     check_device("grad_output", grad_output)
     rows, in_features = input.shape
     out_features = weight.shape[0]
@@ -400,8 +403,7 @@ def linear_backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torc
                 **_tiles(rows, out_features, in_features))
     if needs_weight_grad or needs_bias_grad:
         grad_weight = torch.empty((out_features, in_features), device=input.device, dtype=input.dtype)
-        accumulator_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
-        grad_bias = torch.empty(out_features if needs_bias_grad else 0, device=input.device, dtype=accumulator_dtype)
+        grad_bias = torch.empty(out_features if needs_bias_grad else 0, device=input.device, dtype=input.dtype)
         if rows == 0:
             grad_weight.zero_()
             grad_bias.zero_()
@@ -412,9 +414,10 @@ def linear_backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torc
             linear_grad_weight_kernel[grid](
                 grad_output, mask_source, input, grad_weight, grad_bias if needs_bias_grad else grad_weight,
                 out_features, in_features, rows, grad_output.stride(0), grad_output.stride(1),
-                input.stride(0), input.stride(1), dropout_p, HAS_BIAS=needs_bias_grad, RELU=relu, DROPOUT_SCALE=dropout_scale,
-                INPUT_PRECISION=precision, GROUP_OUT=GROUP_ROWS, **_tiles(rows, out_features, in_features))
-        grad_bias = grad_bias.to(input.dtype) if needs_bias_grad else None
+                input.stride(0), input.stride(1), dropout_p, HAS_BIAS=needs_bias_grad, RELU=relu,
+                DROPOUT_SCALE=dropout_scale, INPUT_PRECISION=precision, GROUP_OUT=GROUP_ROWS,
+                **_tiles(rows, out_features, in_features))
+        grad_bias = grad_bias if needs_bias_grad else None
         grad_weight = grad_weight if needs_weight_grad else None
     return grad_input, grad_weight, grad_bias
 
@@ -428,6 +431,7 @@ _MULTIPLES_OF_16 = ("rows", "out_features", "in_features", "input_stride_row", "
 
 
 def _compile_case(name: str, kernel, dtype: str, config: triton.Config, **flags) -> CompileCase:
+    """``kernel`` specialised as a typical launch specializes it, with ``config``'s tiles and the ``flags``."""
     function = jit_function(kernel)
     signature, constexprs = {}, {**flags, **config.kwargs}
     for parameter in function.params:
@@ -435,8 +439,6 @@ def _compile_case(name: str, kernel, dtype: str, config: triton.Config, **flags)
         if parameter.is_constexpr or argument in _UNIT_STRIDES:
             signature[argument] = "constexpr"
             constexprs.setdefault(argument, 1)
-        elif argument == "grad_bias_pointer":
-            signature[argument] = "*fp32"
         elif argument.endswith("_pointer"):
             signature[argument] = f"*{dtype}"
         else:
@@ -462,7 +464,8 @@ def compile_cases() -> list[CompileCase]:
         for dtype, precision in (("fp16", "ieee"), ("bf16", "ieee"), ("fp32", "tf32")):
             cases += [_compile_case(name, kernel, dtype, config, INPUT_PRECISION=precision, **flags)
                       for config in configs.tensor_cores]
-        cases += [_compile_case(name, kernel, "fp32", config, INPUT_PRECISION="ieee", **flags) for config in configs.fma]
+        cases += [_compile_case(name, kernel, "fp32", config, INPUT_PRECISION="ieee", **flags)
+                  for config in configs.fma]
     for dtype in ("fp32", "fp16", "bf16"):
         cases += [_compile_case("linear_dropout_grad", linear_dropout_grad_kernel, dtype, config)
                   for config in DROPOUT_GRAD_CONFIGS]

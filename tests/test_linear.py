@@ -136,6 +136,18 @@ def test_linear_matches_torch_at_thousands_of_features(dtype):
                         weight_layout="contiguous", manual_seed=7)
 
 
+@pytest.mark.skipif(not INTERPRET, reason="on a GPU the autotuner owns the tiles")
+@pytest.mark.parametrize("relu", [False, True])
+def test_linear_with_small_tiles_matches_torch(monkeypatch, relu):
+    """Many tiles in every direction: the grouped program order (two groups of row tiles, the last one partial),
+    partial tiles at every edge, several reduction steps in each GEMM."""
+    monkeypatch.setattr(linear_kernels, "_tiles", lambda rows, out_features, in_features: {
+        "BLOCK_ROWS": 16, "BLOCK_OUT": 16, "BLOCK_IN": 16})
+    check_against_torch(input_shape=(200, 40), out_features=70, bias=True, relu=relu, dropout_p=0.3, training=True,
+                        dtype=torch.float32, scale=1.0, input_layout="transposed", weight_layout="contiguous",
+                        manual_seed=1)
+
+
 @pytest.mark.parametrize("shape", [(0, 5, 4), (3, 0, 4), (3, 5, 0)], ids=["no rows", "no in_features",
                                                                           "no out_features"])
 @pytest.mark.parametrize("relu", [False, True])
@@ -235,6 +247,16 @@ def test_linear_gradcheck_fp64(relu, dropout_p):
         return linear(input, weight, bias, relu=relu, dropout_p=dropout_p, provider="triton")
 
     assert torch.autograd.gradcheck(function, (input, weight, bias))
+
+
+@pytest.mark.parametrize("input_shape", [(6, 12), (2, 3, 12)])
+def test_linear_output_can_be_modified_in_place(input_shape):
+    input = torch.randn(*input_shape, device=DEVICE, requires_grad=True)
+    weight = torch.randn(10, 12, device=DEVICE, requires_grad=True)
+    output = linear(input, weight, provider="triton")
+    output.mul_(2.0)
+    (grad,) = torch.autograd.grad(output.sum(), weight)
+    assert_close(grad, 2.0 * input.detach().reshape(-1, 12).sum(0).expand(10, 12), reduction_length=6)
 
 
 def test_linear_saves_no_mask_and_no_output_without_relu():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -46,25 +48,27 @@ def torch_cross_entropy(input, target, ignore_index, reduction, label_smoothing)
 
 
 class CrossEntropyFunction(torch.autograd.Function):
-    """Fused log-softmax + NLL with the Triton kernels. Saves the logits, the targets, each row's logsumexp and the
-    count of non-ignored rows; the backward recomputes the softmax from them (see ``kernels/cross_entropy.py``)."""
+    """Fused log-softmax + NLL with the Triton kernels. Saves the logits, the targets, each row's max and
+    log-denominator and the count of non-ignored rows; the backward recomputes the softmax from them (see
+    ``kernels/cross_entropy.py``)."""
 
     @staticmethod
     def forward(ctx, input, target, ignore_index, reduction, label_smoothing):
-        logits = input.reshape(-1, input.shape[-1])
+        logits = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
         flat_target = target.reshape(-1)
-        loss, log_sum_exp, valid_count = cross_entropy_forward(logits, flat_target, ignore_index, reduction,
-                                                               label_smoothing)
-        ctx.save_for_backward(logits, flat_target, log_sum_exp, valid_count)
+        # The loss is allocated in its final shape: returning a view of a tensor made here would forbid in-place use.
+        loss, (row_max, log_denominator), valid_count = cross_entropy_forward(
+            logits, flat_target, ignore_index, reduction, label_smoothing, loss_shape=target.shape)
+        ctx.save_for_backward(logits, flat_target, row_max, log_denominator, valid_count)
         ctx.input_shape = input.shape
         ctx.ignore_index, ctx.reduction, ctx.label_smoothing = ignore_index, reduction, label_smoothing
-        return loss.reshape(target.shape) if reduction == "none" else loss
+        return loss
 
     @staticmethod
     def backward(ctx, grad_output):
-        logits, flat_target, log_sum_exp, valid_count = ctx.saved_tensors
-        grad_input = cross_entropy_backward(grad_output.reshape(-1), logits, flat_target, log_sum_exp, valid_count,
-                                            ctx.ignore_index, ctx.reduction, ctx.label_smoothing)
+        logits, flat_target, row_max, log_denominator, valid_count = ctx.saved_tensors
+        grad_input = cross_entropy_backward(grad_output.reshape(-1), logits, flat_target, (row_max, log_denominator),
+                                            valid_count, ctx.ignore_index, ctx.reduction, ctx.label_smoothing)
         return grad_input.view(ctx.input_shape), None, None, None, None
 
 

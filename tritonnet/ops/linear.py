@@ -57,17 +57,20 @@ class LinearFunction(torch.autograd.Function):
         dropout_p = dropout_p if training else 0.0
         seed = draw_seed() if dropout_p > 0.0 else 0
         flat_input = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
-        output = linear_forward(flat_input, weight, bias, relu, dropout_p, seed)
+        # Allocated in its final shape: returning a view of a tensor made here would forbid in-place use of the output.
+        output = linear_forward(flat_input, weight, bias, relu, dropout_p, seed,
+                                output_shape=(*input.shape[:-1], weight.shape[0]))
         ctx.save_for_backward(flat_input, weight, output if relu else None)
         ctx.input_shape = input.shape
         ctx.relu, ctx.dropout_p, ctx.seed = relu, dropout_p, seed
-        return output.view(*input.shape[:-1], weight.shape[0])
+        return output
 
     @staticmethod
     def backward(ctx, grad_output):
         flat_input, weight, output = ctx.saved_tensors
         grad_input, grad_weight, grad_bias = linear_backward(
-            grad_output.reshape(flat_input.shape[0], weight.shape[0]), flat_input, weight, output, ctx.relu, ctx.dropout_p, ctx.seed,
+            grad_output.reshape(flat_input.shape[0], weight.shape[0]), flat_input, weight, output, ctx.relu,
+            ctx.dropout_p, ctx.seed,
             needs_input_grad=ctx.needs_input_grad[0], needs_weight_grad=ctx.needs_input_grad[1],
             needs_bias_grad=ctx.needs_input_grad[2])
         if grad_input is not None:
