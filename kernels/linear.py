@@ -68,6 +68,11 @@ class GemmConfigs:
     def all(self) -> list:
         return self.tensor_cores + self.fma
 
+    def autotuned(self, key: list[str]):
+        """Decorator: autotune a GEMM kernel over these configs, keyed on its ``key`` sizes and its precision."""
+        return autotune(configs=self.all, key=[*key, "INPUT_PRECISION"],
+                        prune_configs_by={"early_config_prune": self.prune})
+
     def prune(self, configs, named_args, **kwargs) -> list:
         """``early_config_prune`` for triton.autotune: the configs for this launch's dtype and precision."""
         dtype = next(value.dtype for value in named_args.values() if isinstance(value, torch.Tensor))
@@ -109,20 +114,24 @@ DROPOUT_GRAD_CONFIGS = [triton.Config({"BLOCK_ROWS": 16, "BLOCK_OUT": 128}, num_
 
 
 @triton.jit
-def _grouped_tile(program, tiles_first, tiles_second, GROUP: tl.constexpr):
-    """Program number -> (tile along the first output dimension, tile along the second), visiting GROUP tiles of
-    the first dimension for each tile of the second before moving on, so that operand tiles are reused from L2."""
+def _output_tile(first_extent, second_extent, BLOCK_FIRST: tl.constexpr, BLOCK_SECOND: tl.constexpr,
+                 GROUP: tl.constexpr):
+    """This program's tile of a (first_extent x second_extent) output, as int64 indices along both dimensions and
+    the tile's number along the second. Programs visit GROUP tiles of the first dimension for each tile of the second
+    before moving on, so that the operand tiles they share are reused from L2."""
+    tiles_second = tl.cdiv(second_extent, BLOCK_SECOND)
+    program = tl.program_id(0)
     programs_per_group = GROUP * tiles_second
-    group = program // programs_per_group
-    first_start = group * GROUP
-    group_size = min(tiles_first - first_start, GROUP)
+    first_start = (program // programs_per_group) * GROUP
+    group_size = min(tl.cdiv(first_extent, BLOCK_FIRST) - first_start, GROUP)
     tile_first = first_start + (program % programs_per_group) % group_size
     tile_second = (program % programs_per_group) // group_size
-    return tile_first, tile_second
+    first = tile_first * BLOCK_FIRST + tl.arange(0, BLOCK_FIRST).to(tl.int64)
+    second = tile_second * BLOCK_SECOND + tl.arange(0, BLOCK_SECOND).to(tl.int64)
+    return first, second, tile_second
 
 
-@autotune(configs=FORWARD_CONFIGS.all, key=["rows", "out_features", "in_features", "INPUT_PRECISION"],
-          prune_configs_by={"early_config_prune": FORWARD_CONFIGS.prune})
+@FORWARD_CONFIGS.autotuned(key=["rows", "out_features", "in_features"])
 @triton.jit(do_not_specialize=["seed"])
 def linear_forward_kernel(
     input_pointer,  # (rows, in_features), any strides
@@ -147,10 +156,7 @@ def linear_forward_kernel(
     GROUP_ROWS: tl.constexpr,  # row tiles per group of the program order
 ):
     """One (BLOCK_ROWS x BLOCK_OUT) tile of ``dropout(relu(input @ weight^T + bias))``."""
-    tile_rows, tile_out = _grouped_tile(tl.program_id(0), tl.cdiv(rows, BLOCK_ROWS), tl.cdiv(out_features, BLOCK_OUT),
-                                        GROUP_ROWS)
-    row = tile_rows * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS).to(tl.int64)
-    out_feature = tile_out * BLOCK_OUT + tl.arange(0, BLOCK_OUT).to(tl.int64)
+    row, out_feature, _ = _output_tile(rows, out_features, BLOCK_ROWS, BLOCK_OUT, GROUP_ROWS)
     row_in_range = row < rows
     out_in_range = out_feature < out_features
     input_rows = input_pointer + row[:, None] * input_stride_row
@@ -218,8 +224,7 @@ def linear_dropout_grad_kernel(
     tl.store(grad_pre_pointer + flat_index, grad_pre.to(grad_pre_pointer.dtype.element_ty), mask=in_range)
 
 
-@autotune(configs=GRAD_INPUT_CONFIGS.all, key=["rows", "in_features", "out_features", "INPUT_PRECISION"],
-          prune_configs_by={"early_config_prune": GRAD_INPUT_CONFIGS.prune})
+@GRAD_INPUT_CONFIGS.autotuned(key=["rows", "in_features", "out_features"])
 @triton.jit
 def linear_grad_input_kernel(
     grad_output_pointer,  # (rows, out_features), any strides
@@ -240,10 +245,7 @@ def linear_grad_input_kernel(
     GROUP_ROWS: tl.constexpr,  # row tiles per group of the program order
 ):
     """One (BLOCK_ROWS x BLOCK_IN) tile of ``grad_input = grad_pre @ weight``."""
-    tile_rows, tile_in = _grouped_tile(tl.program_id(0), tl.cdiv(rows, BLOCK_ROWS), tl.cdiv(in_features, BLOCK_IN),
-                                       GROUP_ROWS)
-    row = tile_rows * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS).to(tl.int64)
-    in_feature = tile_in * BLOCK_IN + tl.arange(0, BLOCK_IN).to(tl.int64)
+    row, in_feature, _ = _output_tile(rows, in_features, BLOCK_ROWS, BLOCK_IN, GROUP_ROWS)
     row_in_range = row < rows
     in_in_range = in_feature < in_features
     weight_columns = weight_pointer + in_feature[None, :] * weight_stride_in
@@ -264,8 +266,7 @@ def linear_grad_input_kernel(
              accumulator.to(grad_input_pointer.dtype.element_ty), mask=row_in_range[:, None] & in_in_range[None, :])
 
 
-@autotune(configs=GRAD_WEIGHT_CONFIGS.all, key=["out_features", "in_features", "rows", "INPUT_PRECISION"],
-          prune_configs_by={"early_config_prune": GRAD_WEIGHT_CONFIGS.prune})
+@GRAD_WEIGHT_CONFIGS.autotuned(key=["out_features", "in_features", "rows"])
 @triton.jit
 def linear_grad_weight_kernel(
     grad_output_pointer,  # (rows, out_features), any strides
@@ -289,10 +290,9 @@ def linear_grad_weight_kernel(
 ):
     """One (BLOCK_OUT x BLOCK_IN) tile of ``grad_weight = grad_pre^T @ input``; the programs of the first
     in_features tile also store ``grad_bias = sum over rows of grad_pre``."""
-    tile_in_count = tl.cdiv(tl.maximum(in_features, 1), BLOCK_IN)  # one tile when in_features == 0 (bias only)
-    tile_out, tile_in = _grouped_tile(tl.program_id(0), tl.cdiv(out_features, BLOCK_OUT), tile_in_count, GROUP_OUT)
-    out_feature = tile_out * BLOCK_OUT + tl.arange(0, BLOCK_OUT).to(tl.int64)
-    in_feature = tile_in * BLOCK_IN + tl.arange(0, BLOCK_IN).to(tl.int64)
+    # (one in_features tile when in_features == 0, for the bias gradient)
+    out_feature, in_feature, tile_in = _output_tile(out_features, tl.maximum(in_features, 1), BLOCK_OUT, BLOCK_IN,
+                                                    GROUP_OUT)
     out_in_range = out_feature < out_features
     in_in_range = in_feature < in_features
     input_columns = input_pointer + in_feature[None, :] * input_stride_feature
