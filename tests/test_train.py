@@ -22,7 +22,7 @@ from tritonnet.train import CPU_DEMO, EXIT_INTERRUPTED, EXIT_NAN, EXIT_OK, EXIT_
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "train_alexnet.py"
-# 3 steps of 32 per epoch, 32 validation images, the CPU demo's recipe otherwise (augmentation on).
+# 3 steps of 32 per epoch, 32 validation images, the CPU demo's recipe otherwise.
 SMALL = ["--kernels", "all=torch", "--train-subset", "96", "--val-subset", "32", "-b", "32", "--lr", "0.02"]
 
 
@@ -99,7 +99,7 @@ def test_default_triton_kernels_train_end_to_end(tmp_path, capsys):
 
 def test_resume_continues_exactly_with_dropout_and_augmentation(tmp_path):
     """2 steps, resume, 3 more (across an epoch boundary) == 5 steps straight: same weights, momenta, RNG."""
-    common = [*SMALL, "--epochs", "3", "--dropout", "0.5", "--warmup-epochs", "0.5"]
+    common = [*SMALL, "--epochs", "3", "--dropout", "0.5", "--warmup-epochs", "0.5", "--augment"]
     assert main([*common, "--max-steps", "5", "--out", str(tmp_path / "straight")]) == EXIT_OK
     assert main([*common, "--max-steps", "2", "--out", str(tmp_path / "split")]) == EXIT_OK
     first_part = load(tmp_path / "split" / "checkpoint.pt")
@@ -117,7 +117,7 @@ def test_resume_continues_exactly_with_dropout_and_augmentation(tmp_path):
 
 
 def test_two_ddp_processes_match_one_process_on_the_same_global_batch(tmp_path):
-    arguments = [*SMALL, "--train-subset", "128", "--max-steps", "3", "--dropout", "0", "--seed", "1"]
+    arguments = [*SMALL, "--train-subset", "128", "--max-steps", "3", "--dropout", "0", "--seed", "1", "--augment"]
     result = run_subprocess([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              str(EXAMPLE), *arguments, "--out", str(tmp_path / "ddp")], timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -218,5 +218,5 @@ def test_unknown_kernel_provider_is_a_one_line_error(capsys):
 
 
 def test_cpu_demo_recipe_fits_the_shipped_slice():
-    assert CPU_DEMO["train_subset"] <= 10_000 and CPU_DEMO["val_subset"] >= 1_000
+    assert CPU_DEMO["train_subset"] <= 10_000 and CPU_DEMO["val_subset"] >= 1_000  # the slice; the task's minimum
     assert CPU_DEMO["model"] == "alexnet-small"
