@@ -467,8 +467,7 @@ class Run:
                     logits = self.model(images).float()
                     loss = F.cross_entropy(logits, labels, reduction="sum")
             top1, top5 = accuracy_counts(logits, labels)
-            sums += torch.stack([loss.double(), top1.double(), top5.double(),
-                                 torch.tensor(len(labels), dtype=torch.float64, device=self.device)])
+            sums += torch.stack([loss.double(), top1.double(), top5.double(), self.count(labels)])
         loss, top1, top5, images = self.distributed.sum(sums).tolist()
         images = max(images, 1.0)
         return {"val_loss": loss / images, "val_top1": 100.0 * top1 / images, "val_top5": 100.0 * top5 / images,
@@ -514,8 +513,11 @@ class Run:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         correct = (logits.detach().argmax(dim=1) == labels).sum()
-        return torch.stack([loss.detach().double() * len(labels), correct.double(),
-                            torch.tensor(float(len(labels)), dtype=torch.float64, device=self.device)])
+        return torch.stack([loss.detach().double() * len(labels), correct.double(), self.count(labels)])
+
+    def count(self, labels: torch.Tensor) -> torch.Tensor:
+        """len(labels) as a float64 on the device, filled there (a copy from the host would wait for the GPU)."""
+        return torch.full((), float(len(labels)), dtype=torch.float64, device=self.device)
 
     def train(self) -> int:
         """Train to the end (``epochs``, or ``max_steps`` steps in all); returns the exit status."""

@@ -154,15 +154,17 @@ def in_memory_data(name: str, description: str, train: tuple[torch.Tensor, torch
     device = train_images.device
 
     def train_batches(epoch: int, start_step: int, batch_size: int, rank: int, world_size: int) -> Iterator[Batch]:
-        order = epoch_order(seed, epoch, train_size)
+        # Host-to-device copies are non-blocking: a blocking one would wait for the GPU to finish the last step.
+        order = epoch_order(seed, epoch, train_size).to(device, non_blocking=True) % len(train_images)
         mine = rank_slice(batch_size, rank, world_size)
         for step in range(start_step, train_size // batch_size):
-            indices = (order[step * batch_size:(step + 1) * batch_size][mine] % len(train_images)).to(device)
+            indices = order[step * batch_size:(step + 1) * batch_size][mine]
             flips = shifts = None
             if augment:
                 generator = augmentation_generator(seed, epoch, step)
-                flips = (torch.rand(batch_size, generator=generator) < 0.5)[mine].to(device)
-                shifts = torch.randint(0, 2 * SHIFT + 1, (batch_size, 2), generator=generator)[mine].to(device)
+                flips = (torch.rand(batch_size, generator=generator) < 0.5)[mine].to(device, non_blocking=True)
+                shifts = torch.randint(0, 2 * SHIFT + 1, (batch_size, 2), generator=generator)[mine].to(
+                    device, non_blocking=True)
             yield shape_batch(train_images[indices], input_size, mean, std, flips, shifts), train_labels[indices]
 
     def val_batches(batch_size: int, rank: int, world_size: int) -> Iterator[Batch]:
