@@ -45,9 +45,8 @@ from torch import nn
 from kernels.runtime import INTERPRET
 from tritonnet.cli import add_kernels_argument, describe_kernels
 from tritonnet.nn import CrossEntropyLoss
-from tritonnet.registry import DEFAULT_PROVIDER, available_kernels, provider_for, use_kernels
+from tritonnet.registry import DEFAULT_PROVIDER, REFERENCE_PROVIDER, available_kernels, provider_for, use_kernels
 
-REFERENCE_PROVIDER = "torch"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 STEP = "step"
 
@@ -117,9 +116,9 @@ def measure_ms(run: Callable[[object], object], *, device: torch.device, repeats
 
 
 def all_providers() -> list[str]:
-    """Every provider some op has: the default first, the others by name."""
+    """Every provider some op has: the default first, then the reference, then the others by name."""
     names = {provider for providers in available_kernels().values() for provider in providers}
-    return sorted(names, key=lambda name: (name != DEFAULT_PROVIDER, name))
+    return sorted(names, key=lambda name: (name != DEFAULT_PROVIDER, name != REFERENCE_PROVIDER, name))
 
 
 def check_providers(providers: Sequence[str]) -> list[str]:
