@@ -300,15 +300,20 @@ def profile_model(model: nn.Module, input: torch.Tensor | Sequence[int] | int, p
     if whole_step:
         modules = [layer.module for layer in captured]
         configured_choice = [provider_for(module.op, module.provider) for module in modules]
+
+        def forced_choice(provider: str) -> list[str]:  # what _forced(modules, provider) runs
+            return [provider if provider in available_kernels()[module.op] else choice
+                    for module, choice in zip(modules, configured_choice)]
+
         step_providers: list[str | None] = list(providers)
-        if all(any(choice != provider for choice in configured_choice) for provider in providers):
+        if all(forced_choice(provider) != configured_choice for provider in providers):
             step_providers.append(None)
         for provider in step_providers:
             with _forced(modules, provider):
                 forward_ms, backward_ms = _time_step(model, loss, images, target, device=device, repeats=repeats,
                                                      warmup=warmup)
             rows.append(LayerTiming(STEP, STEP, list(images.shape), provider or "configured", forward_ms, backward_ms,
-                                    configured=provider is None or configured_choice == [provider] * len(modules),
+                                    configured=provider is None or forced_choice(provider) == configured_choice,
                                     output_shape=list(loss_output.shape), **common))
         _add_shares_and_speedups(rows)
     return rows
@@ -339,7 +344,7 @@ def _milliseconds(value: float | None) -> str:
 
 
 def _ratio(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f}x"
+    return "" if value is None else f"{value:.2f}x" if value >= 0.1 else f"{value:.2g}x"
 
 
 def _percent(value: float | None) -> str:
