@@ -198,23 +198,25 @@ def _time_layer(layer: _CapturedLayer, grad_output: torch.Tensor, *, device: tor
     module = layer.module
     parameters = [parameter for parameter in module.parameters() if parameter.requires_grad]
     needs_backward = layer.input_requires_grad or bool(parameters)
-    copy_input = bool(getattr(module, "inplace", False))
+    in_place = bool(getattr(module, "inplace", False))
 
-    def fresh_inputs() -> tuple[torch.Tensor, ...]:
-        first = layer.inputs[0].clone() if copy_input else layer.inputs[0]
-        return (first.detach().requires_grad_(layer.input_requires_grad), *layer.inputs[1:])
+    def fresh_inputs() -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """The module's arguments and the leaf to differentiate; an in-place layer gets a copy (untimed), as in the
+        model it writes into a non-leaf activation."""
+        leaf = layer.inputs[0].detach().requires_grad_(layer.input_requires_grad)
+        first = leaf.clone() if in_place else leaf
+        return (first, *layer.inputs[1:]), leaf
 
-    def forward(inputs):
-        return module(*inputs)
+    def forward(state):
+        return module(*state[0])
 
     forward_ms = measure_ms(forward, device=device, repeats=repeats, warmup=warmup, prepare=fresh_inputs)
     if not needs_backward:
         return forward_ms, None
 
     def graph():
-        inputs = fresh_inputs()
-        differentiated = ([inputs[0]] if layer.input_requires_grad else []) + parameters
-        return module(*inputs), differentiated
+        inputs, leaf = fresh_inputs()
+        return module(*inputs), ([leaf] if layer.input_requires_grad else []) + parameters
 
     def backward(state):
         output, differentiated = state
@@ -272,6 +274,9 @@ def profile_model(model: nn.Module, input: torch.Tensor | Sequence[int] | int, p
     loss = CrossEntropyLoss() if loss is None else loss
 
     captured, logits = capture_layer_inputs(model, images)
+    if logits.dim() != 2 and (target is None or isinstance(loss, CrossEntropyLoss)):
+        raise ValueError(f"the model's output has shape {tuple(logits.shape)}, not (N, classes): pass loss= and "
+                         f"target= that fit it")
     if target is None:
         target = torch.randint(0, logits.shape[-1], logits.shape[:-1], generator=generator).to(device)
     captured.append(_CapturedLayer("loss", "", loss, (logits, target), True, []))
@@ -438,18 +443,20 @@ def build_parser() -> argparse.ArgumentParser:
     from tritonnet.models import MODELS
 
     gpu = torch.cuda.is_available() and not INTERPRET
-    parser = argparse.ArgumentParser(prog="python -m tritonnet.profile", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", choices=list(MODELS), default="alexnet" if gpu else "alexnet-small")
-    parser.add_argument("--batch-size", type=int, default=128 if gpu else 2)
+    parser = argparse.ArgumentParser(prog="python -m tritonnet.profile", description=__doc__.split("\n\n")[0])
+    default_model, default_batch = ("alexnet", 128) if gpu else ("alexnet-small", 2)
+    parser.add_argument("--model", choices=list(MODELS), default=default_model, help=f"default: {default_model}")
+    parser.add_argument("--batch-size", type=int, default=default_batch, help=f"default: {default_batch}")
     parser.add_argument("--num-classes", type=int, default=None, help="default: the model's own")
-    parser.add_argument("--providers", type=_parse_providers, default=None,
-                        help=f"comma-separated providers to compare (default: all: {','.join(all_providers())})")
+    parser.add_argument("--providers", type=_parse_providers, default=None, metavar="NAME[,NAME...]",
+                        help=f"providers to compare (default: every one registered: {','.join(all_providers())})")
     add_kernels_argument(parser)
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default: 20 on a "
-                                                                   "GPU, 3 on the CPU); the median is reported")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 5 GPU, 1 CPU)")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed runs per measurement, of which the median is reported (default: 20 on a GPU, 3 "
+                             "on the CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 5 on a GPU, 1 on "
+                                                                  "the CPU)")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="default: fp32")
     parser.add_argument("--device", default="cuda" if gpu else "cpu")
     parser.add_argument("--eval", action="store_true", help="profile in eval mode (no dropout) instead of training")
     parser.add_argument("--no-step", action="store_true", help="skip the whole-step measurements")
