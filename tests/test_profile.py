@@ -103,6 +103,11 @@ def test_measure_excludes_warmup_and_takes_the_median():
     profile.measure_ms(lambda state: prepared.append(state), device=torch.device("cpu"), repeats=2, warmup=1,
                        prepare=lambda: len(prepared))
     assert prepared == [0, 1, 2]  # a fresh prepare() before each run, outside the timed region
+    handed = []
+    first, second = profile.measure_stages_ms(
+        [lambda state: time.sleep(0.03) or state + 1, lambda state: handed.append(state)],
+        device=torch.device("cpu"), repeats=2, warmup=0, prepare=lambda: 10)
+    assert handed == [11, 11] and first >= 30 > second  # each stage timed on its own, fed by the one before
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         profile.measure_ms(lambda _: None, device=torch.device("cpu"), repeats=0, warmup=0)
 

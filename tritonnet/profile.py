@@ -11,12 +11,12 @@ How the numbers are made, so they can be trusted:
   forced on the layer itself (so a per-layer ``provider=`` cannot hide it).
 - Forward: the layer's call, with autograd recording as in training (the input requires grad exactly when it did
   in the model's pass; the first layer's images do not).
-- Backward: that layer's backward only. An untimed forward builds the layer's graph, then
-  ``torch.autograd.grad(output, [input, *parameters], grad_output)`` is timed, with one saved random
-  ``grad_output`` per layer (ones for the scalar loss) shared by every provider.
+- Backward: that layer's backward only, right after (and timed apart from) the forward that built its graph:
+  ``torch.autograd.grad(output, [input, *parameters], grad_output)``, with one saved random ``grad_output`` per
+  layer (ones for the scalar loss) shared by every provider.
 - Warm-up calls (compilation, autotuning, allocator growth) are excluded; the median of ``repeats`` runs is
-  reported. On a GPU each run is bracketed by CUDA events after a synchronize (the GPU idle, so launch overhead
-  counts); on the CPU by ``time.perf_counter``.
+  reported. On a GPU each forward and each backward is bracketed by CUDA events after a synchronize (the GPU
+  idle, so launch overhead counts); on the CPU by ``time.perf_counter``.
 - A layer's share is its forward + backward over the sum of that provider's layers. A whole training step (model,
   loss, parameter gradients) is also measured end to end per provider; the gap to the sum of the layers is
   everything between them (flatten, average pool, autograd's bookkeeping).
@@ -89,30 +89,38 @@ class _CapturedLayer:
     output_shape: list[int]
 
 
-def measure_ms(run: Callable[[object], object], *, device: torch.device, repeats: int, warmup: int,
-               prepare: Callable[[], object] | None = None) -> float:
-    """Median milliseconds of ``run(prepare())`` over ``repeats`` runs after ``warmup`` untimed ones; ``prepare``
-    is never timed."""
+def measure_stages_ms(stages: Sequence[Callable[[object], object]], *, device: torch.device, repeats: int,
+                      warmup: int, prepare: Callable[[], object] | None = None) -> list[float]:
+    """Median milliseconds of each stage over ``repeats`` runs after ``warmup`` untimed ones. A run is
+    ``state = prepare()`` (never timed), then ``state = stage(state)`` for each stage, each timed on its own with the
+    device idle before it (a forward stage hands its graph to the backward stage)."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     on_gpu = device.type == "cuda"
-    samples = []
+    samples: list[list[float]] = [[] for _ in stages]
     for _ in range(warmup + repeats):
         state = prepare() if prepare is not None else None
-        if on_gpu:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize(device)
-            start.record()
-            run(state)
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end))
-        else:
-            began = time.perf_counter()
-            run(state)
-            samples.append((time.perf_counter() - began) * 1e3)
+        for stage, stage_samples in zip(stages, samples):
+            if on_gpu:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                torch.cuda.synchronize(device)
+                start.record()
+                state = stage(state)
+                end.record()
+                end.synchronize()
+                stage_samples.append(start.elapsed_time(end))
+            else:
+                began = time.perf_counter()
+                state = stage(state)
+                stage_samples.append((time.perf_counter() - began) * 1e3)
         del state
-    return statistics.median(samples[warmup:])
+    return [statistics.median(stage_samples[warmup:]) for stage_samples in samples]
+
+
+def measure_ms(run: Callable[[object], object], *, device: torch.device, repeats: int, warmup: int,
+               prepare: Callable[[], object] | None = None) -> float:
+    """Median milliseconds of ``run(prepare())`` (see :func:`measure_stages_ms`)."""
+    return measure_stages_ms([run], device=device, repeats=repeats, warmup=warmup, prepare=prepare)[0]
 
 
 def all_providers() -> list[str]:
@@ -208,21 +216,16 @@ def _time_layer(layer: _CapturedLayer, grad_output: torch.Tensor, *, device: tor
         return (first, *layer.inputs[1:]), leaf
 
     def forward(state):
-        return module(*state[0])
-
-    forward_ms = measure_ms(forward, device=device, repeats=repeats, warmup=warmup, prepare=fresh_inputs)
-    if not needs_backward:
-        return forward_ms, None
-
-    def graph():
-        inputs, leaf = fresh_inputs()
+        inputs, leaf = state
         return module(*inputs), ([leaf] if layer.input_requires_grad else []) + parameters
 
     def backward(state):
         output, differentiated = state
         torch.autograd.grad(output, differentiated, grad_output)
 
-    return forward_ms, measure_ms(backward, device=device, repeats=repeats, warmup=warmup, prepare=graph)
+    stages = [forward, backward] if needs_backward else [forward]
+    times = measure_stages_ms(stages, device=device, repeats=repeats, warmup=warmup, prepare=fresh_inputs)
+    return times[0], times[1] if needs_backward else None
 
 
 def _time_step(model: nn.Module, loss: nn.Module, images: torch.Tensor, targets: torch.Tensor, *,
@@ -237,8 +240,8 @@ def _time_step(model: nn.Module, loss: nn.Module, images: torch.Tensor, targets:
     def backward(value):
         torch.autograd.grad(value, parameters)
 
-    return (measure_ms(forward, device=device, repeats=repeats, warmup=warmup),
-            measure_ms(backward, device=device, repeats=repeats, warmup=warmup, prepare=lambda: forward(None)))
+    forward_ms, backward_ms = measure_stages_ms([forward, backward], device=device, repeats=repeats, warmup=warmup)
+    return forward_ms, backward_ms
 
 
 def _default_counts(device: torch.device) -> tuple[int, int]:
