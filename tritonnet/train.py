@@ -47,6 +47,7 @@ from rich.table import Table
 import tritonnet
 from tritonnet import functional as F
 from tritonnet import plot
+from tritonnet.cli import add_kernels_argument, describe_kernels
 from tritonnet.data import DataError, build_data, find_idx_files
 from tritonnet.models import MODELS, create_model, he_init, paper_init
 from tritonnet.nn import Linear
@@ -84,7 +85,7 @@ class TrainConfig:
     seed: int = 0
     amp: str | None = None  # "bf16" or "fp16" autocast on a GPU
     workers: int = 4
-    kernels: str | None = None  # "op=provider,..."
+    kernels: dict[str, str] | str | None = None  # {op: provider}, or "op=provider,..." as on the command line
     out: str | None = None
     resume: str | None = None
     evaluate: bool = False
@@ -659,7 +660,7 @@ def describe(run: Run) -> None:
                   "--kernels all=torch to use PyTorch's reference kernels instead.")
     else:
         run.print("tritonnet: no CUDA device; training on the CPU")
-    run.print("kernels: " + ", ".join(f"{op}={provider}" for op, provider in kernels.items()))
+    run.print(f"kernels: {describe_kernels()}")
     run.print(f"data: {run.data.description}")
     parameters = sum(parameter.numel() for parameter in run.model.parameters())
     size = INPUT_SIZES[config.model]
@@ -694,10 +695,12 @@ def train(config: TrainConfig, explicit: set[str] = frozenset(), console: Consol
         checkpoint = load_checkpoint(config.resume) if config.resume else None
         config, preset_name = resolve(config, on_gpu, checkpoint["args"] if checkpoint else None, explicit)
         check_config(config, distributed.world_size, on_gpu)
-        try:
-            choices = tritonnet.parse_kernels(config.kernels or "")
-        except ValueError as error:
-            raise DataError(str(error)) from None
+        choices = config.kernels or {}
+        if isinstance(choices, str):
+            try:
+                choices = tritonnet.parse_kernels(choices)
+            except ValueError as error:
+                raise DataError(str(error)) from None
         with tritonnet.use_kernels(**choices):
             run = Run(config, preset_name, distributed, device, console, checkpoint)
             describe(run)
@@ -756,8 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--amp", nargs="?", const="bf16", choices=["bf16", "fp16"], help="mixed precision on a GPU (bf16 when no "
         "value is given)")
     add("-j", "--workers", type=int, default=4, help="DataLoader workers decoding image folders (default: 4)")
-    add("--kernels", metavar="OP=PROVIDER,...", help="kernel providers, e.g. all=torch or local_response_norm=torch; "
-        f"ops: {', '.join(tritonnet.available_kernels())}")
+    add_kernels_argument(parser)
     add("--out", metavar="DIR", help="output folder (default: runs/<model>-<time>, or the resumed checkpoint's)")
     add("--resume", metavar="PATH", help="continue from this checkpoint (with --evaluate: evaluate it)")
     add("--evaluate", action="store_true", help="evaluate on the validation set only, and log it")
@@ -772,9 +774,19 @@ def config_from_arguments(argv: list[str] | None = None) -> tuple[TrainConfig, s
     arguments = build_parser().parse_args(argv)
     given_only = build_parser()
     for action in given_only._actions:
-        action.default = argparse.SUPPRESS
-    explicit = set(vars(given_only.parse_args(argv)))
+        action.default = _NOT_GIVEN
+    explicit = {name for name, value in vars(given_only.parse_args(argv)).items() if value is not _NOT_GIVEN}
     return TrainConfig(**vars(arguments)), explicit
+
+
+class _NotGiven:
+    """The default of every flag when telling which were given: falsy, so actions that merge into it still work."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+_NOT_GIVEN = _NotGiven()
 
 
 def main(argv: list[str] | None = None) -> int:
