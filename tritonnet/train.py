@@ -534,16 +534,16 @@ class Run:
             with progress:
                 task = progress.add_task("train", total=total_steps, completed=position.global_step,
                                          epoch=f"{position.epoch + 1}/{config.epochs}", stats="")
-                while position.global_step < total_steps and self.stop_signal is None:
+                while position.global_step < total_steps and not self.stop_requested():
                     status = self.train_epoch(progress, task, total_steps)
                     if status is not None:
                         return status
-            if self.stop_signal is None and position.step > 0:  # cut short by --max-steps inside an epoch
+            if not self.stop_requested() and position.step > 0:  # cut short by --max-steps inside an epoch
                 self.save_after(self.evaluate_and_log(self.schedule.lr(position.epoch + position.step
                                                                        / self.steps_per_epoch)))
         finally:
             self.restore_signal_handlers(previous_handlers)
-        if self.stop_signal is not None:
+        if self.stop_requested():
             self.save()
             self.print(f"[bold]Stopped by {self.stop_signal}[/] at epoch {position.epoch + 1}, step {position.step} "
                        f"({position.global_step} steps in all). Saved {self.out / 'checkpoint.pt'}; continue with "
@@ -574,7 +574,7 @@ class Run:
             if steps_pending < config.print_every and not last:
                 continue
             # Check the loss (and whether any rank was signalled) before this step's weights are ever saved.
-            flag = torch.tensor([1.0 if self.stop_signal else 0.0], dtype=torch.float64, device=self.device)
+            flag = torch.full((1,), 1.0 if self.stop_signal else 0.0, dtype=torch.float64, device=self.device)
             loss_sum, correct, images_seen, stop = distributed.sum(torch.cat([pending, flag])).tolist()
             if not math.isfinite(loss_sum):
                 return self.stop_on_nan(loss_sum, lr)
@@ -597,6 +597,14 @@ class Run:
             position.epoch, position.step, position.totals, position.seconds = position.epoch + 1, 0, Totals(), 0.0
             self.save_after(record)
         return None
+
+    def stop_requested(self) -> bool:
+        """Whether any rank was signalled (all ranks agree, so they stop at the same step)."""
+        if self.distributed.world_size > 1:
+            flag = torch.full((1,), 1.0 if self.stop_signal else 0.0, dtype=torch.float64, device=self.device)
+            if self.distributed.sum(flag).item() and self.stop_signal is None:
+                self.stop_signal = "a signal to another rank"
+        return self.stop_signal is not None
 
     def stop_on_nan(self, loss_sum: float, lr: float) -> int:
         position, checkpoint = self.position, self.out / "checkpoint.pt"
