@@ -389,13 +389,27 @@ def output_size(size: int, kernel: int, stride: int, padding_before: int, paddin
     return (size + padding_before + padding_after - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def dense_format(tensor: torch.Tensor) -> torch.memory_format:
+    """channels-last for a dense channels-last tensor, else NCHW (contiguous): the layouts the kernels run natively
+    (they take strides)."""
+    if not tensor.is_contiguous() and tensor.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _dense(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.memory_format]:
-    """``tensor`` dense in NCHW or channels-last order (both run natively: the kernels take strides), and which."""
-    if tensor.is_contiguous():
-        return tensor, torch.contiguous_format
-    if tensor.is_contiguous(memory_format=torch.channels_last):
-        return tensor, torch.channels_last
-    return tensor.contiguous(), torch.contiguous_format
+    """``tensor`` in its :func:`dense_format` (a copy only when it is in neither), and that format."""
+    memory_format = dense_format(tensor)
+    return tensor.contiguous(memory_format=memory_format), memory_format
+
+
+def _like(tensor: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``tensor`` (same shape as ``reference``) laid out with ``reference``'s strides, so one offset serves both.
+    (Dense tensors of one memory format share strides except on size-1 dimensions, where strides don't matter.)"""
+    if all(a == b or size == 1 for a, b, size in zip(tensor.stride(), reference.stride(), reference.shape)):
+        return tensor
+    return torch.empty_strided(reference.shape, reference.stride(), dtype=tensor.dtype,
+                               device=tensor.device).copy_(tensor)
 
 
 def _check_int32(name: str, count: int, what: str) -> None:
@@ -513,8 +527,7 @@ def conv2d_input_grad(grad_output: torch.Tensor, output: torch.Tensor | None, we
     ``padding`` is (top, bottom, left, right)."""
     grad_output = grad_output.contiguous(memory_format=memory_format)
     if output is not None:
-        output = output.contiguous(memory_format=memory_format)
-        assert output.stride() == grad_output.stride()
+        output = _like(output, grad_output)
     weight = weight.contiguous()
     batch, in_channels, height, width = input_shape
     out_channels, in_channels_per_group, kernel_h, kernel_w = weight.shape
@@ -570,8 +583,7 @@ def conv2d_weight_grad(input: torch.Tensor, grad_output: torch.Tensor, output: t
     input, memory_format = _dense(input)
     grad_output = grad_output.contiguous(memory_format=memory_format)
     if output is not None:
-        output = output.contiguous(memory_format=memory_format)
-        assert output.stride() == grad_output.stride()
+        output = _like(output, grad_output)
     batch, in_channels, height, width = input.shape
     out_channels, in_channels_per_group, kernel_h, kernel_w = weight_shape
     out_height, out_width = grad_output.shape[2:]
