@@ -108,13 +108,15 @@ def _configs(tiles: list[tuple[int, int, int, int, int]], names: tuple[str, str,
 
 # ------------------------------------------------------------------------------------------------ forward
 
-# (BLOCK_PIXELS, BLOCK_OUT_CHANNELS, BLOCK_WINDOW, warps, stages). Rows are batch x output pixels, columns the
-# out channels of one group, the reduction (in channel, kh, kw).
-#   128x128x32, 8 warps: conv1 (flat K = 363 in 12 chunks; all 96 out channels in one column tile).
-#   128x128x64, 8 warps: conv3-5 (channels inner: 256/192 in channels in 64-wide chunks; 384/192/128 out).
-#   128x128x16, 4 warps: conv2 (48 in channels per group: 16 divides it, 32/64 would waste a quarter).
-#   64x128x32, 4 warps: more programs when there are few output pixels (conv3-5 at 13x13, small batches).
-FORWARD_TILES = [(128, 128, 32, 8, 3), (128, 128, 64, 8, 3), (128, 128, 16, 4, 4), (64, 128, 32, 4, 4)]
+# GPU tiles, (BLOCK_PIXELS, BLOCK_OUT_CHANNELS, BLOCK_WINDOW, warps, stages). Rows are batch x output pixels, columns
+# the out channels of one group, the reduction (in channel, kh, kw). The im2col loads are gathers (one element per
+# address unless channels-last input makes a channel chunk contiguous), so each thread holds a 64-bit address per
+# element: 8 warps keep that (and the accumulator) in registers without spilling; 128x128 tiles spill.
+#   64x128x32: conv1 (all 96 out channels in one column tile, flat K = 363 in 12 chunks) and conv3-5 (384/192/256
+#              out channels per group; 256/192 in channels in 32-wide chunks x 9 taps).
+#   128x64x32: conv2 (128 out channels per group in two column tiles, more pixels per weight load).
+#   64x64x32:  more programs where there are few (13x13 outputs at small batch; depthwise-like groups).
+FORWARD_TILES = [(64, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 64, 32, 8, 3)]
 FORWARD_BLOCKS = ("BLOCK_PIXELS", "BLOCK_OUT_CHANNELS", "BLOCK_WINDOW")
 
 
@@ -131,8 +133,9 @@ def conv2d_forward_kernel(
     pixels,  # batch x out_height x out_width: the GEMM's rows
     stride_h, stride_w, padding_top, padding_left, dilation_h, dilation_w,
     input_batch_stride, input_channel_stride, input_height_stride, input_width_stride,  # in elements
+    weight_out_stride, weight_channel_stride, weight_height_stride, weight_width_stride,  # contiguous unless inner
     output_batch_stride, output_channel_stride, output_height_stride, output_width_stride,
-    KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr,  # the weight's window; weight is contiguous (C_out, C_in/G, kH, kW)
+    KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr,  # the weight's window
     HAS_BIAS: tl.constexpr,  # add bias[out_channel] to the accumulator
     APPLY_RELU: tl.constexpr,  # store max(., 0) (NaN stays NaN, as torch)
     CHANNELS_INNER: tl.constexpr,  # reduction walk: window taps outside, channels inside (else flat, see module doc)
@@ -143,20 +146,17 @@ def conv2d_forward_kernel(
 ):
     group = tl.program_id(1)
     out_channel_tiles = tl.cdiv(out_channels_per_group, BLOCK_OUT_CHANNELS)
-    pixel = (tl.program_id(0) // out_channel_tiles) * BLOCK_PIXELS + tl.arange(0, BLOCK_PIXELS)
+    first_pixel = (tl.program_id(0) // out_channel_tiles) * BLOCK_PIXELS
     out_channel = (tl.program_id(0) % out_channel_tiles) * BLOCK_OUT_CHANNELS + tl.arange(0, BLOCK_OUT_CHANNELS)
-    pixel_valid = pixel < pixels
     out_channel_valid = out_channel < out_channels_per_group
 
-    batch_index = (pixel // (out_height * out_width)).to(tl.int64)
-    out_h = (pixel // out_width) % out_height
-    out_w = pixel % out_width
-    top = out_h * stride_h - padding_top  # input row of window tap 0
-    left = out_w * stride_w - padding_left
-    input_rows = batch_index * input_batch_stride + top * input_height_stride + left * input_width_stride
+    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS)
+    top = (pixel // out_width) % out_height * stride_h - padding_top  # input row of window tap 0
+    left = pixel % out_width * stride_w - padding_left
+    input_rows = ((pixel // (out_height * out_width)).to(tl.int64) * input_batch_stride + top * input_height_stride
+                  + left * input_width_stride)
     input_pointer += group * in_channels_per_group * input_channel_stride
-    window_size = in_channels_per_group * KERNEL_H * KERNEL_W
-    weight_rows = (group * out_channels_per_group + out_channel) * window_size
+    weight_rows = (group * out_channels_per_group + out_channel) * weight_out_stride
 
     accumulator = tl.zeros([BLOCK_PIXELS, BLOCK_OUT_CHANNELS], dtype=ACCUMULATOR)
     for step in range(_window_steps(in_channels_per_group, KERNEL_H, KERNEL_W, BLOCK_WINDOW, CHANNELS_INNER)):
@@ -164,11 +164,14 @@ def conv2d_forward_kernel(
                                                       CHANNELS_INNER)
         tap_h = kh * dilation_h
         tap_w = kw * dilation_w
-        patch = _gather(input_pointer, input_rows, top, left, pixel_valid,
+        patch = _gather(input_pointer, input_rows, top, left, pixel < pixels,
                         channel * input_channel_stride + tap_h * input_height_stride + tap_w * input_width_stride,
                         tap_h, tap_w, window_valid, height, width, CHECK_BOUNDS)
-        window = channel * (KERNEL_H * KERNEL_W) + kh * KERNEL_W + kw
-        weight = tl.load(weight_pointer + weight_rows[None, :] + window[:, None],
+        if CHANNELS_INNER:
+            weight_columns = channel * weight_channel_stride + kh * weight_height_stride + kw * weight_width_stride
+        else:  # the weight is contiguous, so a flat chunk is a run of memory (and the compiler can see it)
+            weight_columns = step * BLOCK_WINDOW + tl.arange(0, BLOCK_WINDOW)
+        weight = tl.load(weight_pointer + weight_rows[None, :] + weight_columns[:, None],
                          mask=window_valid[:, None] & out_channel_valid[None, :], other=0.0)
         accumulator = tl.dot(patch, weight, accumulator, input_precision=INPUT_PRECISION, out_dtype=ACCUMULATOR)
 
@@ -177,24 +180,24 @@ def conv2d_forward_kernel(
         accumulator += bias.to(ACCUMULATOR)[None, :]
     if APPLY_RELU:
         accumulator = tl.where(accumulator < 0, 0.0, accumulator)
-    output_rows = batch_index * output_batch_stride + out_h * output_height_stride + out_w * output_width_stride
+    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS)  # decoded again here: nothing of it stays live over the loop
+    output_rows = ((pixel // (out_height * out_width)).to(tl.int64) * output_batch_stride
+                   + (pixel // out_width) % out_height * output_height_stride + pixel % out_width * output_width_stride)
     output_columns = (group * out_channels_per_group + out_channel) * output_channel_stride
     tl.store(output_pointer + output_rows[:, None] + output_columns[None, :],
-             accumulator.to(output_pointer.dtype.element_ty), mask=pixel_valid[:, None] & out_channel_valid[None, :])
-
+             accumulator.to(output_pointer.dtype.element_ty), mask=(pixel < pixels)[:, None] & out_channel_valid[None, :])
 
 
 # ------------------------------------------------------------------------------------------------ input gradient
 
-# (BLOCK_PIXELS, BLOCK_IN_CHANNELS, BLOCK_WINDOW, warps, stages). Rows are batch x input pixels of one phase,
-# columns the in channels of one group, the reduction (out channel, tap_h, tap_w) over the phase's taps.
-#   128x64x64, 4 warps: conv2 (48 in channels per group fit one 64-wide column tile; 128 out channels per group).
-#   128x128x64, 8 warps: conv3-5 (192/256 in channels; 384/192/128 out channels, channels inner).
-#   64x64x32, 4 warps: small problems: more programs (13x13 images, small batches).
-#   128x128x16, 4 warps: out channels per group a multiple of 16 but not of 32.
-INPUT_GRAD_TILES = [(128, 64, 64, 4, 3), (128, 128, 64, 8, 3), (64, 64, 32, 4, 4), (128, 128, 16, 4, 4)]
+# GPU tiles, (BLOCK_PIXELS, BLOCK_IN_CHANNELS, BLOCK_WINDOW, warps, stages). Rows are batch x input pixels of one
+# phase, columns the in channels of one group, the reduction (out channel, tap_h, tap_w) over the phase's taps.
+#   64x128x32: conv3-5 (192/256 in channels per group, out channels 384/192/128 in 32-wide chunks x 9 taps).
+#   128x64x32: conv2 (48 in channels per group fit one 64-wide column tile).
+#   64x64x32:  small problems, more programs.
+INPUT_GRAD_TILES = [(64, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 64, 32, 8, 3)]
 INPUT_GRAD_BLOCKS = ("BLOCK_PIXELS", "BLOCK_IN_CHANNELS", "BLOCK_WINDOW")
-PHASE_FIELDS = 5  # per axis: first input row, rows, first kernel tap, taps, output row of tap 0 at the first row
+PHASE_FIELDS = tl.constexpr(5)  # per axis: first input row, rows, first kernel tap, taps, output row of tap 0 at the first row
 
 
 @autotune(configs=_configs(INPUT_GRAD_TILES, INPUT_GRAD_BLOCKS),
@@ -210,8 +213,9 @@ def conv2d_input_grad_kernel(
     tap_step_h, tap_step_w,  # kernel taps reaching one phase are this far apart: stride / gcd(stride, dilation)
     out_step_h, out_step_w,  # and the output row falls by this much per tap: dilation / gcd(stride, dilation)
     grad_batch_stride, grad_channel_stride, grad_height_stride, grad_width_stride,  # grad_output's (= output's)
+    weight_out_stride, weight_channel_stride, weight_height_stride, weight_width_stride,
     grad_input_batch_stride, grad_input_channel_stride, grad_input_height_stride, grad_input_width_stride,
-    KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr,  # the weight's window; weight is contiguous (C_out, C_in/G, kH, kW)
+    KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr,  # the weight's window
     RELU_MASK: tl.constexpr,  # the forward applied ReLU: use grad_output * (output > 0)
     CHANNELS_INNER: tl.constexpr,  # reduction walk: taps outside, out channels inside (else flat)
     INPUT_PRECISION: tl.constexpr, ACCUMULATOR: tl.constexpr,
@@ -234,20 +238,19 @@ def conv2d_input_grad_kernel(
     out_origin_w = tl.load(phase_pointer + PHASE_FIELDS + 4)
 
     in_channel_tiles = tl.cdiv(in_channels_per_group, BLOCK_IN_CHANNELS)
-    pixel = (tl.program_id(0) // in_channel_tiles) * BLOCK_PIXELS + tl.arange(0, BLOCK_PIXELS)
+    first_pixel = (tl.program_id(0) // in_channel_tiles) * BLOCK_PIXELS
     in_channel = (tl.program_id(0) % in_channel_tiles) * BLOCK_IN_CHANNELS + tl.arange(0, BLOCK_IN_CHANNELS)
-    pixel_valid = pixel < batch * rows_h * rows_w
     in_channel_valid = in_channel < in_channels_per_group
-    batch_index = (pixel // (rows_h * rows_w)).to(tl.int64)
-    row_h = (pixel // rows_w) % rows_h  # index among this phase's rows
-    row_w = pixel % rows_w
-    out_h = out_origin_h + row_h  # output pixel that tap 0 of the window reads for this input pixel
-    out_w = out_origin_w + row_w
-    grad_rows = batch_index * grad_batch_stride + out_h * grad_height_stride + out_w * grad_width_stride
+    phase_pixels = batch * rows_h * rows_w
+
+    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS)
+    out_h = out_origin_h + (pixel // rows_w) % rows_h  # output pixel that tap 0 reads for this input pixel
+    out_w = out_origin_w + pixel % rows_w
+    grad_rows = ((pixel // (rows_h * rows_w)).to(tl.int64) * grad_batch_stride + out_h * grad_height_stride
+                 + out_w * grad_width_stride)
     grad_output_pointer += group * out_channels_per_group * grad_channel_stride
     output_pointer += group * out_channels_per_group * grad_channel_stride
-    window_size = in_channels_per_group * KERNEL_H * KERNEL_W
-    weight_pointer += group * out_channels_per_group * window_size
+    weight_pointer += group * out_channels_per_group * weight_out_stride
 
     accumulator = tl.zeros([BLOCK_PIXELS, BLOCK_IN_CHANNELS], dtype=ACCUMULATOR)
     for step in range(_window_steps(out_channels_per_group, taps_h, taps_w, BLOCK_WINDOW, CHANNELS_INNER)):
@@ -256,39 +259,40 @@ def conv2d_input_grad_kernel(
         shift_h = tap_h * out_step_h
         shift_w = tap_w * out_step_w
         grad_columns = out_channel * grad_channel_stride - shift_h * grad_height_stride - shift_w * grad_width_stride
-        gradient = _gather(grad_output_pointer, grad_rows, out_h, out_w, pixel_valid, grad_columns, -shift_h,
-                           -shift_w, window_valid, out_height, out_width, True)
+        gradient = _gather(grad_output_pointer, grad_rows, out_h, out_w, pixel < phase_pixels, grad_columns,
+                           -shift_h, -shift_w, window_valid, out_height, out_width, True)
         if RELU_MASK:
-            output = _gather(output_pointer, grad_rows, out_h, out_w, pixel_valid, grad_columns, -shift_h, -shift_w,
-                             window_valid, out_height, out_width, True)
+            output = _gather(output_pointer, grad_rows, out_h, out_w, pixel < phase_pixels, grad_columns, -shift_h,
+                             -shift_w, window_valid, out_height, out_width, True)
             gradient = tl.where(output > 0, gradient, 0.0)
         kh = first_tap_h + tap_h * tap_step_h
         kw = first_tap_w + tap_w * tap_step_w
-        weight_rows = out_channel * window_size + kh * KERNEL_W + kw
-        weight = tl.load(weight_pointer + weight_rows[:, None] + in_channel[None, :] * (KERNEL_H * KERNEL_W),
+        weight_rows = out_channel * weight_out_stride + kh * weight_height_stride + kw * weight_width_stride
+        weight = tl.load(weight_pointer + weight_rows[:, None] + in_channel[None, :] * weight_channel_stride,
                          mask=window_valid[:, None] & in_channel_valid[None, :], other=0.0)
         accumulator = tl.dot(gradient, weight, accumulator, input_precision=INPUT_PRECISION, out_dtype=ACCUMULATOR)
 
-    in_h = first_h + row_h * stride_h
-    in_w = first_w + row_w * stride_w
-    grad_input_rows = (batch_index * grad_input_batch_stride + in_h * grad_input_height_stride
-                       + in_w * grad_input_width_stride)
+    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS)  # decoded again here: nothing of it stays live over the loop
+    in_h = first_h + (pixel // rows_w) % rows_h * stride_h
+    in_w = first_w + pixel % rows_w * stride_w
+    grad_input_rows = ((pixel // (rows_h * rows_w)).to(tl.int64) * grad_input_batch_stride
+                       + in_h * grad_input_height_stride + in_w * grad_input_width_stride)
     grad_input_columns = (group * in_channels_per_group + in_channel) * grad_input_channel_stride
     tl.store(grad_input_pointer + grad_input_rows[:, None] + grad_input_columns[None, :],
              accumulator.to(grad_input_pointer.dtype.element_ty),
-             mask=pixel_valid[:, None] & in_channel_valid[None, :])
+             mask=(pixel < phase_pixels)[:, None] & in_channel_valid[None, :])
 
 
 
 # ------------------------------------------------------------------------------------------------ weight gradient
 
-# (BLOCK_OUT_CHANNELS, BLOCK_WINDOW, BLOCK_PIXELS, warps, stages). Rows are the out channels of one group, columns
-# (in channel, kh, kw), the reduction batch x output pixels, split over grid dimension 1.
-#   128x64x64, 4 warps: conv1 (96 out channels in one row tile; flat window 363 in 6 column tiles).
-#   128x128x32, 8 warps: conv3-5 (384/192/128 out channels; 64-wide channel chunks x 9 taps).
-#   64x64x64, 4 warps: small out channel counts, more programs.
-#   128x16x64, 4 warps: conv2 (48 in channels per group: 16-wide chunks waste nothing).
-WEIGHT_GRAD_TILES = [(128, 64, 64, 4, 3), (128, 128, 32, 8, 3), (64, 64, 64, 4, 3), (128, 16, 64, 4, 4)]
+# GPU tiles, (BLOCK_OUT_CHANNELS, BLOCK_WINDOW, BLOCK_PIXELS, warps, stages). Rows are the out channels of one group,
+# columns (in channel, kh, kw), the reduction batch x output pixels, split over grid dimension 1 (see _splits).
+#   128x64x32: conv1 (all 96 out channels in one row tile; flat window of 363 in 6 column tiles) and conv2 (128 out
+#              channels per group).
+#   64x128x32: conv3-5 (wide windows: 256/192 in channels x 9 taps).
+#   64x64x32:  small weights, more programs.
+WEIGHT_GRAD_TILES = [(128, 64, 32, 8, 3), (64, 128, 32, 8, 3), (64, 64, 32, 8, 3)]
 WEIGHT_GRAD_BLOCKS = ("BLOCK_OUT_CHANNELS", "BLOCK_WINDOW", "BLOCK_PIXELS")
 
 
@@ -427,6 +431,15 @@ def _precision(dtype: torch.dtype) -> tuple[str, tl.dtype]:
     return ("tf32" if tf32 else "ieee"), tl.float32
 
 
+def _weight_layout(weight: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """The weight as the kernels read it: contiguous (flat walk: a chunk of (channel, kh, kw) is a run of memory),
+    or on a GPU channels-last when channels are the inner walk, so a channel chunk is a run of memory and loads
+    vectorise. A copy of a small tensor at most."""
+    if channels_last and not INTERPRET:
+        return weight.contiguous(memory_format=torch.channels_last)
+    return weight.contiguous()
+
+
 def use_channels_inner(channels: int) -> bool:
     """Walk the reduction with channels inside each window tap when channels come in whole 16-wide chunks."""
     return channels % 16 == 0
@@ -449,7 +462,6 @@ def conv2d_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     The output has ``input``'s memory format (NCHW or channels-last), as torch's does.
     """
     input, memory_format = _dense(input)
-    weight = weight.contiguous()
     batch, in_channels, height, width = input.shape
     out_channels, in_channels_per_group, kernel_h, kernel_w = weight.shape
     out_height = output_size(height, kernel_h, stride[0], padding[0], padding[1], dilation[0])
@@ -465,6 +477,7 @@ def conv2d_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     out_channels_per_group = out_channels // groups
     if channels_inner is None:
         channels_inner = use_channels_inner(in_channels_per_group)
+    weight = _weight_layout(weight, channels_last=channels_inner)
     input_precision, accumulator = _precision(input.dtype)
     if INTERPRET:
         window = in_channels_per_group if channels_inner else in_channels_per_group * kernel_h * kernel_w
@@ -478,7 +491,7 @@ def conv2d_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         input, weight, bias if bias is not None else weight, output,
         in_channels_per_group, height, width, out_channels_per_group, out_height, out_width, pixels,
         stride[0], stride[1], padding[0], padding[2], dilation[0], dilation[1],
-        *input.stride(), *output.stride(),
+        *input.stride(), *weight.stride(), *output.stride(),
         KERNEL_H=kernel_h, KERNEL_W=kernel_w, HAS_BIAS=bias is not None, APPLY_RELU=relu,
         CHANNELS_INNER=channels_inner, CHECK_BOUNDS=any(padding), INPUT_PRECISION=input_precision,
         ACCUMULATOR=accumulator, **meta)
@@ -528,7 +541,7 @@ def conv2d_input_grad(grad_output: torch.Tensor, output: torch.Tensor | None, we
     grad_output = grad_output.contiguous(memory_format=memory_format)
     if output is not None:
         output = _like(output, grad_output)
-    weight = weight.contiguous()
+    weight = _weight_layout(weight, channels_last=True)
     batch, in_channels, height, width = input_shape
     out_channels, in_channels_per_group, kernel_h, kernel_w = weight.shape
     out_height, out_width = grad_output.shape[2:]
@@ -560,7 +573,7 @@ def conv2d_input_grad(grad_output: torch.Tensor, output: torch.Tensor | None, we
         batch, in_channels_per_group, height, width, out_channels_per_group, out_height, out_width,
         len(phases), stride[0], stride[1], stride[0] // gcd[0], stride[1] // gcd[1],
         dilation[0] // gcd[0], dilation[1] // gcd[1],
-        *grad_output.stride(), *grad_input.stride(),
+        *grad_output.stride(), *weight.stride(), *grad_input.stride(),
         KERNEL_H=kernel_h, KERNEL_W=kernel_w, RELU_MASK=output is not None, CHANNELS_INNER=channels_inner,
         INPUT_PRECISION=input_precision, ACCUMULATOR=accumulator, **meta)
     return grad_input
@@ -600,7 +613,7 @@ def conv2d_weight_grad(input: torch.Tensor, grad_output: torch.Tensor, output: t
         channels_inner = use_channels_inner(in_channels_per_group)
     input_precision, accumulator = _precision(input.dtype)
     partial_dtype = torch.float64 if accumulator == tl.float64 else torch.float32
-    tiles = triton.cdiv(out_channels_per_group, 128) * triton.cdiv(window_size, 64) * groups
+    tiles = triton.cdiv(out_channels_per_group, 64) * triton.cdiv(window_size, 64) * groups
     splits = _splits(pixels, tiles, input.device)
     pixels_per_split = triton.cdiv(triton.cdiv(pixels, splits), 128) * 128
     splits = triton.cdiv(pixels, pixels_per_split)
@@ -639,3 +652,44 @@ def _sum_splits(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     block = interpreter_block(count) if INTERPRET else 1024
     sum_splits_kernel[(triton.cdiv(count, block),)](partials, total, partials.shape[0], count, BLOCK=block)
     return total
+
+
+# ------------------------------------------------------------------------------------------------ GPU compile check
+
+def compile_cases():
+    """Every kernel with every GPU config it is autotuned over, in both reduction walks, for fp32 (exact, plus TF32
+    for the first config), fp16 and bf16, with the fused options on (3x3 window)."""
+    from kernels.gpu_compile import CompileCase, jit_function
+
+    kernels = (  # name, kernel, tiles, block names, pointer arguments ({} = the data type), fused options
+        ("conv2d_forward", conv2d_forward_kernel, FORWARD_TILES, FORWARD_BLOCKS,
+         dict.fromkeys(["input_pointer", "weight_pointer", "bias_pointer", "output_pointer"], "*{}"),
+         dict(HAS_BIAS=True, APPLY_RELU=True, CHECK_BOUNDS=True)),
+        ("conv2d_input_grad", conv2d_input_grad_kernel, INPUT_GRAD_TILES, INPUT_GRAD_BLOCKS,
+         {**dict.fromkeys(["grad_output_pointer", "output_pointer", "weight_pointer", "grad_input_pointer"], "*{}"),
+          "phase_pointer": "*i32"}, dict(RELU_MASK=True)),
+        ("conv2d_weight_grad", conv2d_weight_grad_kernel, WEIGHT_GRAD_TILES, WEIGHT_GRAD_BLOCKS,
+         {**dict.fromkeys(["input_pointer", "grad_output_pointer", "output_pointer"], "*{}"),
+          **dict.fromkeys(["weight_partials_pointer", "bias_partials_pointer"], "*fp32")},
+         dict(HAS_BIAS=True, RELU_MASK=True, CHECK_BOUNDS=True)),
+    )
+    cases = []
+    for name, kernel, tiles, blocks, pointers, options in kernels:
+        parameters = jit_function(kernel).params
+        for dtype in ("fp32", "fp16", "bf16"):
+            for channels_inner in (False, True):
+                for index, tile in enumerate(tiles):
+                    for precision in ["ieee", "tf32"] if dtype == "fp32" and index == 0 else ["ieee"]:
+                        constexprs = dict(zip(blocks, tile[:3]), KERNEL_H=3, KERNEL_W=3, CHANNELS_INNER=channels_inner,
+                                          INPUT_PRECISION=precision, ACCUMULATOR=tl.float32, **options)
+                        signature = {parameter.name: "constexpr" if parameter.is_constexpr
+                                     else pointers.get(parameter.name, "i32").format(dtype) for parameter in parameters}
+                        cases.append(CompileCase(
+                            f"{name}{'_channels_inner' if channels_inner else ''}", kernel, signature, constexprs,
+                            dtype, num_warps=tile[3], num_stages=tile[4],
+                            expects_tensor_cores=dtype != "fp32" or precision == "tf32"))
+    for dtype in ("fp32", "fp16", "bf16"):
+        cases.append(CompileCase("sum_splits", sum_splits_kernel,
+                                 {"partials_pointer": "*fp32", "total_pointer": f"*{dtype}", "splits": "i32",
+                                  "count": "i32", "BLOCK": "constexpr"}, {"BLOCK": 1024}, dtype))
+    return cases
