@@ -31,6 +31,9 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     check_tensor("weight", weight, ndim=4, layout="C_out, C_in / groups, kH, kW")
     check_like("weight", weight, "input", input)
     groups = check_int("groups", groups, minimum=1)
+    if 0 in weight.shape:
+        raise ValueError(f"weight must have at least one element in every dimension (as torch requires), got shape "
+                         f"{tuple(weight.shape)}")
     out_channels, channels_per_group = weight.shape[0], weight.shape[1]
     in_channels = input.shape[-3]
     if out_channels % groups != 0:
