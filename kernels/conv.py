@@ -4,13 +4,14 @@ No im2col matrix is ever stored: each kernel computes, for the tile it is about 
 of the virtual im2col matrix lives in the NCHW (or channels-last: all strides are arguments) tensor, and gathers it
 with a masked load. Out-of-image taps (padding) read as zero.
 
-    forward      output[pixel, out_channel]     = sum over window   input_patch[pixel, window] * weight[out_channel, window]
+    forward      output[pixel, out_channel] = sum over window: input_patch[pixel, window] * weight[out_channel, window]
                  pixel = (n, oh, ow), window = (in_channel, kh, kw); bias and ReLU on the fp32 accumulator.
-    input grad   grad_input[pixel, in_channel]  = sum over window   grad_output_patch[pixel, window] * weight[...]
-                 pixel = (n, ih, iw), window = (out_channel, kh, kw) restricted to the taps that hit ih (see below).
-    weight grad  grad_weight[out_channel, window] = sum over pixels grad_output[pixel, out_channel] * input_patch[pixel, window]
-                 pixel = (n, oh, ow) is the reduction: split over programs into fp32 partials, summed by a second kernel
-                 (deterministic, unlike atomics); the bias gradient is the same sum without the input factor.
+    input grad   grad_input[pixel, in_channel] = sum over window: grad_output_patch[pixel, window] * weight[...]
+                 pixel = (n, ih, iw), window = (out_channel, kh, kw) restricted to the taps that reach ih (below).
+    weight grad  grad_weight[out_channel, window] = sum over pixels: grad_output[pixel, out_channel]
+                                                                   * input_patch[pixel, window]
+                 pixel = (n, oh, ow) is the reduction: split over programs into fp32 partials, summed by a second
+                 kernel (deterministic, unlike atomics); the bias gradient is the same sum without the input factor.
 
 Groups are grid dimension 1: group g multiplies in_channels [g*C_in/G, (g+1)*C_in/G) by out_channels
 [g*C_out/G, (g+1)*C_out/G). ReLU's backward is fused: the gradient kernels load the saved output beside the output
@@ -94,16 +95,14 @@ def _window_chunk(step, channels, taps_h, taps_w, BLOCK_WINDOW: tl.constexpr, CH
 
 
 @triton.jit
-def _gather(pointer, row_offset, row_h, row_w, row_valid, column_offset, column_h, column_w, column_valid,
-            height, width, CHECK_BOUNDS: tl.constexpr):
-    """tile[r, c] = pointer[row_offset[r] + column_offset[c]] where the pixel (row_h[r] + column_h[c],
-    row_w[r] + column_w[c]) lies inside height x width, else 0. Rows/columns outside the problem read 0 too."""
+def _inside(row_h, row_w, row_valid, column_h, column_w, column_valid, height, width, CHECK_BOUNDS: tl.constexpr):
+    """Where a gathered tile is loaded: rows and columns inside the problem, and (with CHECK_BOUNDS) the pixel
+    (row_h[r] + column_h[c], row_w[r] + column_w[c]) inside height x width. Elsewhere the tile reads 0."""
     mask = row_valid[:, None] & column_valid[None, :]
-    if CHECK_BOUNDS:
-        h = row_h[:, None] + column_h[None, :]
-        w = row_w[:, None] + column_w[None, :]
-        mask = mask & (h >= 0) & (h < height) & (w >= 0) & (w < width)
-    return tl.load(pointer + row_offset[:, None] + column_offset[None, :], mask=mask, other=0.0)
+    if CHECK_BOUNDS:  # 0 <= row + column < size, compared without forming row + column
+        mask = (mask & (row_h[:, None] >= -column_h[None, :]) & (row_h[:, None] < (height - column_h)[None, :])
+                & (row_w[:, None] >= -column_w[None, :]) & (row_w[:, None] < (width - column_w)[None, :]))
+    return mask
 
 
 def _configs(tiles: list[tuple[int, int, int, int, int]], names: tuple[str, str, str]) -> list[triton.Config]:
@@ -151,15 +150,16 @@ def conv2d_forward_kernel(
     group = tl.program_id(1)
     out_channel_tiles = tl.cdiv(out_channels_per_group, BLOCK_OUT_CHANNELS)
     first_pixel = (tl.program_id(0) // out_channel_tiles) * BLOCK_PIXELS
-    out_channel = (tl.program_id(0) % out_channel_tiles) * BLOCK_OUT_CHANNELS + tl.arange(0, BLOCK_OUT_CHANNELS).to(INDEX)
+    out_channel = ((tl.program_id(0) % out_channel_tiles) * BLOCK_OUT_CHANNELS
+                   + tl.arange(0, BLOCK_OUT_CHANNELS).to(INDEX))
     out_channel_valid = out_channel < out_channels_per_group
 
     pixel = first_pixel + tl.arange(0, BLOCK_PIXELS).to(INDEX)
     top = (pixel // out_width) % out_height * stride_h - padding_top  # input row of window tap 0
     left = pixel % out_width * stride_w - padding_left
-    input_rows = ((pixel // (out_height * out_width)).to(tl.int64) * input_batch_stride + top * input_height_stride
-                  + left * input_width_stride)
-    input_pointer += group * in_channels_per_group * input_channel_stride
+    input_rows = (input_pointer + group * in_channels_per_group * input_channel_stride  # tap 0 of each window
+                  + (pixel // (out_height * out_width)).to(tl.int64) * input_batch_stride
+                  + top * input_height_stride + left * input_width_stride)
     weight_rows = (group * out_channels_per_group + out_channel) * weight_out_stride
 
     accumulator = tl.zeros([BLOCK_PIXELS, BLOCK_OUT_CHANNELS], dtype=ACCUMULATOR)
@@ -168,9 +168,10 @@ def conv2d_forward_kernel(
                                                       CHANNELS_INNER)
         tap_h = kh * dilation_h
         tap_w = kw * dilation_w
-        patch = _gather(input_pointer, input_rows, top, left, pixel < pixels,
-                        channel * input_channel_stride + tap_h * input_height_stride + tap_w * input_width_stride,
-                        tap_h, tap_w, window_valid, height, width, CHECK_BOUNDS)
+        input_columns = channel * input_channel_stride + tap_h * input_height_stride + tap_w * input_width_stride
+        patch = tl.load(input_rows[:, None] + input_columns[None, :], other=0.0,
+                        mask=_inside(top, left, pixel < pixels, tap_h, tap_w, window_valid, height, width,
+                                     CHECK_BOUNDS))
         if CHANNELS_INNER:
             weight_columns = channel * weight_channel_stride + kh * weight_height_stride + kw * weight_width_stride
         else:  # the weight is contiguous, so a flat chunk is a run of memory (and the compiler can see it)
@@ -184,12 +185,13 @@ def conv2d_forward_kernel(
         accumulator += bias.to(ACCUMULATOR)[None, :]
     if APPLY_RELU:
         accumulator = tl.where(accumulator < 0, 0.0, accumulator)
-    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS).to(INDEX)  # decoded again here: nothing of it stays live over the loop
+    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS).to(INDEX)  # decoded again: nothing of it stays live in the loop
     output_rows = ((pixel // (out_height * out_width)).to(tl.int64) * output_batch_stride
                    + (pixel // out_width) % out_height * output_height_stride + pixel % out_width * output_width_stride)
     output_columns = (group * out_channels_per_group + out_channel) * output_channel_stride
     tl.store(output_pointer + output_rows[:, None] + output_columns[None, :],
-             accumulator.to(output_pointer.dtype.element_ty), mask=(pixel < pixels)[:, None] & out_channel_valid[None, :])
+             accumulator.to(output_pointer.dtype.element_ty),
+             mask=(pixel < pixels)[:, None] & out_channel_valid[None, :])
 
 
 # ------------------------------------------------------------------------------------------------ input gradient
@@ -201,7 +203,8 @@ def conv2d_forward_kernel(
 #   64x64x32:  small problems, more programs.
 INPUT_GRAD_TILES = [(64, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 64, 32, 8, 3)]
 INPUT_GRAD_BLOCKS = ("BLOCK_PIXELS", "BLOCK_IN_CHANNELS", "BLOCK_WINDOW")
-PHASE_FIELDS = tl.constexpr(5)  # per axis: first input row, rows, first kernel tap, taps, output row of tap 0 at the first row
+# Per axis of a phase: first input row, rows, first kernel tap, taps, output row read by tap 0 at the first row.
+PHASE_FIELDS = tl.constexpr(5)
 
 
 @autotune(configs=_configs(INPUT_GRAD_TILES, INPUT_GRAD_BLOCKS),
@@ -243,7 +246,8 @@ def conv2d_input_grad_kernel(
 
     in_channel_tiles = tl.cdiv(in_channels_per_group, BLOCK_IN_CHANNELS)
     first_pixel = (tl.program_id(0) // in_channel_tiles) * BLOCK_PIXELS
-    in_channel = (tl.program_id(0) % in_channel_tiles) * BLOCK_IN_CHANNELS + tl.arange(0, BLOCK_IN_CHANNELS).to(INDEX)
+    in_channel = ((tl.program_id(0) % in_channel_tiles) * BLOCK_IN_CHANNELS
+                  + tl.arange(0, BLOCK_IN_CHANNELS).to(INDEX))
     in_channel_valid = in_channel < in_channels_per_group
     phase_pixels = batch * rows_h * rows_w
 
@@ -251,9 +255,7 @@ def conv2d_input_grad_kernel(
     out_h = out_origin_h + (pixel // rows_w) % rows_h  # output pixel that tap 0 reads for this input pixel
     out_w = out_origin_w + pixel % rows_w
     grad_rows = ((pixel // (rows_h * rows_w)).to(tl.int64) * grad_batch_stride + out_h * grad_height_stride
-                 + out_w * grad_width_stride)
-    grad_output_pointer += group * out_channels_per_group * grad_channel_stride
-    output_pointer += group * out_channels_per_group * grad_channel_stride
+                 + out_w * grad_width_stride + group * out_channels_per_group * grad_channel_stride)
     weight_pointer += group * out_channels_per_group * weight_out_stride
 
     accumulator = tl.zeros([BLOCK_PIXELS, BLOCK_IN_CHANNELS], dtype=ACCUMULATOR)
@@ -263,11 +265,11 @@ def conv2d_input_grad_kernel(
         shift_h = tap_h * out_step_h
         shift_w = tap_w * out_step_w
         grad_columns = out_channel * grad_channel_stride - shift_h * grad_height_stride - shift_w * grad_width_stride
-        gradient = _gather(grad_output_pointer, grad_rows, out_h, out_w, pixel < phase_pixels, grad_columns,
-                           -shift_h, -shift_w, window_valid, out_height, out_width, True)
+        mask = _inside(out_h, out_w, pixel < phase_pixels, -shift_h, -shift_w, window_valid, out_height, out_width,
+                       True)
+        gradient = tl.load((grad_output_pointer + grad_rows)[:, None] + grad_columns[None, :], mask=mask, other=0.0)
         if RELU_MASK:
-            output = _gather(output_pointer, grad_rows, out_h, out_w, pixel < phase_pixels, grad_columns, -shift_h,
-                             -shift_w, window_valid, out_height, out_width, True)
+            output = tl.load((output_pointer + grad_rows)[:, None] + grad_columns[None, :], mask=mask, other=0.0)
             gradient = tl.where(output > 0, gradient, 0.0)
         kh = first_tap_h + tap_h * tap_step_h
         kw = first_tap_w + tap_w * tap_step_w
@@ -276,7 +278,7 @@ def conv2d_input_grad_kernel(
                          mask=window_valid[:, None] & in_channel_valid[None, :], other=0.0)
         accumulator = tl.dot(gradient, weight, accumulator, input_precision=INPUT_PRECISION, out_dtype=ACCUMULATOR)
 
-    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS).to(INDEX)  # decoded again here: nothing of it stays live over the loop
+    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS).to(INDEX)  # decoded again: nothing of it stays live in the loop
     in_h = first_h + (pixel // rows_w) % rows_h * stride_h
     in_w = first_w + pixel % rows_w * stride_w
     grad_input_rows = ((pixel // (rows_h * rows_w)).to(tl.int64) * grad_input_batch_stride
@@ -328,7 +330,8 @@ def conv2d_weight_grad_kernel(
     split = tl.program_id(1)
     window_tiles = _window_steps(in_channels_per_group, KERNEL_H, KERNEL_W, BLOCK_WINDOW, CHANNELS_INNER)
     window_tile = tl.program_id(0) % window_tiles
-    out_channel = (tl.program_id(0) // window_tiles) * BLOCK_OUT_CHANNELS + tl.arange(0, BLOCK_OUT_CHANNELS).to(INDEX)
+    out_channel = ((tl.program_id(0) // window_tiles) * BLOCK_OUT_CHANNELS
+                   + tl.arange(0, BLOCK_OUT_CHANNELS).to(INDEX))
     out_channel_valid = out_channel < out_channels_per_group
     channel, kh, kw, window_valid = _window_chunk(window_tile, in_channels_per_group, KERNEL_H, KERNEL_W,
                                                   BLOCK_WINDOW, CHANNELS_INNER)
@@ -336,7 +339,8 @@ def conv2d_weight_grad_kernel(
     tap_w = kw * dilation_w
     input_columns = ((group * in_channels_per_group + channel) * input_channel_stride + tap_h * input_height_stride
                      + tap_w * input_width_stride)
-    grad_rows = (group * out_channels_per_group + out_channel) * grad_channel_stride
+    grad_rows = grad_output_pointer + (group * out_channels_per_group + out_channel) * grad_channel_stride
+    output_rows = output_pointer + (group * out_channels_per_group + out_channel) * grad_channel_stride
 
     accumulator = tl.zeros([BLOCK_OUT_CHANNELS, BLOCK_WINDOW], dtype=ACCUMULATOR)
     bias_accumulator = tl.zeros([BLOCK_OUT_CHANNELS], dtype=ACCUMULATOR)
@@ -348,17 +352,17 @@ def conv2d_weight_grad_kernel(
         out_h = (pixel // out_width) % out_height
         out_w = pixel % out_width
         grad_columns = batch_index * grad_batch_stride + out_h * grad_height_stride + out_w * grad_width_stride
-        grad_offsets = grad_rows[:, None] + grad_columns[None, :]
-        grad_mask = out_channel_valid[:, None] & pixel_valid[None, :]
-        gradient = tl.load(grad_output_pointer + grad_offsets, mask=grad_mask, other=0.0)
+        mask = out_channel_valid[:, None] & pixel_valid[None, :]
+        gradient = tl.load(grad_rows[:, None] + grad_columns[None, :], mask=mask, other=0.0)
         if RELU_MASK:
-            output = tl.load(output_pointer + grad_offsets, mask=grad_mask, other=0.0)
+            output = tl.load(output_rows[:, None] + grad_columns[None, :], mask=mask, other=0.0)
             gradient = tl.where(output > 0, gradient, 0.0)
         top = out_h * stride_h - padding_top
         left = out_w * stride_w - padding_left
-        input_rows = batch_index * input_batch_stride + top * input_height_stride + left * input_width_stride
-        patch = _gather(input_pointer, input_rows, top, left, pixel_valid, input_columns, tap_h, tap_w, window_valid,
-                        height, width, CHECK_BOUNDS)
+        input_rows = (input_pointer + batch_index * input_batch_stride + top * input_height_stride
+                      + left * input_width_stride)
+        patch = tl.load(input_rows[:, None] + input_columns[None, :], other=0.0,
+                        mask=_inside(top, left, pixel_valid, tap_h, tap_w, window_valid, height, width, CHECK_BOUNDS))
         accumulator = tl.dot(gradient, patch, accumulator, input_precision=INPUT_PRECISION, out_dtype=ACCUMULATOR)
         if HAS_BIAS:
             if window_tile == 0:
@@ -445,16 +449,24 @@ def _weight_layout(weight: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 
 def use_channels_inner(channels: int) -> bool:
-    """Walk the reduction with channels inside each window tap when channels come in whole 16-wide chunks."""
-    return channels % 16 == 0
+    """On a GPU, walk the reduction with channels inside each window tap when channels come in whole 16-wide chunks.
+    The interpreter walks flat: one chunk covers the whole window (its cost is per step and per element, and the
+    flat walk has the fewest steps; measured faster on every layer of alexnet_small)."""
+    return not INTERPRET and channels % 16 == 0
+
+
+# Interpreter tiles hold up to 2**18 elements (4x the runtime's default block): the interpreter's cost is ~10 ms of
+# Python per loop step plus ~15 numpy passes per tile element; at this size the two are about even (measured on
+# alexnet_small's layers: 2**16 is 1.6x slower, 2**20 no faster).
+INTERPRETER_TILE = int(__import__("os").environ.get("CONV_TILE", 4 * INTERPRETER_MAX_BLOCK))
 
 
 def _interpreter_tiles(rows: int, columns: int, reduction: int) -> tuple[int, int, int]:
-    """Interpreter tiles (rows, columns, reduction chunk): the whole reduction chunk and all columns where they fit,
-    then as many rows as the per-tile element budget allows, so few programs run."""
+    """Interpreter tiles (rows, columns, reduction chunk): all columns and the whole reduction chunk where they fit,
+    then as many rows as the per-tile element budget allows, so few programs and loop steps run."""
     block_columns = interpreter_block(columns, cap=256)
-    block_reduction = interpreter_block(reduction, cap=INTERPRETER_MAX_BLOCK // block_columns)
-    block_rows = interpreter_block(rows, cap=max(16, INTERPRETER_MAX_BLOCK // block_reduction))
+    block_reduction = interpreter_block(reduction, cap=INTERPRETER_TILE // block_columns)
+    block_rows = interpreter_block(rows, cap=max(16, INTERPRETER_TILE // max(block_reduction, block_columns)))
     return block_rows, block_columns, block_reduction
 
 
@@ -550,8 +562,8 @@ def conv2d_input_grad(grad_output: torch.Tensor, output: torch.Tensor | None, we
     out_channels, in_channels_per_group, kernel_h, kernel_w = weight.shape
     out_height, out_width = grad_output.shape[2:]
     out_channels_per_group = out_channels // groups
-    phases, most_rows, unreached = _phase_table(height, width, (kernel_h, kernel_w), stride, (padding[0], padding[2]), dilation,
-                                     grad_output.device)
+    phases, most_rows, unreached = _phase_table(height, width, (kernel_h, kernel_w), stride, (padding[0], padding[2]),
+                                                dilation, grad_output.device)
     allocate = torch.zeros if unreached or grad_output.numel() == 0 else torch.empty
     grad_input = allocate(input_shape, dtype=grad_output.dtype, device=grad_output.device).contiguous(
         memory_format=memory_format)

@@ -77,7 +77,9 @@ def test_conv2d_forward_and_gradients_match_torch(problem):
                         problem["layout"]).requires_grad_()
     weight = make_tensor((problem["out_channels"], problem["in_channels"] // problem["groups"], kernel_h, kernel_w),
                          dtype, 1.0, generator).requires_grad_()
-    bias = make_tensor((problem["out_channels"],), dtype, scale, generator).requires_grad_() if problem["bias"] else None
+    bias = None
+    if problem["bias"]:
+        bias = make_tensor((problem["out_channels"],), dtype, scale, generator).requires_grad_()
     geometry = dict(stride=problem["stride"], padding=problem["padding"], dilation=problem["dilation"],
                     groups=problem["groups"])
 
