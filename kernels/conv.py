@@ -20,10 +20,16 @@ gradient and use ``grad * (output > 0)`` (the prologue), so no masked gradient i
 Two ways to walk the (channel, kh, kw) reduction, chosen per launch with ``CHANNELS_INNER``:
   * flat: chunks of BLOCK_WINDOW consecutive (channel, kh, kw) indices, the weight's own order. Right for few
     channels (conv1: 3 channels x 11 x 11 = 363, a 32-wide chunk wastes only 6%), but every element needs its own
-    bounds check, since a chunk spans window taps.
+    bounds check, since a chunk spans window taps. The interpreter always walks flat, with one chunk covering the
+    whole window where it fits (its cost is per loop step).
   * channels inner: the window taps outside, BLOCK_WINDOW channels inside. Every element of a chunk shares one tap,
-    so bounds checks are per row ([BLOCK_PIXELS, 1]) and an element costs one pointer add. Right for >= 16 channels
-    (conv2-5).
+    so bounds checks are per row ([BLOCK_PIXELS, 1]) and an element costs one pointer add. Used on a GPU when the
+    channels come in whole 16-wide chunks (conv2-5).
+
+Layouts: NCHW and channels-last tensors both run natively (every stride is an argument). On a GPU channels-last is
+the fast one: with the channels-inner walk a chunk of channels is then contiguous in the input, the output gradient
+and (the launch makes it so) the weight, so loads vectorise and pipeline; in NCHW every im2col element is its own
+load.
 
 Input gradient with stride > 1, without zero insertion: input row ih receives gradient from kernel tap kh only
 when ``ih + padding - kh * dilation`` is a multiple of stride. Input rows are split into "phases" by which taps
@@ -109,6 +115,21 @@ def _configs(tiles: list[tuple[int, int, int, int, int]], names: tuple[str, str,
     return [triton.Config(dict(zip(names, tile[:3])), num_warps=tile[3], num_stages=tile[4]) for tile in tiles]
 
 
+EXACT_FP32_TILE = 64 * 64 * 32  # the largest tile (rows x columns x chunk) tuned for exact fp32
+
+
+def _tiles_for_precision(configs, named_args, **kwargs):
+    """Exact fp32 products run on FMA units, not tensor cores, and hold more registers per tile: autotune them over
+    the 64x64 tiles only (the larger ones spill there). Every other precision tries every config."""
+    data = next(value for value in named_args.values() if isinstance(value, torch.Tensor))
+    if data.dtype != torch.float32 or kwargs.get("INPUT_PRECISION") != "ieee":
+        return configs
+    return [config for config in configs if math.prod(config.kwargs.values()) <= EXACT_FP32_TILE]
+
+
+PRUNE = {"early_config_prune": _tiles_for_precision}
+
+
 # ------------------------------------------------------------------------------------------------ forward
 
 # GPU tiles, (BLOCK_PIXELS, BLOCK_OUT_CHANNELS, BLOCK_WINDOW, warps, stages). Rows are batch x output pixels, columns
@@ -125,7 +146,7 @@ FORWARD_BLOCKS = ("BLOCK_PIXELS", "BLOCK_OUT_CHANNELS", "BLOCK_WINDOW")
 
 @autotune(configs=_configs(FORWARD_TILES, FORWARD_BLOCKS),
           key=["in_channels_per_group", "out_channels_per_group", "pixels", "height", "width", "KERNEL_H",
-               "KERNEL_W", "CHANNELS_INNER"])
+               "KERNEL_W", "CHANNELS_INNER", "INPUT_PRECISION"], prune_configs_by=PRUNE)
 @triton.jit
 def conv2d_forward_kernel(
     input_pointer, weight_pointer, bias_pointer, output_pointer,
@@ -209,7 +230,7 @@ PHASE_FIELDS = tl.constexpr(5)
 
 @autotune(configs=_configs(INPUT_GRAD_TILES, INPUT_GRAD_BLOCKS),
           key=["in_channels_per_group", "out_channels_per_group", "batch", "height", "width", "KERNEL_H", "KERNEL_W",
-               "CHANNELS_INNER"])
+               "CHANNELS_INNER", "INPUT_PRECISION"], prune_configs_by=PRUNE)
 @triton.jit
 def conv2d_input_grad_kernel(
     grad_output_pointer, output_pointer, weight_pointer, grad_input_pointer,
@@ -289,7 +310,6 @@ def conv2d_input_grad_kernel(
              mask=(pixel < phase_pixels)[:, None] & in_channel_valid[None, :])
 
 
-
 # ------------------------------------------------------------------------------------------------ weight gradient
 
 # GPU tiles, (BLOCK_OUT_CHANNELS, BLOCK_WINDOW, BLOCK_PIXELS, warps, stages). Rows are the out channels of one group,
@@ -304,7 +324,7 @@ WEIGHT_GRAD_BLOCKS = ("BLOCK_OUT_CHANNELS", "BLOCK_WINDOW", "BLOCK_PIXELS")
 
 @autotune(configs=_configs(WEIGHT_GRAD_TILES, WEIGHT_GRAD_BLOCKS),
           key=["in_channels_per_group", "out_channels_per_group", "pixels_per_split", "height", "width", "KERNEL_H",
-               "KERNEL_W", "CHANNELS_INNER"])
+               "KERNEL_W", "CHANNELS_INNER", "INPUT_PRECISION"], prune_configs_by=PRUNE)
 @triton.jit
 def conv2d_weight_grad_kernel(
     input_pointer, grad_output_pointer, output_pointer,
@@ -485,6 +505,7 @@ def conv2d_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     _check_int32("input", in_channels * height * width, "one image")
     _check_int32("output", max(out_channels * out_height * out_width, pixels), "one image (or the pixel count)")
     _check_int32("weight", weight.numel(), "the weight")
+    _check_grid("forward", groups)
     input, memory_format = _dense(input)
     output = torch.empty((batch, out_channels, out_height, out_width), dtype=input.dtype, device=input.device,
                          memory_format=memory_format)
@@ -564,9 +585,10 @@ def conv2d_input_grad(grad_output: torch.Tensor, output: torch.Tensor | None, we
     out_channels_per_group = out_channels // groups
     phases, most_rows, unreached = _phase_table(height, width, (kernel_h, kernel_w), stride, (padding[0], padding[2]),
                                                 dilation, grad_output.device)
-    allocate = torch.zeros if unreached or grad_output.numel() == 0 else torch.empty
-    grad_input = allocate(input_shape, dtype=grad_output.dtype, device=grad_output.device).contiguous(
-        memory_format=memory_format)
+    grad_input = torch.empty(input_shape, dtype=grad_output.dtype, device=grad_output.device,
+                             memory_format=memory_format)
+    if unreached or grad_output.numel() == 0:
+        grad_input.zero_()
     if grad_input.numel() == 0 or grad_output.numel() == 0 or len(phases) == 0:
         return grad_input
     _check_int32("grad_input", max(in_channels * height * width, batch * height * width), "one image")
@@ -673,8 +695,8 @@ def _sum_splits(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------ GPU compile check
 
 def compile_cases():
-    """Every kernel with every GPU config it is autotuned over, in both reduction walks, for fp32 (exact, plus TF32
-    for the first config), fp16 and bf16, with the fused options on (3x3 window)."""
+    """Every kernel with every GPU config it is autotuned over, in both reduction walks, for exact fp32, TF32, fp16
+    and bf16, with the fused options on (3x3 window)."""
     from kernels.gpu_compile import CompileCase, jit_function
 
     kernels = (  # name, kernel, tiles, block names, pointer arguments ({} = the data type), fused options
@@ -692,18 +714,18 @@ def compile_cases():
     cases = []
     for name, kernel, tiles, blocks, pointers, options in kernels:
         parameters = jit_function(kernel).params
-        for dtype in ("fp32", "fp16", "bf16"):
-            for channels_inner in (False, True):
-                for index, tile in enumerate(tiles):
-                    for precision in ["ieee", "tf32"] if dtype == "fp32" and index == 0 else ["ieee"]:
-                        constexprs = dict(zip(blocks, tile[:3]), KERNEL_H=3, KERNEL_W=3, CHANNELS_INNER=channels_inner,
-                                          INPUT_PRECISION=precision, ACCUMULATOR=tl.float32, **options)
-                        signature = {parameter.name: "constexpr" if parameter.is_constexpr
-                                     else pointers.get(parameter.name, "i32").format(dtype) for parameter in parameters}
-                        cases.append(CompileCase(
-                            f"{name}{'_channels_inner' if channels_inner else ''}", kernel, signature, constexprs,
-                            dtype, num_warps=tile[3], num_stages=tile[4],
-                            expects_tensor_cores=dtype != "fp32" or precision == "tf32"))
+        for dtype, precision in (("fp32", "ieee"), ("fp32", "tf32"), ("fp16", "ieee"), ("bf16", "ieee")):
+            data = torch.empty(0, dtype={"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype])
+            for config in _tiles_for_precision(_configs(tiles, blocks), {"data": data}, INPUT_PRECISION=precision):
+                for channels_inner in (False, True):
+                    constexprs = dict(config.kwargs, KERNEL_H=3, KERNEL_W=3, CHANNELS_INNER=channels_inner,
+                                      INPUT_PRECISION=precision, ACCUMULATOR=tl.float32, **options)
+                    signature = {parameter.name: "constexpr" if parameter.is_constexpr
+                                 else pointers.get(parameter.name, "i32").format(dtype) for parameter in parameters}
+                    cases.append(CompileCase(
+                        f"{name}{'_channels_inner' if channels_inner else ''}", kernel, signature, constexprs, dtype,
+                        num_warps=config.num_warps, num_stages=config.num_stages,
+                        expects_tensor_cores=dtype != "fp32" or precision == "tf32"))
     for dtype in ("fp32", "fp16", "bf16"):
         cases.append(CompileCase("sum_splits", sum_splits_kernel,
                                  {"partials_pointer": "*fp32", "total_pointer": f"*{dtype}", "splits": "i32",
