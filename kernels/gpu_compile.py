@@ -38,6 +38,9 @@ class CompileCase:
     num_warps: int = 4
     num_stages: int = 3
     expects_tensor_cores: bool = False  # GEMM kernels in fp16/bf16 must use mma/wgmma
+    # Integer arguments a typical launch passes as multiples of 16 (row strides, feature counts of real layers):
+    # Triton specializes those at launch, which is what lets it vectorize loads and pipeline them.
+    multiples_of_16: tuple[str, ...] = ()
 
     @property
     def config(self) -> str:
@@ -86,7 +89,7 @@ def compile_case(case: CompileCase, arch: int) -> dict[str, Any]:
                            "config": case.config, "expects_tensor_cores": case.expects_tensor_cores}
     # Pointers are 16-byte aligned in practice (torch's allocator); tell the compiler, as a real launch would.
     attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]]
-             for name, kind in case.signature.items() if kind.startswith("*")}
+             for name, kind in case.signature.items() if kind.startswith("*") or name in case.multiples_of_16}
     started = time.perf_counter()
     try:
         source = ASTSource(fn=fn, signature=case.signature, constexprs=case.constexprs, attrs=attrs)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+from kernels.cross_entropy import cross_entropy_backward, cross_entropy_forward
 from tritonnet.ops._checks import check_float, check_int, check_tensor
 from tritonnet.registry import lookup, register
 
@@ -42,3 +45,33 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
 def torch_cross_entropy(input, target, ignore_index, reduction, label_smoothing):
     return F.cross_entropy(input, target.long(), ignore_index=ignore_index, reduction=reduction,
                            label_smoothing=label_smoothing)
+
+
+class CrossEntropyFunction(torch.autograd.Function):
+    """Fused log-softmax + NLL with the Triton kernels. Saves the logits, the targets, each row's max and
+    log-denominator and the count of non-ignored rows; the backward recomputes the softmax from them (see
+    ``kernels/cross_entropy.py``)."""
+
+    @staticmethod
+    def forward(ctx, input, target, ignore_index, reduction, label_smoothing):
+        logits = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
+        flat_target = target.reshape(-1)
+        # The loss is allocated in its final shape: returning a view of a tensor made here would forbid in-place use.
+        loss, (row_max, log_denominator), valid_count = cross_entropy_forward(
+            logits, flat_target, ignore_index, reduction, label_smoothing, loss_shape=target.shape)
+        ctx.save_for_backward(logits, flat_target, row_max, log_denominator, valid_count)
+        ctx.input_shape = input.shape
+        ctx.ignore_index, ctx.reduction, ctx.label_smoothing = ignore_index, reduction, label_smoothing
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        logits, flat_target, row_max, log_denominator, valid_count = ctx.saved_tensors
+        grad_input = cross_entropy_backward(grad_output.reshape(-1), logits, flat_target, (row_max, log_denominator),
+                                            valid_count, ctx.ignore_index, ctx.reduction, ctx.label_smoothing)
+        return grad_input.view(ctx.input_shape), None, None, None, None
+
+
+@register(OP, "triton")
+def triton_cross_entropy(input, target, ignore_index, reduction, label_smoothing):
+    return CrossEntropyFunction.apply(input, target, ignore_index, reduction, label_smoothing)

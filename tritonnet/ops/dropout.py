@@ -1,10 +1,21 @@
-"""Dropout: zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)``."""
+"""Dropout: zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)``.
+
+As torch does: with ``training=False``, ``p == 0`` or an empty input, the input itself is returned; ``p == 1`` gives
+zeros (times the input, so NaN stays NaN); ``inplace=True`` writes into the input and returns it, and autograd
+refuses it on a leaf that requires grad.
+
+The ``"triton"`` provider draws one seed per call from torch's default generator (:func:`draw_seed`, so
+``torch.manual_seed`` reproduces a run) and saves only that seed and ``p`` for the backward, which regenerates the
+mask (the scheme is in ``kernels/dropout.py``). A non-contiguous input is read through a contiguous copy and the
+output is contiguous.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from kernels.dropout import apply_dropout
 from tritonnet.ops._checks import check_float, check_tensor
 from tritonnet.registry import lookup, register
 
@@ -32,3 +43,26 @@ def dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace:
 @register(OP, "torch")
 def torch_dropout(input, p, training, inplace):
     return F.dropout(input, p, training, inplace)
+
+
+class DropoutMaskFunction(torch.autograd.Function):
+    """``input * keep(seed) / (1 - p)``. Linear in the input, so its backward is the same function of the gradient,
+    with the same seed: only ``p`` and the seed are kept, and higher derivatives work too."""
+
+    @staticmethod
+    def forward(ctx, input, p, seed, inplace):
+        ctx.p, ctx.seed = p, seed
+        if inplace:
+            ctx.mark_dirty(input)
+        return apply_dropout(input, p, seed, inplace=inplace)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return DropoutMaskFunction.apply(grad_output, ctx.p, ctx.seed, False), None, None, None
+
+
+@register(OP, "triton")
+def triton_dropout(input, p, training, inplace):
+    if not training or p == 0 or input.numel() == 0:
+        return input
+    return DropoutMaskFunction.apply(input, p, draw_seed(), inplace)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+from kernels.linear import linear_backward, linear_forward
 from tritonnet.ops._checks import check_float, check_like, check_tensor
+from tritonnet.ops.dropout import draw_seed
 from tritonnet.registry import lookup, register
 
 OP = "linear"
@@ -42,3 +46,38 @@ def torch_linear(input, weight, bias, relu, dropout_p, training):
     if dropout_p > 0.0 and training:
         output = F.dropout(output, dropout_p, training)
     return output
+
+
+class LinearFunction(torch.autograd.Function):
+    """``dropout(relu(input @ weight^T + bias))`` with the Triton GEMM kernels. Saves input, weight, the seed, and
+    the (post-dropout) output only when ReLU is on, for its mask (see ``kernels/linear.py``); never a mask."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, relu, dropout_p, training):
+        dropout_p = dropout_p if training else 0.0
+        seed = draw_seed() if dropout_p > 0.0 else 0
+        flat_input = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
+        # Allocated in its final shape: returning a view of a tensor made here would forbid in-place use of the output.
+        output = linear_forward(flat_input, weight, bias, relu, dropout_p, seed,
+                                output_shape=(*input.shape[:-1], weight.shape[0]))
+        ctx.save_for_backward(flat_input, weight, output if relu else None)
+        ctx.input_shape = input.shape
+        ctx.relu, ctx.dropout_p, ctx.seed = relu, dropout_p, seed
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        flat_input, weight, output = ctx.saved_tensors
+        grad_input, grad_weight, grad_bias = linear_backward(
+            grad_output.reshape(flat_input.shape[0], weight.shape[0]), flat_input, weight, output, ctx.relu,
+            ctx.dropout_p, ctx.seed,
+            needs_input_grad=ctx.needs_input_grad[0], needs_weight_grad=ctx.needs_input_grad[1],
+            needs_bias_grad=ctx.needs_input_grad[2])
+        if grad_input is not None:
+            grad_input = grad_input.view(ctx.input_shape)
+        return grad_input, grad_weight, grad_bias, None, None, None
+
+
+@register(OP, "triton")
+def triton_linear(input, weight, bias, relu, dropout_p, training):
+    return LinearFunction.apply(input, weight, bias, relu, dropout_p, training)

@@ -4,13 +4,21 @@
 
 with ``window(c) = [c - size // 2, c + (size - 1) // 2]`` clipped to the channels (asymmetric for even sizes,
 exactly as ``torch.nn.functional.local_response_norm`` pads).
+
+Any ``k`` is accepted, as torch accepts it. Where the base ``k + alpha / size * sum`` is negative, its power is NaN for
+a fractional ``beta`` and signed for an integer one, as ``torch.pow`` gives; where it is 0 the output is ``x / 0``.
+
+The ``"triton"`` provider computes in fp32 (fp64 for fp64) and returns a contiguous output; a non-contiguous input
+(channels-last, permuted, sliced) is copied to a contiguous one first.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
+from kernels.lrn import lrn_backward, lrn_forward, lrn_geometry
 from tritonnet.ops._checks import check_float, check_int, check_tensor
 from tritonnet.registry import lookup, register
 
@@ -31,3 +39,34 @@ def local_response_norm(input: torch.Tensor, size: int, alpha: float = 1e-4, bet
 @register(OP, "torch")
 def torch_local_response_norm(input, size, alpha, beta, k):
     return F.local_response_norm(input, size, alpha=alpha, beta=beta, k=k)
+
+
+class LocalResponseNormFunction(torch.autograd.Function):
+    """Saves the input (by reference when it is contiguous) and ``base ** (-beta - 1)`` in fp32: the least the
+    backward needs without recomputing a pow per neighbour (see ``kernels/lrn.py``)."""
+
+    @staticmethod
+    def forward(ctx, input, size, alpha, beta, k):
+        input = input.contiguous()
+        needs_grad = ctx.needs_input_grad[0]
+        output, base_power = lrn_forward(input, size, alpha, beta, k, save_for_backward=needs_grad)
+        if needs_grad:
+            ctx.save_for_backward(input, base_power)
+        ctx.hyperparameters = (size, alpha, beta, k)
+        return output
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        input, base_power = ctx.saved_tensors
+        grad_input = lrn_backward(input, base_power, grad_output.contiguous().to(input.dtype),
+                                  *ctx.hyperparameters)
+        return grad_input, None, None, None, None
+
+
+@register(OP, "triton")
+def triton_local_response_norm(input, size, alpha, beta, k):
+    if beta == 0:  # x / base ** 0 == x everywhere, even where the base is 0, inf or NaN (torch: pow(b, 0) == 1)
+        return input.clone(memory_format=torch.contiguous_format)
+    lrn_geometry(input.shape, size)  # refuse what the kernels cannot index before copying to contiguous
+    return LocalResponseNormFunction.apply(input, size, alpha, beta, k)

@@ -1,0 +1,282 @@
+"""What the benchmarks share: the device, how to time a function there, the GPU's roofline, the run's environment,
+the results file, the ratios to PyTorch eager and the pass/fail table of the goals.
+
+Timing (:func:`measure`, the one place that decides how to time on each device):
+
+- GPU: ``triton.testing.do_bench``: CUDA events around each call, the L2 cache flushed before each call (so inputs
+  come from HBM, as they do in a network), the median and the 20th/80th percentiles of the call times.
+  ``cuda_graph=True`` replays a captured CUDA graph instead (``do_bench_cudagraph``), which removes launch overhead;
+  :func:`measure_alike` uses it for a group of functions only when every one of them can be captured, so no
+  provider gets an advantage the others were denied.
+- CPU (Triton's interpreter; the ``--smoke`` runs): ``time.perf_counter`` around each call, one warm-up call, at
+  least three timed calls.
+
+Results files are JSON: ``{"environment": {...}, "rows": [...], ...}``; ``environment`` says what ran where
+(GPU, driver, torch, triton, CUDA, date, command line).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from typing import Callable, Iterable
+
+import torch
+
+import tritonnet  # noqa: F401  (decides GPU or interpreter mode before any kernel is decorated)
+from kernels.runtime import INTERPRET
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() and not INTERPRET else "cpu")
+ON_GPU = DEVICE.type == "cuda"
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+EAGER = "torch"  # the provider every ratio is taken against: PyTorch eager, through tritonnet's "torch" reference
+COMPILED = "torch.compile"  # the row name for torch.compile of the torch reference
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {value: key for key, value in DTYPES.items()}[dtype]
+
+
+# ---------------------------------------------------------------------------------------------------------- timing
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    ms: float  # median milliseconds per call
+    p20: float  # 20th percentile
+    p80: float  # 80th percentile
+    method: str  # "do_bench", "cuda_graph" or "perf_counter"
+
+
+def measure(fn: Callable[[], object], *, warmup_ms: float = 25.0, rep_ms: float = 100.0, cuda_graph: bool = False,
+            min_reps: int = 3) -> Timing:
+    """Time ``fn()`` on the benchmark device (see the module docstring). ``warmup_ms`` and ``rep_ms`` are the
+    time spent warming up and timing; on the CPU at least one warm-up call (none if ``warmup_ms`` is 0) and
+    ``min_reps`` timed calls."""
+    if ON_GPU:
+        import triton.testing
+
+        if cuda_graph:
+            median, p20, p80 = triton.testing.do_bench_cudagraph(fn, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
+            return Timing(median, p20, p80, "cuda_graph")
+        median, p20, p80 = triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
+        return Timing(median, p20, p80, "do_bench")
+    import numpy
+
+    if warmup_ms > 0:
+        deadline = time.perf_counter() + warmup_ms / 1000.0
+        fn()
+        while time.perf_counter() < deadline:
+            fn()
+    times = []
+    deadline = time.perf_counter() + rep_ms / 1000.0
+    while len(times) < min_reps or (time.perf_counter() < deadline and len(times) < 1000):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000.0)
+    median, p20, p80 = numpy.quantile(times, [0.5, 0.2, 0.8])
+    return Timing(float(median), float(p20), float(p80), "perf_counter")
+
+
+def measure_alike(fns: dict[str, Callable[[], object]], *, warmup_ms: float, rep_ms: float,
+                  cuda_graph: bool = False, min_reps: int = 3) -> dict[str, Timing]:
+    """Time every function of a group the same way: with CUDA graphs only if all of them can be captured (a
+    provider that synchronises with the host, or draws its random seed on the host, can't be), else all without."""
+    if cuda_graph and ON_GPU:
+        try:
+            return {name: measure(fn, warmup_ms=warmup_ms, rep_ms=rep_ms, cuda_graph=True)
+                    for name, fn in fns.items()}
+        except Exception:  # noqa: BLE001  (a capture failed: time them all without graphs)
+            torch.cuda.synchronize()
+    return {name: measure(fn, warmup_ms=warmup_ms, rep_ms=rep_ms, min_reps=min_reps) for name, fn in fns.items()}
+
+
+def significant(value: float, digits: int = 5) -> float:
+    """``value`` rounded to ``digits`` significant digits, for results files."""
+    return float(f"{value:.{digits}g}")
+
+
+def synchronize() -> None:
+    if ON_GPU:
+        torch.cuda.synchronize()
+
+
+def fair_settings(tf32: bool) -> None:
+    """The same rules for every provider: cuDNN picks its fastest algorithm per shape (Triton kernels are
+    autotuned per shape too); fp32 matrix products use TF32 tensor cores in cuBLAS and cuDNN exactly when
+    ``tf32`` (Triton's ``tl.dot`` uses TF32 for fp32 inputs by default). On the CPU (smoke runs), one torch thread:
+    the numbers only show that everything runs, and a thread pool on a busy shared machine adds tens of ms."""
+    if not ON_GPU:
+        torch.set_num_threads(1)
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+
+
+# -------------------------------------------------------------------------------------------------------- roofline
+
+@dataclasses.dataclass(frozen=True)
+class GpuSpec:
+    """Datasheet peaks (dense, no sparsity). Measured ceilings are lower: about 90% of the bandwidth for a
+    device-to-device copy and 80% of the bf16 rate for a large matrix product on an H200."""
+
+    name: str
+    tflops: dict[str, float]  # "fp32" (CUDA cores), "tf32", "fp16", "bf16" (tensor cores)
+    hbm_gbps: float
+
+
+_HOPPER_SXM = {"fp32": 66.9, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4}
+_HOPPER_NVL = {"fp32": 60.0, "tf32": 417.5, "fp16": 835.5, "bf16": 835.5}
+_AMPERE = {"fp32": 19.5, "tf32": 156.0, "fp16": 312.0, "bf16": 312.0}
+
+# First match wins; the patterns are matched against torch.cuda.get_device_name().
+GPU_SPECS: list[tuple[str, GpuSpec]] = [
+    (r"\bH200 NVL\b", GpuSpec("H200 NVL", _HOPPER_NVL, 4800.0)),
+    (r"\bH200\b", GpuSpec("H200 SXM", _HOPPER_SXM, 4800.0)),
+    (r"\bH100 NVL\b", GpuSpec("H100 NVL", _HOPPER_NVL, 3900.0)),
+    (r"\bH100 PCIe\b", GpuSpec("H100 PCIe", {"fp32": 51.2, "tf32": 378.0, "fp16": 756.0, "bf16": 756.0}, 2000.0)),
+    (r"\bH100\b", GpuSpec("H100 SXM", _HOPPER_SXM, 3350.0)),
+    (r"\bA100\b.*80GB.*PCIe", GpuSpec("A100 PCIe 80GB", _AMPERE, 1935.0)),
+    (r"\bA100\b.*80GB", GpuSpec("A100 SXM 80GB", _AMPERE, 2039.0)),
+    (r"\bA100\b", GpuSpec("A100 40GB", _AMPERE, 1555.0)),
+]
+
+
+def gpu_spec(device_name: str | None) -> GpuSpec | None:
+    """The datasheet peaks of a GPU named as ``torch.cuda.get_device_name()`` names it; None if unknown."""
+    for pattern, spec in GPU_SPECS:
+        if device_name and re.search(pattern, device_name, re.IGNORECASE):
+            return spec
+    return None
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name() if ON_GPU else f"CPU ({platform.processor() or platform.machine()})"
+
+
+def roofline_fraction(spec: GpuSpec | None, *, dtype: str, tflops: float | None = None, gbps: float | None = None,
+                      tf32: bool = True) -> float | None:
+    """The fraction of the GPU's peak a result reaches: TFLOP/s against the dtype's peak (fp32 against TF32 when
+    TF32 is on), or GB/s against HBM bandwidth. None for an unknown GPU."""
+    if spec is None:
+        return None
+    if tflops is not None:
+        return tflops / spec.tflops["tf32" if dtype == "fp32" and tf32 else dtype]
+    if gbps is not None:
+        return gbps / spec.hbm_gbps
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- results, ratios
+
+def _nvidia_smi(field: str) -> str | None:
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        done = subprocess.run(["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else None
+
+
+def environment(**settings) -> dict:
+    """What ran where: written into every results file."""
+    import triton
+
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": DEVICE.type,
+        "gpu": device_name(),
+        "gpu_spec": getattr(gpu_spec(device_name()), "name", None),
+        "driver": _nvidia_smi("driver_version") if ON_GPU else None,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "interpreter": INTERPRET,
+        "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+        **settings,
+    }
+
+
+def write_results(path: str, environment: dict, rows: list[dict], **extra) -> None:
+    """Write (or rewrite, as rows accumulate) a results file; atomically, so a run killed mid-write leaves the
+    previous version."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as handle:
+        json.dump({"environment": environment, "rows": rows, **extra}, handle, indent=1, default=str)
+    os.replace(temporary, path)
+
+
+def chart_path(json_path: str) -> str:
+    """The PNG chart that goes beside a results file."""
+    return os.path.splitext(json_path)[0] + ".png"
+
+
+def add_speedups(rows: list[dict], group_keys: Iterable[str]) -> None:
+    """Set ``speedup_vs_eager`` on every timed row: the eager provider's time over this row's, within the group of
+    rows that agree on ``group_keys`` (e.g. layer, dtype, pass)."""
+    group_keys = tuple(group_keys)
+    eager = {tuple(row[key] for key in group_keys): row["ms"] for row in rows
+             if row["provider"] == EAGER and row.get("ms")}
+    for row in rows:
+        baseline = eager.get(tuple(row[key] for key in group_keys))
+        row["speedup_vs_eager"] = round(baseline / row["ms"], 4) if baseline and row.get("ms") else None
+
+
+# ------------------------------------------------------------------------------------------------------- goals
+
+@dataclasses.dataclass(frozen=True)
+class GoalResult:
+    goal: str  # what is asked, e.g. "LRN fwd+bwd >= 5x eager"
+    measured: str  # the worst case among the rows the goal covers, e.g. "4.2x (lrn2 bf16)"
+    status: str  # "pass", "FAIL", or "no data" (the rows it needs were not measured)
+
+
+def check_minimum(goal: str, values: list[tuple[float, str]], minimum: float, unit: str = "x") -> GoalResult:
+    """A goal met when every value (with a label saying where it was measured) is at least ``minimum``."""
+    values = [(value, where) for value, where in values if value is not None and math.isfinite(value)]
+    if not values:
+        return GoalResult(goal, "-", "no data")
+    worst, where = min(values)
+    shown = f"{worst * 100:.0f}%" if unit == "%" else f"{worst:.3g}{unit}"
+    return GoalResult(goal, f"{shown} ({where})", "pass" if worst >= minimum else "FAIL")
+
+
+def print_goals(console, results: list[GoalResult], note: str = "") -> None:
+    from rich.table import Table
+
+    table = Table(title="Goals" + (f" ({note})" if note else ""), title_justify="left")
+    for column in ("goal", "worst measured", "status"):
+        table.add_column(column)
+    colours = {"pass": "green", "FAIL": "bold red", "no data": "yellow"}
+    for result in results:
+        table.add_row(result.goal, result.measured, f"[{colours[result.status]}]{result.status}[/]")
+    console.print(table)
+
+
+def target_gpu_note() -> str:
+    """The goals are set for an H100 or H200 at batch 128; say so when the numbers come from elsewhere."""
+    spec = gpu_spec(device_name()) if ON_GPU else None
+    if spec is not None and spec.name.startswith(("H100", "H200")):
+        return ""
+    return "set for H100/H200 at batch 128; informative only on " + (device_name() if ON_GPU else "the CPU")
+
+
+def make_console():
+    """A rich console wide enough that tables are not wrapped in logs (no terminal there)."""
+    from rich.console import Console
+
+    return Console(width=max(160, shutil.get_terminal_size((160, 40)).columns), highlight=False)

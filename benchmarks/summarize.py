@@ -1,0 +1,152 @@
+"""Write OUTDIR/summary.md from what gpu_check.sh left in OUTDIR: the machine, each stage's exit status, the test
+result line, the goals, the key ratios, and a row for the results table of benchmarks/README.md.
+
+    python benchmarks/summarize.py OUTDIR [--stages STAGES.tsv] [--tests-log tests.log]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+
+MEANING = {"0": "ok", "124": "timed out (partial results kept)", "1": "failures (see its log)",
+           "2": "interrupted or usage error", "5": "no tests collected", "-": "not run"}
+
+
+def _load(path: str) -> dict | None:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def _stages(path: str | None) -> list[list[str]]:
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as handle:
+        return [line.rstrip("\n").split("\t") for line in handle if line.strip()]
+
+
+def _test_result(path: str | None) -> str:
+    """pytest's last summary line, e.g. '412 passed, 3 skipped in 141.20s'."""
+    if not path or not os.path.exists(path):
+        return "no test log"
+    with open(path, errors="replace") as handle:
+        lines = [line.strip().strip("=").strip() for line in handle]
+    found = [line for line in lines if re.search(r"\b(passed|failed|error|errors|no tests ran)\b.* in [\d.]+s", line)]
+    return found[-1] if found else "no pytest summary line (killed before the end?)"
+
+
+def _ratio(value) -> str:
+    return f"{value:.2f}x" if isinstance(value, (int, float)) else "-"
+
+
+def _throughput(row: dict | None) -> str:
+    if row is None:
+        return "-"
+    roof = row.get("roofline_fraction")
+    value = f"{row['tflops']:.3g} TFLOP/s" if "tflops" in row else f"{row['gbps']:.3g} GB/s"
+    return value + (f" ({roof * 100:.0f}%)" if roof is not None else "")
+
+
+def _key_ratios(kernels: dict) -> list[str]:
+    rows = [row for row in kernels["rows"] if row.get("ms")]
+    dtype = "bf16" if any(row["dtype"] == "bf16" for row in rows) else (rows[0]["dtype"] if rows else None)
+    if dtype is None:
+        return ["no kernel timings"]
+    others = [p for p in dict.fromkeys(row["provider"] for row in rows) if p not in ("torch", "triton")]
+    providers = ["triton", *others]
+    lines = [f"Kernels in {dtype}: times faster than PyTorch eager; throughput (% of roofline).", "",
+             "| layer | pass | " + " | ".join(f"{p} x eager" for p in providers) + " | eager | triton |",
+             "|---|---|" + "---|" * len(providers) + "---|---|"]
+    table: dict[tuple, dict] = {}
+    for row in rows:
+        if row["dtype"] == dtype:
+            table.setdefault((row["layer"], row["pass"]), {})[row["provider"]] = row
+    for (layer, pass_), by_provider in table.items():
+        lines.append(f"| {layer} | {pass_} | "
+                     + " | ".join(_ratio(by_provider.get(p, {}).get("speedup_vs_eager")) for p in providers)
+                     + f" | {_throughput(by_provider.get('torch'))} | {_throughput(by_provider.get('triton'))} |")
+    return lines
+
+
+def _model_table(model: dict) -> list[str]:
+    lines = ["| model | dtype | provider | images/s | x eager | peak MB | error |", "|---|---|---|---|---|---|---|"]
+    for row in model["rows"]:
+        images = f"{row['images_per_sec']:,.0f}" if row.get("images_per_sec") else "-"
+        memory = f"{row['peak_mem_mb']:,.0f}" if row.get("peak_mem_mb") is not None else "-"
+        lines.append(f"| {row['model']} | {row['dtype']} | {row['provider']} | {images} | "
+                     f"{_ratio(row.get('speedup_vs_eager'))} | {memory} | {(row.get('error') or '')[:80]} |")
+    return lines
+
+
+def readme_row(environment: dict, kernels: dict | None, model: dict | None) -> str:
+    """A row for benchmarks/README.md's results table."""
+    def worst(op: str, pass_: str, dtype: str = "bf16") -> str:
+        values = [row["speedup_vs_eager"] for row in (kernels or {}).get("rows", [])
+                  if row["op"] == op and row["pass"] == pass_ and row["dtype"] == dtype and row["provider"] == "triton"
+                  and row.get("speedup_vs_eager")]
+        return f"{min(values):.2f}x" if values else "-"
+
+    step = "-"
+    if model:
+        by_provider = {row["provider"]: row for row in model["rows"]
+                       if row["model"] == "alexnet" and row["dtype"] == "bf16" and row.get("images_per_sec")}
+        if "tritonnet" in by_provider:
+            ours = by_provider["tritonnet"]
+            step = f"{ours['images_per_sec']:,.0f} img/s ({_ratio(ours.get('speedup_vs_eager'))})"
+    goals = [goal for source in (kernels, model) if source for goal in source.get("goals", [])]
+    passed = sum(goal["status"] == "pass" for goal in goals)
+    return (f"| {environment.get('date', '-')[:10]} | {environment.get('gpu', '-')} "
+            f"| {environment.get('driver') or '-'} | {environment.get('torch', '-')} "
+            f"| {environment.get('triton', '-')} | {step} "
+            f"| {worst('local_response_norm', 'fwd+bwd')} | {worst('max_pool2d', 'fwd+bwd')} "
+            f"| {worst('conv2d', 'fwd')} | {worst('linear', 'fwd+bwd')} | {passed}/{len(goals)} |")
+
+
+def summarize(outdir: str, stages_path: str | None = None, tests_log: str | None = None) -> str:
+    kernels = _load(os.path.join(outdir, "kernels.json"))
+    model = _load(os.path.join(outdir, "model.json"))
+    environment = (kernels or model or _load(os.path.join(outdir, "compile.json")) or {}).get("environment", {})
+    lines = ["# tritonnet GPU check", "",
+             f"- date: {environment.get('date', '-')}",
+             f"- GPU: {environment.get('gpu', '-')} (roofline table: {environment.get('gpu_spec') or 'unknown GPU'}),"
+             f" driver {environment.get('driver') or '-'}",
+             f"- torch {environment.get('torch', '-')} (CUDA {environment.get('cuda') or '-'}), "
+             f"triton {environment.get('triton', '-')}, python {environment.get('python', '-')}",
+             f"- tests: {_test_result(tests_log)}", "",
+             "## Stages", "", "| stage | exit status | seconds | limit (s) | meaning |", "|---|---|---|---|---|"]
+    for stage in _stages(stages_path):
+        name, status, seconds, limit = (stage + ["-"] * 4)[:4]
+        lines.append(f"| {name} | {status} | {seconds} | {limit} | {MEANING.get(status, 'failed')} |")
+    goals = [goal for source in (kernels, model) if source for goal in source.get("goals", [])]
+    if goals:
+        lines += ["", "## Goals (H100/H200, batch 128)", "", "| goal | worst measured | status |", "|---|---|---|"]
+        lines += [f"| {goal['goal']} | {goal['measured']} | {goal['status']} |" for goal in goals]
+    if kernels:
+        lines += ["", "## Key ratios", "", *_key_ratios(kernels)]
+    if model:
+        lines += ["", "## Training steps", "", *_model_table(model)]
+    lines += ["", "## Row for benchmarks/README.md", "", readme_row(environment, kernels, model), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("outdir")
+    parser.add_argument("--stages", default=None, help="tab-separated: stage, exit status, seconds, limit")
+    parser.add_argument("--tests-log", default=None)
+    args = parser.parse_args(argv)
+    text = summarize(args.outdir, args.stages, args.tests_log)
+    with open(os.path.join(args.outdir, "summary.md"), "w") as handle:
+        handle.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

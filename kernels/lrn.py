@@ -1,0 +1,254 @@
+"""Local response normalization across channels: a forward and a backward kernel, one pass over memory each.
+
+With ``base[c] = k + alpha / size * sum_{j in window(c)} x[j]^2`` and ``window(c) = [c - before, c + after]``
+(``before = size // 2``, ``after = (size - 1) // 2``, clipped to the channels: torch's asymmetric window for even
+sizes), the output is ``out[c] = x[c] * base[c] ** -beta``. The input is viewed as (batch, channels, spatial) with
+every trailing dimension flattened into ``spatial``, and must be contiguous.
+
+Shape of both kernels: a program owns one sample's tile of ``BLOCK_SPATIAL`` positions across all channels, and walks
+the channels in chunks of ``BLOCK_CHANNELS``. A chunk's window sums are ``size`` loads of the chunk shifted by each
+window offset: direct sums, no running sum, so no cancellation when a large value leaves the window. The largest
+offset is loaded first: it brings in the chunk's new rows from memory in one round trip, and every other shifted load
+hits rows already in cache (the previous chunk's or this one's). So each tensor crosses DRAM once.
+
+What the backward needs, in bytes moved. Write ``u[c] = base[c] ** (-beta - 1)``. The gradient (derived beside the
+backward kernel) is ``dx[j] = g[j] base[j]^-beta - 2 alpha beta / size * x[j] * sum_{c in mirrored(j)} g[c] x[c] u[c]``.
+- Saving only the input: 2 tensor passes forward and 3 backward, but the backward must recompute ``base`` for every
+  neighbour of every element: ``size`` pows and ``size * size`` cached loads per element, which by estimate (not
+  measured) costs at AlexNet's sizes about as long as the DRAM traffic it saves, in fp32, and more in fp16/bf16.
+- Saving the input and the output: ``base`` cannot be recovered from them where ``x == 0`` (post-ReLU, often).
+- Saving the input and ``u`` (chosen): the forward writes one more tensor (3 passes), the backward reads the gradient,
+  the input and ``u`` and writes the input's gradient (4 passes) with no pow at all: ``sum g x u`` is products of
+  shifted loads, and ``base[j]^-beta = base[j] * u[j]`` where ``base[j]`` comes from the same shifted input loads.
+  ``u`` is kept in the accumulator dtype (fp32; fp64 for fp64), since in fp16 it overflows when ``k`` is small.
+  The input itself is saved by reference (no copy when it is contiguous). fp32 total: 7 tensor passes, 28 bytes per
+  element for forward + backward (fp16/bf16: 18). ``beta == 0`` (the identity) never reaches these kernels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.gpu_compile import CompileCase
+from kernels.runtime import INTERPRET, INTERPRETER_MAX_BLOCK, autotune, check_device, interpreter_block
+
+# A tile of BLOCK_CHANNELS x BLOCK_SPATIAL = 1024 elements per program: 8 per thread with 4 warps, and enough
+# programs (AlexNet's 128 samples x 6 to 95 spatial tiles) to keep every SM busy. The autotuner picks the aspect.
+# Not tuned on a GPU yet.
+GPU_CONFIGS = [
+    triton.Config({"BLOCK_CHANNELS": 8, "BLOCK_SPATIAL": 128}, num_warps=4),
+    triton.Config({"BLOCK_CHANNELS": 16, "BLOCK_SPATIAL": 64}, num_warps=4),
+    triton.Config({"BLOCK_CHANNELS": 32, "BLOCK_SPATIAL": 32}, num_warps=4),
+]
+
+
+@triton.jit
+def _load_rows(pointer, channel, spatial, channels, spatial_size):
+    """The (channel x spatial) tile of one sample in the accumulator dtype (fp32, or fp64 for fp64); zero outside
+    the tensor (a channel below 0 or past the last, a position past the last)."""
+    inside = ((channel >= 0) & (channel < channels))[:, None] & (spatial < spatial_size)[None, :]
+    values = tl.load(pointer + channel[:, None] * spatial_size + spatial[None, :], mask=inside, other=0.0)
+    return values.to(tl.float64 if values.dtype == tl.float64 else tl.float32)
+
+
+@triton.jit
+def _store_rows(pointer, values, channel, spatial, channels, spatial_size):
+    """Store ``values`` (converted to the pointer's dtype) at the (channel x spatial) tile of one sample."""
+    inside = (channel < channels)[:, None] & (spatial < spatial_size)[None, :]
+    offsets = channel[:, None] * spatial_size + spatial[None, :]
+    tl.store(pointer + offsets, values.to(pointer.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _program_tile(channels, spatial_size, BLOCK_SPATIAL: tl.constexpr):
+    """This program's sample, as the (int64) offset of its first element, and its ``BLOCK_SPATIAL`` positions."""
+    spatial_tiles = tl.cdiv(spatial_size, BLOCK_SPATIAL)
+    sample = tl.program_id(0) // spatial_tiles
+    spatial = (tl.program_id(0) % spatial_tiles) * BLOCK_SPATIAL + tl.arange(0, BLOCK_SPATIAL)
+    return sample.to(tl.int64) * channels * spatial_size, spatial
+
+
+@triton.jit
+def _power(base, exponent, negative_base_sign):
+    """``base ** exponent`` as ``torch.pow`` gives it for a nonzero exponent: ``|base| ** exponent`` times
+    ``negative_base_sign`` where the base is negative (``(-1) ** exponent`` for an integer exponent, NaN otherwise)."""
+    magnitude = tl.exp2(exponent * tl.log2(tl.abs(base)))
+    return tl.where(base < 0, negative_base_sign * magnitude, magnitude)
+
+
+@autotune(GPU_CONFIGS, key=["channels", "spatial_size"])
+@triton.jit
+def lrn_forward_kernel(
+    input_ptr,  # (batch, channels, spatial_size), contiguous
+    output_ptr,  # same shape and dtype as the input
+    base_power_ptr,  # same shape, accumulator dtype: base ** (-beta - 1), written when save_for_backward
+    channels,  # channels per sample
+    spatial_size,  # positions per channel (the trailing dimensions, flattened)
+    window_before,  # window(c) starts at c - window_before: size // 2, clipped to channels - 1
+    window_after,  # window(c) ends at c + window_after: (size - 1) // 2, clipped to channels - 1
+    alpha_over_size,  # alpha / size
+    k,  # the additive constant of the base
+    beta,  # the exponent
+    negative_base_sign,  # (-1) ** beta for an integer beta, NaN otherwise: the sign of a negative base's power
+    save_for_backward,  # 1: write base_power_ptr; 0: inference, it is not touched
+    BLOCK_CHANNELS: tl.constexpr,  # channels per chunk of the walk across channels
+    BLOCK_SPATIAL: tl.constexpr,  # positions per program
+):
+    sample_start, spatial = _program_tile(channels, spatial_size, BLOCK_SPATIAL)
+    input_ptr += sample_start
+    output_ptr += sample_start
+    base_power_ptr += sample_start
+    for channel_start in range(0, channels, BLOCK_CHANNELS):
+        channel = channel_start + tl.arange(0, BLOCK_CHANNELS)
+        # The leading edge first (the rows this chunk brings in), then the shifts that hit them in cache.
+        neighbour = _load_rows(input_ptr, channel + window_after, spatial, channels, spatial_size)
+        sum_of_squares = neighbour * neighbour
+        for step in range(1, window_before + window_after + 1):
+            neighbour = _load_rows(input_ptr, channel + (window_after - step), spatial, channels, spatial_size)
+            sum_of_squares += neighbour * neighbour
+        base = k + alpha_over_size * sum_of_squares
+        power = _power(base, -beta, negative_base_sign)
+        value = _load_rows(input_ptr, channel, spatial, channels, spatial_size)
+        _store_rows(output_ptr, value * power, channel, spatial, channels, spatial_size)
+        if save_for_backward:
+            _store_rows(base_power_ptr, power / base, channel, spatial, channels, spatial_size)
+
+
+# The backward. out[c] = x[c] * base[c]^-beta with base[c] = k + alpha/size * sum_{i in window(c)} x[i]^2, so
+#   d out[c] / d x[j] = [c == j] base[c]^-beta - beta x[c] base[c]^(-beta-1) * alpha/size * 2 x[j] [j in window(c)]
+# and with g = d loss / d out:
+#   dx[j] = g[j] base[j]^-beta - (2 alpha beta / size) x[j] * sum_{c : j in window(c)} g[c] x[c] u[c],
+# u[c] = base[c]^(-beta-1) (saved by the forward). j is in window(c) = [c - before, c + after] exactly when c is in
+# the mirrored window [j - after, j + before]. base[j] itself needs window(j) = [j - before, j + after]; since
+# before >= after, both windows lie in [j - before, j + before], so one walk over those offsets loads x, g and u
+# once per offset and accumulates both sums. Then base[j]^-beta = base[j] * u[j]: no pow in the backward.
+@autotune(GPU_CONFIGS, key=["channels", "spatial_size"])
+@triton.jit
+def lrn_backward_kernel(
+    input_ptr,  # (batch, channels, spatial_size), contiguous: the forward's input
+    base_power_ptr,  # same shape, accumulator dtype: base ** (-beta - 1) from the forward
+    grad_output_ptr,  # same shape and dtype as the input, contiguous
+    grad_input_ptr,  # same shape and dtype as the input, written
+    channels,  # channels per sample
+    spatial_size,  # positions per channel
+    window_before,  # size // 2, clipped to channels - 1
+    window_after,  # (size - 1) // 2, clipped to channels - 1
+    alpha_over_size,  # alpha / size
+    k,  # the additive constant of the base
+    gradient_coefficient,  # 2 * alpha * beta / size
+    BLOCK_CHANNELS: tl.constexpr,  # channels per chunk of the walk across channels
+    BLOCK_SPATIAL: tl.constexpr,  # positions per program
+):
+    sample_start, spatial = _program_tile(channels, spatial_size, BLOCK_SPATIAL)
+    input_ptr += sample_start
+    base_power_ptr += sample_start
+    grad_output_ptr += sample_start
+    grad_input_ptr += sample_start
+    for channel_start in range(0, channels, BLOCK_CHANNELS):
+        channel = channel_start + tl.arange(0, BLOCK_CHANNELS)
+        # Offset +window_before (the leading edge) first: always in the mirrored window, in window(j) iff size is odd.
+        neighbour = channel + window_before
+        value = _load_rows(input_ptr, neighbour, spatial, channels, spatial_size)
+        sum_of_squares = tl.where(window_before <= window_after, value * value, 0.0)
+        weighted_sum = (_load_rows(grad_output_ptr, neighbour, spatial, channels, spatial_size) * value
+                        * _load_rows(base_power_ptr, neighbour, spatial, channels, spatial_size))
+        for step in range(1, 2 * window_before + 1):
+            offset = window_before - step
+            neighbour = channel + offset
+            value = _load_rows(input_ptr, neighbour, spatial, channels, spatial_size)
+            sum_of_squares += value * value  # offset <= window_before - 1 <= window_after: in window(j)
+            weighted = (_load_rows(grad_output_ptr, neighbour, spatial, channels, spatial_size) * value
+                        * _load_rows(base_power_ptr, neighbour, spatial, channels, spatial_size))
+            weighted_sum += tl.where(offset >= -window_after, weighted, 0.0)
+        base = k + alpha_over_size * sum_of_squares
+        value = _load_rows(input_ptr, channel, spatial, channels, spatial_size)
+        grad = _load_rows(grad_output_ptr, channel, spatial, channels, spatial_size)
+        base_power = _load_rows(base_power_ptr, channel, spatial, channels, spatial_size)
+        grad_input = grad * (base * base_power) - gradient_coefficient * value * weighted_sum
+        _store_rows(grad_input_ptr, grad_input, channel, spatial, channels, spatial_size)
+
+
+def _accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def lrn_geometry(shape: torch.Size, size: int) -> tuple[int, int, int, int, int]:
+    """(batch, channels, spatial_size, window_before, window_after) of an (N, C, *) input; refuses samples the kernels
+    cannot index."""
+    batch, channels = shape[0], shape[1]
+    spatial_size = math.prod(shape[2:])
+    if channels * spatial_size >= 2**31:
+        raise ValueError(f"input has {channels * spatial_size} elements per sample; the LRN kernels index a sample "
+                         "with 32-bit offsets, so it must have fewer than 2**31")
+    last_channel = max(channels - 1, 0)
+    return batch, channels, spatial_size, min(size // 2, last_channel), min((size - 1) // 2, last_channel)
+
+
+def _launch(kernel, batch: int, channels: int, spatial_size: int, *args) -> None:
+    if INTERPRET:
+        block_spatial = interpreter_block(spatial_size)
+        block_channels = interpreter_block(channels, cap=max(1, INTERPRETER_MAX_BLOCK // block_spatial), minimum=1)
+        meta = {"BLOCK_CHANNELS": block_channels, "BLOCK_SPATIAL": block_spatial}
+    else:
+        meta = {}
+    grid = lambda tiles: (batch * triton.cdiv(spatial_size, tiles["BLOCK_SPATIAL"]),)  # noqa: E731
+    kernel[grid](*args, **meta)
+
+
+def _negative_base_sign(beta: float) -> float:
+    """``(-1) ** -beta`` for an integer beta (the sign of a negative number's power), NaN for a fractional one."""
+    return (-1.0) ** int(beta) if float(beta).is_integer() else math.nan
+
+
+def lrn_forward(input: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+                save_for_backward: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Local response normalization of a contiguous (N, C, *) ``input`` (``beta != 0``). Returns the output (same shape and dtype)
+    and, when ``save_for_backward``, ``base ** (-beta - 1)`` in the accumulator dtype for :func:`lrn_backward`."""
+    check_device("input", input)
+    assert input.is_contiguous() and beta != 0
+    batch, channels, spatial_size, before, after = lrn_geometry(input.shape, size)
+    output = torch.empty_like(input)
+    accumulator = _accumulator_dtype(input.dtype)
+    # Without a backward the kernel never touches base_power_ptr: one element stands in for it.
+    base_power = torch.empty(input.shape if save_for_backward else (1,), dtype=accumulator, device=input.device)
+    if input.numel():
+        _launch(lrn_forward_kernel, batch, channels, spatial_size, input, output, base_power, channels, spatial_size,
+                before, after, alpha / size, k, beta, _negative_base_sign(beta), int(save_for_backward))
+    return output, (base_power if save_for_backward else None)
+
+
+def lrn_backward(input: torch.Tensor, base_power: torch.Tensor, grad_output: torch.Tensor, size: int, alpha: float,
+                 beta: float, k: float) -> torch.Tensor:
+    """The input's gradient, from the forward's contiguous ``input``, its ``base_power`` and a contiguous
+    ``grad_output``."""
+    check_device("grad_output", grad_output)
+    assert input.is_contiguous() and grad_output.is_contiguous() and base_power.shape == input.shape
+    batch, channels, spatial_size, before, after = lrn_geometry(input.shape, size)
+    grad_input = torch.empty_like(input)
+    if input.numel():
+        _launch(lrn_backward_kernel, batch, channels, spatial_size, input, base_power, grad_output, grad_input,
+                channels, spatial_size, before, after, alpha / size, k, 2.0 * alpha * beta / size)
+    return grad_input
+
+
+def compile_cases() -> list[CompileCase]:
+    cases = []
+    for dtype in ("fp32", "fp16", "bf16"):
+        for config in GPU_CONFIGS:
+            scalars = {"channels": "i32", "spatial_size": "i32", "window_before": "i32", "window_after": "i32",
+                       "alpha_over_size": "fp32", "k": "fp32"}
+            forward = {"input_ptr": f"*{dtype}", "output_ptr": f"*{dtype}", "base_power_ptr": "*fp32", **scalars,
+                       "beta": "fp32", "negative_base_sign": "fp32", "save_for_backward": "i32",
+                       **{name: "constexpr" for name in config.kwargs}}
+            backward = {"input_ptr": f"*{dtype}", "base_power_ptr": "*fp32", "grad_output_ptr": f"*{dtype}",
+                        "grad_input_ptr": f"*{dtype}", **scalars, "gradient_coefficient": "fp32",
+                        **{name: "constexpr" for name in config.kwargs}}
+            for name, kernel, signature in (("lrn_forward", lrn_forward_kernel, forward),
+                                            ("lrn_backward", lrn_backward_kernel, backward)):
+                cases.append(CompileCase(name, kernel, signature, dict(config.kwargs), dtype,
+                                         num_warps=config.num_warps, num_stages=config.num_stages))
+    return cases
