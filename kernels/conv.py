@@ -116,18 +116,26 @@ def _configs(tiles: list[tuple[int, int, int, int, int]], names: tuple[str, str,
 
 
 EXACT_FP32_TILE = 64 * 64 * 32  # the largest tile (rows x columns x chunk) tuned for exact fp32
+GATHER_TILE = 64 * 128 * 32  # the largest tile tuned where loads are element-wise gathers
 
 
-def _tiles_for_precision(configs, named_args, **kwargs):
-    """Exact fp32 products run on FMA units, not tensor cores, and hold more registers per tile: autotune them over
-    the 64x64 tiles only (the larger ones spill there). Every other precision tries every config."""
+def _tiles_for_launch(configs, named_args, **kwargs):
+    """The configs worth timing for a launch. Gathered loads (the flat walk, or channels not contiguous) hold a
+    64-bit address per element: tiles up to 64x128 (128x128 spills). Contiguous channel chunks (channels-inner walk
+    on channels-last tensors) load vectors and pipeline: 128x128 too. Exact fp32 products run on FMA units, not
+    tensor cores, and need more registers still: 64x64 only."""
     data = next(value for value in named_args.values() if isinstance(value, torch.Tensor))
-    if data.dtype != torch.float32 or kwargs.get("INPUT_PRECISION") != "ieee":
-        return configs
-    return [config for config in configs if math.prod(config.kwargs.values()) <= EXACT_FP32_TILE]
+    if data.dtype == torch.float32 and kwargs.get("INPUT_PRECISION") == "ieee":
+        largest = EXACT_FP32_TILE
+    elif kwargs.get("CHANNELS_INNER") and all(value == 1 for name, value in named_args.items()
+                                              if name.endswith("_channel_stride")):
+        largest = math.inf
+    else:
+        largest = GATHER_TILE
+    return [config for config in configs if math.prod(config.kwargs.values()) <= largest]
 
 
-PRUNE = {"early_config_prune": _tiles_for_precision}
+PRUNE = {"early_config_prune": _tiles_for_launch}
 
 
 # ------------------------------------------------------------------------------------------------ forward
@@ -140,13 +148,14 @@ PRUNE = {"early_config_prune": _tiles_for_precision}
 #              out channels per group; 256/192 in channels in 32-wide chunks x 9 taps).
 #   128x64x32: conv2 (128 out channels per group in two column tiles, more pixels per weight load).
 #   64x64x32:  more programs where there are few (13x13 outputs at small batch; depthwise-like groups).
-FORWARD_TILES = [(64, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 64, 32, 8, 3)]
+#   128x128x32: channels-last conv2-5, whose vector loads leave the registers for it (see _tiles_for_launch).
+FORWARD_TILES = [(64, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 64, 32, 8, 3), (128, 128, 32, 8, 3)]
 FORWARD_BLOCKS = ("BLOCK_PIXELS", "BLOCK_OUT_CHANNELS", "BLOCK_WINDOW")
 
 
 @autotune(configs=_configs(FORWARD_TILES, FORWARD_BLOCKS),
           key=["in_channels_per_group", "out_channels_per_group", "pixels", "height", "width", "KERNEL_H",
-               "KERNEL_W", "CHANNELS_INNER", "INPUT_PRECISION"], prune_configs_by=PRUNE)
+               "KERNEL_W", "CHANNELS_INNER", "INPUT_PRECISION", "input_channel_stride"], prune_configs_by=PRUNE)
 @triton.jit
 def conv2d_forward_kernel(
     input_pointer, weight_pointer, bias_pointer, output_pointer,
@@ -222,7 +231,8 @@ def conv2d_forward_kernel(
 #   64x128x32: conv3-5 (192/256 in channels per group, out channels 384/192/128 in 32-wide chunks x 9 taps).
 #   128x64x32: conv2 (48 in channels per group fit one 64-wide column tile).
 #   64x64x32:  small problems, more programs.
-INPUT_GRAD_TILES = [(64, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 64, 32, 8, 3)]
+#   128x128x32: channels-last conv3-5 (see _tiles_for_launch).
+INPUT_GRAD_TILES = [(64, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 64, 32, 8, 3), (128, 128, 32, 8, 3)]
 INPUT_GRAD_BLOCKS = ("BLOCK_PIXELS", "BLOCK_IN_CHANNELS", "BLOCK_WINDOW")
 # Per axis of a phase: first input row, rows, first kernel tap, taps, output row read by tap 0 at the first row.
 PHASE_FIELDS = tl.constexpr(5)
@@ -230,7 +240,7 @@ PHASE_FIELDS = tl.constexpr(5)
 
 @autotune(configs=_configs(INPUT_GRAD_TILES, INPUT_GRAD_BLOCKS),
           key=["in_channels_per_group", "out_channels_per_group", "batch", "height", "width", "KERNEL_H", "KERNEL_W",
-               "CHANNELS_INNER", "INPUT_PRECISION"], prune_configs_by=PRUNE)
+               "CHANNELS_INNER", "INPUT_PRECISION", "grad_channel_stride"], prune_configs_by=PRUNE)
 @triton.jit
 def conv2d_input_grad_kernel(
     grad_output_pointer, output_pointer, weight_pointer, grad_input_pointer,
@@ -318,13 +328,14 @@ def conv2d_input_grad_kernel(
 #              channels per group).
 #   64x128x32: conv3-5 (wide windows: 256/192 in channels x 9 taps).
 #   64x64x32:  small weights, more programs.
-WEIGHT_GRAD_TILES = [(128, 64, 32, 8, 3), (64, 128, 32, 8, 3), (64, 64, 32, 8, 3)]
+#   128x128x32: channels-last conv2-5 (see _tiles_for_launch).
+WEIGHT_GRAD_TILES = [(128, 64, 32, 8, 3), (64, 128, 32, 8, 3), (64, 64, 32, 8, 3), (128, 128, 32, 8, 3)]
 WEIGHT_GRAD_BLOCKS = ("BLOCK_OUT_CHANNELS", "BLOCK_WINDOW", "BLOCK_PIXELS")
 
 
 @autotune(configs=_configs(WEIGHT_GRAD_TILES, WEIGHT_GRAD_BLOCKS),
           key=["in_channels_per_group", "out_channels_per_group", "pixels_per_split", "height", "width", "KERNEL_H",
-               "KERNEL_W", "CHANNELS_INNER", "INPUT_PRECISION"], prune_configs_by=PRUNE)
+               "KERNEL_W", "CHANNELS_INNER", "INPUT_PRECISION", "input_channel_stride"], prune_configs_by=PRUNE)
 @triton.jit
 def conv2d_weight_grad_kernel(
     input_pointer, grad_output_pointer, output_pointer,
@@ -694,9 +705,34 @@ def _sum_splits(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------------ GPU compile check
 
+# How typical launches specialise: the flat walk serves NCHW tensors with few channels (conv1: unit width strides,
+# nothing a multiple of 16); the channels-inner walk serves channels-last tensors (unit channel strides) with channel
+# counts, and so every other stride, multiples of 16 (conv2-5). The weight is contiguous for the flat forward and
+# channels-last otherwise (see _weight_layout).
+_LAUNCHES = {
+    ("conv2d_forward", False): (("input_width_stride", "weight_width_stride", "output_width_stride"), ()),
+    ("conv2d_forward", True): (("input_channel_stride", "weight_channel_stride", "output_channel_stride"),
+                               ("in_channels_per_group", "out_channels_per_group", "input_batch_stride",
+                                "input_height_stride", "input_width_stride", "weight_out_stride",
+                                "weight_height_stride", "weight_width_stride", "output_batch_stride",
+                                "output_height_stride", "output_width_stride")),
+    ("conv2d_input_grad", False): (("grad_width_stride", "weight_channel_stride", "grad_input_width_stride"), ()),
+    ("conv2d_input_grad", True): (("grad_channel_stride", "weight_channel_stride", "grad_input_channel_stride"),
+                                  ("in_channels_per_group", "out_channels_per_group", "grad_batch_stride",
+                                   "grad_height_stride", "grad_width_stride", "weight_out_stride",
+                                   "weight_height_stride", "weight_width_stride", "grad_input_batch_stride",
+                                   "grad_input_height_stride", "grad_input_width_stride")),
+    ("conv2d_weight_grad", False): (("input_width_stride", "grad_width_stride"), ()),
+    ("conv2d_weight_grad", True): (("input_channel_stride", "grad_channel_stride"),
+                                   ("in_channels_per_group", "out_channels_per_group", "input_batch_stride",
+                                    "input_height_stride", "input_width_stride", "grad_batch_stride",
+                                    "grad_height_stride", "grad_width_stride")),
+}
+
+
 def compile_cases():
-    """Every kernel with every GPU config it is autotuned over, in both reduction walks, for exact fp32, TF32, fp16
-    and bf16, with the fused options on (3x3 window)."""
+    """Every kernel with every GPU config it is autotuned over, in both reduction walks (each as its typical launch
+    specialises it, see _LAUNCHES), for exact fp32, TF32, fp16 and bf16, with the fused options on (3x3 window)."""
     from kernels.gpu_compile import CompileCase, jit_function
 
     kernels = (  # name, kernel, tiles, block names, pointer arguments ({} = the data type), fused options
@@ -711,21 +747,27 @@ def compile_cases():
           **dict.fromkeys(["weight_partials_pointer", "bias_partials_pointer"], "*fp32")},
          dict(HAS_BIAS=True, RELU_MASK=True, CHECK_BOUNDS=True)),
     )
+    torch_dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     cases = []
     for name, kernel, tiles, blocks, pointers, options in kernels:
         parameters = jit_function(kernel).params
         for dtype, precision in (("fp32", "ieee"), ("fp32", "tf32"), ("fp16", "ieee"), ("bf16", "ieee")):
-            data = torch.empty(0, dtype={"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype])
-            for config in _tiles_for_precision(_configs(tiles, blocks), {"data": data}, INPUT_PRECISION=precision):
-                for channels_inner in (False, True):
+            data = torch.empty(0, dtype=torch_dtypes[dtype])
+            for channels_inner in (False, True):
+                unit_strides, multiples_of_16 = _LAUNCHES[name, channels_inner]
+                launch = {"data": data, **{parameter.name: 1 if parameter.name in unit_strides else 9
+                                           for parameter in parameters if parameter.name.endswith("_channel_stride")}}
+                for config in _tiles_for_launch(_configs(tiles, blocks), launch, INPUT_PRECISION=precision,
+                                                CHANNELS_INNER=channels_inner):
                     constexprs = dict(config.kwargs, KERNEL_H=3, KERNEL_W=3, CHANNELS_INNER=channels_inner,
-                                      INPUT_PRECISION=precision, ACCUMULATOR=tl.float32, **options)
-                    signature = {parameter.name: "constexpr" if parameter.is_constexpr
+                                      INPUT_PRECISION=precision, ACCUMULATOR=tl.float32, **options,
+                                      **dict.fromkeys(unit_strides, 1))
+                    signature = {parameter.name: "constexpr" if parameter.name in constexprs
                                  else pointers.get(parameter.name, "i32").format(dtype) for parameter in parameters}
                     cases.append(CompileCase(
                         f"{name}{'_channels_inner' if channels_inner else ''}", kernel, signature, constexprs, dtype,
                         num_warps=config.num_warps, num_stages=config.num_stages,
-                        expects_tensor_cores=dtype != "fp32" or precision == "tf32"))
+                        expects_tensor_cores=dtype != "fp32" or precision == "tf32", multiples_of_16=multiples_of_16))
     for dtype in ("fp32", "fp16", "bf16"):
         cases.append(CompileCase("sum_splits", sum_splits_kernel,
                                  {"partials_pointer": "*fp32", "total_pointer": f"*{dtype}", "splits": "i32",

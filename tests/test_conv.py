@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels import conv as conv_kernels
-from tests.helpers import DEVICE, DOT_DTYPES, ON_GPU, assert_close
+from tests.helpers import DEVICE, DOT_DTYPES, LAYOUTS, ON_GPU, assert_close, in_layout
 from tritonnet.ops.conv import conv2d
 
 
@@ -39,21 +39,14 @@ def conv_problems(draw):
         kernel=kernel, stride=stride if stride[0] != stride[1] or draw(st.booleans()) else stride[0],
         padding=padding, dilation=dilation, bias=draw(st.booleans()), relu=draw(st.booleans()),
         dtype=draw(st.sampled_from(DOT_DTYPES)), scale=draw(st.sampled_from([0.01, 1.0, 10.0])),
-        layout=draw(st.sampled_from(["contiguous", "channels last", "strided view"])),
+        layout=draw(st.sampled_from(LAYOUTS)),
         seed=draw(st.integers(0, 2**31 - 1)),
     )
 
 
 def make_tensor(shape, dtype, scale, generator, layout="contiguous"):
     """Random values rounded to ``dtype``, on the device, in the drawn memory layout."""
-    data = (torch.randn(shape, generator=generator, dtype=torch.float64) * scale).to(dtype)
-    if layout == "channels last" and data.dim() == 4:
-        return data.to(DEVICE).contiguous(memory_format=torch.channels_last)
-    if layout == "strided view":  # every other column of a wider tensor
-        wide = torch.zeros(*shape[:-1], 2 * shape[-1], dtype=dtype)
-        wide[..., ::2] = data
-        return wide.to(DEVICE)[..., ::2]
-    return data.to(DEVICE)
+    return in_layout((torch.randn(shape, generator=generator, dtype=torch.float64) * scale).to(dtype), layout)
 
 
 def reference(input, weight, bias, output_mask, grad_output, **geometry):

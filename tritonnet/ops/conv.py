@@ -3,8 +3,9 @@
 The "triton" provider runs all three passes in Triton (kernels/conv.py): the forward with bias and ReLU fused, the
 input gradient and the weight gradient (bias gradient fused) as implicit GEMMs, with ReLU's mask read from the saved
 output inside the gradient kernels. NCHW and channels-last inputs both run natively (the kernels take strides; the
-output keeps the input's memory format, as torch's does); other layouts are made contiguous first. 3-D (unbatched)
-input works as in torch. Any stride, padding (per side, so padding='same' with even kernels works), dilation and
+output keeps the input's memory format, as torch's does); other layouts are made contiguous first. On a GPU
+channels-last is the fast layout (its channel chunks load as vectors; see kernels/conv.py). 3-D (unbatched) input
+works as in torch. Any stride, padding (per side, so padding='same' with even kernels works), dilation and
 groups; fp32, fp16, bf16 on GPU, and fp64 in the interpreter.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad, dense_format
 from kernels.runtime import INTERPRET, check_device
@@ -102,6 +104,7 @@ class Conv2dFunction(torch.autograd.Function):
         return output
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output):
         input, weight, output = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.geometry
