@@ -115,24 +115,24 @@ def _configs(tiles: list[tuple[int, int, int, int, int]], names: tuple[str, str,
     return [triton.Config(dict(zip(names, tile[:3])), num_warps=tile[3], num_stages=tile[4]) for tile in tiles]
 
 
-EXACT_FP32_TILE = 64 * 64 * 32  # the largest tile (rows x columns x chunk) tuned for exact fp32
-GATHER_TILE = 64 * 128 * 32  # the largest tile tuned where loads are element-wise gathers
+GATHER_TILE = 64 * 64 * 16  # rows x columns x chunk: the tile for gathered loads (the last of each tile list)
+EXACT_FP32_TILE = 64 * 64 * 32
 
 
 def _tiles_for_launch(configs, named_args, **kwargs):
-    """The configs worth timing for a launch. Gathered loads (the flat walk, or channels not contiguous) hold a
-    64-bit address per element: tiles up to 64x128 (128x128 spills). Contiguous channel chunks (channels-inner walk
-    on channels-last tensors) load vectors and pipeline: 128x128 too. Exact fp32 products run on FMA units, not
-    tensor cores, and need more registers still: 64x64 only."""
+    """The configs worth timing for a launch. Loads of contiguous channel chunks (the channels-inner walk on
+    channels-last tensors) vectorise and pipeline: every tile but the gather tile (exact fp32, whose products run on
+    FMA units instead of tensor cores and need more registers: 64x64 only). Loads that gather element by element
+    (the flat walk, or channels not contiguous) hold a 64-bit address per element: the 64x64x16 gather tile, the
+    one that keeps them in registers without spilling."""
     data = next(value for value in named_args.values() if isinstance(value, torch.Tensor))
-    if data.dtype == torch.float32 and kwargs.get("INPUT_PRECISION") == "ieee":
-        largest = EXACT_FP32_TILE
-    elif kwargs.get("CHANNELS_INNER") and all(value == 1 for name, value in named_args.items()
-                                              if name.endswith("_channel_stride")):
-        largest = math.inf
-    else:
-        largest = GATHER_TILE
-    return [config for config in configs if math.prod(config.kwargs.values()) <= largest]
+    contiguous = kwargs.get("CHANNELS_INNER") and all(value == 1 for name, value in named_args.items()
+                                                      if name.endswith("_channel_stride"))
+    gather = [config for config in configs if math.prod(config.kwargs.values()) <= GATHER_TILE]
+    if not contiguous:
+        return gather
+    largest = EXACT_FP32_TILE if data.dtype == torch.float32 and kwargs.get("INPUT_PRECISION") == "ieee" else math.inf
+    return [config for config in configs if config not in gather and math.prod(config.kwargs.values()) <= largest]
 
 
 PRUNE = {"early_config_prune": _tiles_for_launch}
@@ -140,16 +140,17 @@ PRUNE = {"early_config_prune": _tiles_for_launch}
 
 # ------------------------------------------------------------------------------------------------ forward
 
-# GPU tiles, (BLOCK_PIXELS, BLOCK_OUT_CHANNELS, BLOCK_WINDOW, warps, stages). Rows are batch x output pixels, columns
-# the out channels of one group, the reduction (in channel, kh, kw). The im2col loads are gathers (one element per
-# address unless channels-last input makes a channel chunk contiguous), so each thread holds a 64-bit address per
-# element: 8 warps keep that (and the accumulator) in registers without spilling; 128x128 tiles spill.
-#   64x128x32: conv1 (all 96 out channels in one column tile, flat K = 363 in 12 chunks) and conv3-5 (384/192/256
-#              out channels per group; 256/192 in channels in 32-wide chunks x 9 taps).
-#   128x64x32: conv2 (128 out channels per group in two column tiles, more pixels per weight load).
-#   64x64x32:  more programs where there are few (13x13 outputs at small batch; depthwise-like groups).
-#   128x128x32: channels-last conv2-5, whose vector loads leave the registers for it (see _tiles_for_launch).
-FORWARD_TILES = [(64, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 64, 32, 8, 3), (128, 128, 32, 8, 3)]
+# GPU tiles, (BLOCK_PIXELS, BLOCK_OUT_CHANNELS, BLOCK_WINDOW, warps, stages): rows are batch x output pixels,
+# columns the out channels of one group, the reduction (in channel, kh, kw). 8 warps: a tile's addresses and the
+# accumulator spread over 256 threads. Channels-last launches of the channels-inner walk try all four:
+#   128x128x32: the big layers at batch 128 (conv2: 93k pixels x 128 out channels per group; conv3: 21k x 384).
+#   64x128x32:  conv3-5 at smaller batches (13x13 outputs; 384/192/256 out channels per group).
+#   128x64x32:  conv2-5 with few pixels per column tile, more programs.
+#   64x64x32:   small problems, and exact fp32.
+#   64x64x16:   the gather tile, the only one for gathered launches (see _tiles_for_launch): conv1 (flat walk over
+#               3 x 11 x 11 = 363 in 23 chunks, 1% padding; 96 out channels in 2 column tiles), any NCHW launch.
+FORWARD_TILES = [(128, 128, 32, 8, 3), (64, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 64, 32, 8, 3),
+                 (64, 64, 16, 8, 3)]
 FORWARD_BLOCKS = ("BLOCK_PIXELS", "BLOCK_OUT_CHANNELS", "BLOCK_WINDOW")
 
 
@@ -226,13 +227,15 @@ def conv2d_forward_kernel(
 
 # ------------------------------------------------------------------------------------------------ input gradient
 
-# GPU tiles, (BLOCK_PIXELS, BLOCK_IN_CHANNELS, BLOCK_WINDOW, warps, stages). Rows are batch x input pixels of one
+# GPU tiles, (BLOCK_PIXELS, BLOCK_IN_CHANNELS, BLOCK_WINDOW, warps, stages): rows are batch x input pixels of one
 # phase, columns the in channels of one group, the reduction (out channel, tap_h, tap_w) over the phase's taps.
-#   64x128x32: conv3-5 (192/256 in channels per group, out channels 384/192/128 in 32-wide chunks x 9 taps).
-#   128x64x32: conv2 (48 in channels per group fit one 64-wide column tile).
-#   64x64x32:  small problems, more programs.
-#   128x128x32: channels-last conv3-5 (see _tiles_for_launch).
-INPUT_GRAD_TILES = [(64, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 64, 32, 8, 3), (128, 128, 32, 8, 3)]
+#   128x128x32: conv3-5 at batch 128 (192/256 in channels per group; 384/192/128 out channels x 9 taps).
+#   64x128x32:  the same at smaller batches.
+#   128x64x32:  conv2 (48 in channels per group fit one 64-wide column tile; 128 out channels x 25 taps).
+#   64x64x32:   small problems, and exact fp32.
+#   64x64x16:   the gather tile (see _tiles_for_launch).
+INPUT_GRAD_TILES = [(128, 128, 32, 8, 3), (64, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 64, 32, 8, 3),
+                    (64, 64, 16, 8, 3)]
 INPUT_GRAD_BLOCKS = ("BLOCK_PIXELS", "BLOCK_IN_CHANNELS", "BLOCK_WINDOW")
 # Per axis of a phase: first input row, rows, first kernel tap, taps, output row read by tap 0 at the first row.
 PHASE_FIELDS = tl.constexpr(5)
@@ -322,14 +325,15 @@ def conv2d_input_grad_kernel(
 
 # ------------------------------------------------------------------------------------------------ weight gradient
 
-# GPU tiles, (BLOCK_OUT_CHANNELS, BLOCK_WINDOW, BLOCK_PIXELS, warps, stages). Rows are the out channels of one group,
-# columns (in channel, kh, kw), the reduction batch x output pixels, split over grid dimension 1 (see _splits).
-#   128x64x32: conv1 (all 96 out channels in one row tile; flat window of 363 in 6 column tiles) and conv2 (128 out
-#              channels per group).
-#   64x128x32: conv3-5 (wide windows: 256/192 in channels x 9 taps).
-#   64x64x32:  small weights, more programs.
-#   128x128x32: channels-last conv2-5 (see _tiles_for_launch).
-WEIGHT_GRAD_TILES = [(128, 64, 32, 8, 3), (64, 128, 32, 8, 3), (64, 64, 32, 8, 3), (128, 128, 32, 8, 3)]
+# GPU tiles, (BLOCK_OUT_CHANNELS, BLOCK_WINDOW, BLOCK_PIXELS, warps, stages): rows are the out channels of one
+# group, columns (in channel, kh, kw), the reduction batch x output pixels, split over grid dimension 1 (_splits).
+#   128x128x32: conv3-5 (384/192/128 out channels; 256/192 in channels x 9 taps).
+#   128x64x32:  conv2 (128 out channels per group; 48 in channels x 25 taps in 64-wide column tiles).
+#   64x128x32:  fewer out channels, wide windows.
+#   64x64x32:   small weights, and exact fp32.
+#   64x64x16:   the gather tile (see _tiles_for_launch): conv1 (96 out channels x 363 window in 12 tiles).
+WEIGHT_GRAD_TILES = [(128, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3), (64, 64, 32, 8, 3),
+                     (64, 64, 16, 8, 3)]
 WEIGHT_GRAD_BLOCKS = ("BLOCK_OUT_CHANNELS", "BLOCK_WINDOW", "BLOCK_PIXELS")
 
 
@@ -662,7 +666,7 @@ def conv2d_weight_grad(input: torch.Tensor, grad_output: torch.Tensor, output: t
         channels_inner = use_channels_inner(in_channels_per_group)
     input_precision, accumulator = _precision(input.dtype)
     partial_dtype = torch.float64 if accumulator == tl.float64 else torch.float32
-    tiles = triton.cdiv(out_channels_per_group, 64) * triton.cdiv(window_size, 64) * groups
+    tiles = triton.cdiv(out_channels_per_group, 64) * triton.cdiv(window_size, 64) * groups  # with 64x64 tiles
     splits = _splits(pixels, tiles, input.device)
     pixels_per_split = triton.cdiv(triton.cdiv(pixels, splits), 128) * 128
     splits = triton.cdiv(pixels, pixels_per_split)
