@@ -491,9 +491,9 @@ def use_channels_inner(channels: int) -> bool:
 
 
 # Interpreter tiles hold up to 2**18 elements (4x the runtime's default block): the interpreter's cost is ~10 ms of
-# Python per loop step plus ~15 numpy passes per tile element; at this size the two are about even (measured on
-# alexnet_small's layers: 2**16 is 1.6x slower, 2**20 no faster).
-INTERPRETER_TILE = int(__import__("os").environ.get("CONV_TILE", 4 * INTERPRETER_MAX_BLOCK))
+# Python per loop step plus ~15 numpy passes per gathered element; from this size on the element work dominates
+# (measured on alexnet_small's layers: 2**16 is 1.6x slower, 2**20 no faster).
+INTERPRETER_TILE = 4 * INTERPRETER_MAX_BLOCK
 
 
 def _interpreter_tiles(rows: int, columns: int, reduction: int) -> tuple[int, int, int]:
