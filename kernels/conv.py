@@ -52,6 +52,7 @@ and the launch functions refuse a single image or weight of 2**31 elements or mo
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 
 import torch
@@ -737,7 +738,7 @@ _LAUNCHES = {
 def compile_cases():
     """Every kernel with every GPU config it is autotuned over, in both reduction walks (each as its typical launch
     specialises it, see _LAUNCHES), for exact fp32, TF32, fp16 and bf16, with the fused options on (3x3 window)."""
-    from kernels.gpu_compile import CompileCase, jit_function
+    from kernels.gpu_compile import CompileCase
 
     kernels = (  # name, kernel, tiles, block names, pointer arguments ({} = the data type), fused options
         ("conv2d_forward", conv2d_forward_kernel, FORWARD_TILES, FORWARD_BLOCKS,
@@ -754,20 +755,23 @@ def compile_cases():
     torch_dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     cases = []
     for name, kernel, tiles, blocks, pointers, options in kernels:
-        parameters = jit_function(kernel).params
+        function = kernel  # the Python function under the autotuner and jit wrappers (either mode: cases are also
+        while hasattr(function, "fn"):  # listed from interpreter-mode processes)
+            function = function.fn
+        parameters = list(inspect.signature(function).parameters)
         for dtype, precision in (("fp32", "ieee"), ("fp32", "tf32"), ("fp16", "ieee"), ("bf16", "ieee")):
             data = torch.empty(0, dtype=torch_dtypes[dtype])
             for channels_inner in (False, True):
                 unit_strides, multiples_of_16 = _LAUNCHES[name, channels_inner]
-                launch = {"data": data, **{parameter.name: 1 if parameter.name in unit_strides else 9
-                                           for parameter in parameters if parameter.name.endswith("_channel_stride")}}
+                launch = {"data": data, **{parameter: 1 if parameter in unit_strides else 9
+                                           for parameter in parameters if parameter.endswith("_channel_stride")}}
                 for config in _tiles_for_launch(_configs(tiles, blocks), launch, INPUT_PRECISION=precision,
                                                 CHANNELS_INNER=channels_inner):
                     constexprs = dict(config.kwargs, KERNEL_H=3, KERNEL_W=3, CHANNELS_INNER=channels_inner,
                                       INPUT_PRECISION=precision, ACCUMULATOR=tl.float32, **options,
                                       **dict.fromkeys(unit_strides, 1))
-                    signature = {parameter.name: "constexpr" if parameter.name in constexprs
-                                 else pointers.get(parameter.name, "i32").format(dtype) for parameter in parameters}
+                    signature = {parameter: "constexpr" if parameter in constexprs
+                                 else pointers.get(parameter, "i32").format(dtype) for parameter in parameters}
                     cases.append(CompileCase(
                         f"{name}{'_channels_inner' if channels_inner else ''}", kernel, signature, constexprs, dtype,
                         num_warps=config.num_warps, num_stages=config.num_stages,
