@@ -174,7 +174,8 @@ class TorchLinear(nn.Linear):
 
 
 def _torch_layer(layer: nn.Module) -> nn.Module | None:
-    like = {"device": None, "dtype": None}
+    weight = getattr(layer, "weight", None)
+    like = {"device": None, "dtype": None} if weight is None else {"device": weight.device, "dtype": weight.dtype}
     if isinstance(layer, Conv2d):
         twin = TorchConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
                            layer.dilation, layer.groups, layer.bias is not None, relu=layer.relu, **like)
@@ -194,7 +195,9 @@ def _torch_layer(layer: nn.Module) -> nn.Module | None:
     else:
         return None
     twin.load_state_dict(layer.state_dict())
-    return twin.to(next(iter(layer.state_dict().values()), torch.empty(0)).device).train(layer.training)
+    for twin_parameter, parameter in zip(twin.parameters(), layer.parameters()):
+        twin_parameter.requires_grad_(parameter.requires_grad)
+    return twin.train(layer.training)
 
 
 def to_torch(module: nn.Module) -> nn.Module:

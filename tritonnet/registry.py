@@ -6,7 +6,7 @@ PyTorch ops with the same semantics). A provider is chosen, from strongest to we
 1. per call or per layer: ``provider=`` on a functional call or a module;
 2. in code: ``with tritonnet.use_kernels(local_response_norm="torch"): ...`` (nests; thread- and task-local);
 3. from the environment: ``TRITONNET_KERNELS="local_response_norm=torch,max_pool2d=triton"``;
-4. the default: ``"triton"``.
+4. the default: ``"triton"``, or the ``"torch"`` reference for an op that has no Triton kernel.
 
 Tests, benchmarks and the profiler iterate over :func:`available_kernels`, so a newly registered provider is tested,
 benchmarked and profiled without new code.
@@ -20,6 +20,7 @@ import os
 from typing import Callable, Iterator
 
 DEFAULT_PROVIDER = "triton"
+REFERENCE_PROVIDER = "torch"  # every op has it; the fallback where an op lacks the default
 ENVIRONMENT_VARIABLE = "TRITONNET_KERNELS"
 
 _implementations: dict[str, dict[str, Callable]] = {}
@@ -40,10 +41,14 @@ def register(op: str, provider: str) -> Callable[[Callable], Callable]:
     return decorate
 
 
+def _preference(provider: str) -> tuple[bool, bool, str]:
+    return provider != DEFAULT_PROVIDER, provider != REFERENCE_PROVIDER, provider
+
+
 def available_kernels() -> dict[str, list[str]]:
-    """``{op_name: [provider, ...]}`` for every registered op, default provider first."""
-    return {op: sorted(providers, key=lambda name: (name != DEFAULT_PROVIDER, name))
-            for op, providers in sorted(_implementations.items())}
+    """``{op_name: [provider, ...]}`` for every registered op: the default provider first, then the reference,
+    then the others by name. The first is what the op uses when nothing else is chosen."""
+    return {op: sorted(providers, key=_preference) for op, providers in sorted(_implementations.items())}
 
 
 def _check_choice(op: str, provider: str, source: str) -> None:
@@ -111,7 +116,7 @@ def provider_for(op: str, provider: str | None = None) -> str:
     chosen = _overrides.get().get(op) or _from_environment().get(op)
     if chosen is not None:
         return chosen
-    return DEFAULT_PROVIDER if DEFAULT_PROVIDER in _implementations[op] else available_kernels()[op][0]
+    return min(_implementations[op], key=_preference)
 
 
 def lookup(op: str, provider: str | None = None) -> Callable:
