@@ -70,3 +70,18 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, dtype: torch.d
             f"dtype {dtype}, reduction length {reduction_length}). Worst at index {index}: got "
             f"{float(actual64[index]):.8g}, expected {float(expected64[index]):.8g}, error {float(error[index]):.3g} "
             f"> allowed {float(allowed[index]):.3g}")
+
+
+LAYOUTS = ["contiguous", "channels last", "strided view"]
+
+
+def in_layout(data: torch.Tensor, layout: str) -> torch.Tensor:
+    """``data`` on the test device in one of :data:`LAYOUTS`: contiguous, channels-last (4-D only; others stay
+    contiguous), or a strided view (every other column of a wider tensor)."""
+    if layout == "channels last" and data.dim() == 4:
+        return data.to(DEVICE).contiguous(memory_format=torch.channels_last)
+    if layout == "strided view":
+        wide = torch.zeros(*data.shape[:-1], 2 * data.shape[-1], dtype=data.dtype)
+        wide[..., ::2] = data
+        return wide.to(DEVICE)[..., ::2]
+    return data.to(DEVICE)

@@ -1,10 +1,22 @@
-"""2-D convolution (cross-correlation, as torch) with bias and an optional fused ReLU."""
+"""2-D convolution (cross-correlation, as torch) with bias and an optional fused ReLU.
+
+The "triton" provider runs all three passes in Triton (kernels/conv.py): the forward with bias and ReLU fused, the
+input gradient and the weight gradient (bias gradient fused) as implicit GEMMs, with ReLU's mask read from the saved
+output inside the gradient kernels. NCHW and channels-last inputs both run natively (the kernels take strides; the
+output keeps the input's memory format, as torch's does); other layouts are made contiguous first. On a GPU
+channels-last is the fast layout (its channel chunks load as vectors; see kernels/conv.py). 3-D (unbatched) input
+works as in torch. Any stride, padding (per side, so padding='same' with even kernels works), dilation and
+groups; fp32, fp16, bf16 on GPU, and fp64 in the interpreter.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
+from kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad, dense_format
+from kernels.runtime import INTERPRET, check_device
 from tritonnet.ops._checks import as_pair, check_int, check_like, check_tensor
 from tritonnet.registry import lookup, register
 
@@ -21,6 +33,9 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     check_tensor("weight", weight, ndim=4, layout="C_out, C_in / groups, kH, kW")
     check_like("weight", weight, "input", input)
     groups = check_int("groups", groups, minimum=1)
+    if 0 in weight.shape:
+        raise ValueError(f"weight must have at least one element in every dimension (as torch requires), got shape "
+                         f"{tuple(weight.shape)}")
     out_channels, channels_per_group = weight.shape[0], weight.shape[1]
     in_channels = input.shape[-3]
     if out_channels % groups != 0:
@@ -62,3 +77,56 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
 def torch_conv2d(input, weight, bias, stride, padding, dilation, groups, relu):
     output = F.conv2d(input, weight, bias, stride, padding, dilation, groups)
     return F.relu(output) if relu else output
+
+
+def padding_sides(padding, kernel_size, dilation) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) for a (height, width) padding pair or "same" (torch's rule: the odd unit of an
+    even total goes after, i.e. bottom/right)."""
+    if padding != "same":
+        return (padding[0], padding[0], padding[1], padding[1])
+    sides = []
+    for kernel, spacing in zip(kernel_size, dilation):
+        total = spacing * (kernel - 1)
+        sides += [total // 2, total - total // 2]
+    return tuple(sides)
+
+
+class Conv2dFunction(torch.autograd.Function):
+    """conv2d (+ bias, + ReLU) on 4-D input with Triton forward and backward. Saves input and weight, and the
+    output only when ReLU is fused (its backward mask is ``output > 0``)."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, stride, padding, dilation, groups, relu):
+        output = conv2d_forward(input, weight, bias, stride, padding, dilation, groups, relu)
+        ctx.save_for_backward(input, weight, output if relu else None)
+        ctx.geometry = (stride, padding, dilation, groups)
+        ctx.has_bias = bias is not None
+        return output
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        input, weight, output = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.geometry
+        grad_input = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_input = conv2d_input_grad(grad_output, output, weight, input.shape, dense_format(input), stride,
+                                           padding, dilation, groups)
+        bias_needed = ctx.has_bias and ctx.needs_input_grad[2]
+        if ctx.needs_input_grad[1] or bias_needed:
+            grad_weight, grad_bias = conv2d_weight_grad(input, grad_output, output, weight.shape, weight.dtype, stride,
+                                                        padding, dilation, groups, bias_needed)
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None
+
+
+@register(OP, "triton")
+def triton_conv2d(input, weight, bias, stride, padding, dilation, groups, relu):
+    check_device("input", input)
+    if input.dtype == torch.float64 and not INTERPRET:
+        raise TypeError("conv2d's Triton kernels take fp32, fp16 or bf16 on the GPU (fp64 runs in the interpreter "
+                        "only); use provider='torch' for fp64")
+    padding = padding_sides(padding, weight.shape[2:], dilation)
+    if input.dim() == 3:
+        return Conv2dFunction.apply(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups,
+                                    relu).squeeze(0)
+    return Conv2dFunction.apply(input, weight, bias, stride, padding, dilation, groups, relu)

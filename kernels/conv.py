@@ -1,0 +1,783 @@
+"""2-D convolution (cross-correlation, as torch) as three implicit GEMMs: forward, input gradient, weight gradient.
+
+No im2col matrix is ever stored: each kernel computes, for the tile it is about to multiply, where every element
+of the virtual im2col matrix lives in the NCHW (or channels-last: all strides are arguments) tensor, and gathers it
+with a masked load. Out-of-image taps (padding) read as zero.
+
+    forward      output[pixel, out_channel] = sum over window: input_patch[pixel, window] * weight[out_channel, window]
+                 pixel = (n, oh, ow), window = (in_channel, kh, kw); bias and ReLU on the fp32 accumulator.
+    input grad   grad_input[pixel, in_channel] = sum over window: grad_output_patch[pixel, window] * weight[...]
+                 pixel = (n, ih, iw), window = (out_channel, kh, kw) restricted to the taps that reach ih (below).
+    weight grad  grad_weight[out_channel, window] = sum over pixels: grad_output[pixel, out_channel]
+                                                                   * input_patch[pixel, window]
+                 pixel = (n, oh, ow) is the reduction: split over programs into fp32 partials, summed by a second
+                 kernel (deterministic, unlike atomics); the bias gradient is the same sum without the input factor.
+
+Groups are grid dimension 1: group g multiplies in_channels [g*C_in/G, (g+1)*C_in/G) by out_channels
+[g*C_out/G, (g+1)*C_out/G). ReLU's backward is fused: the gradient kernels load the saved output beside the output
+gradient and use ``grad * (output > 0)`` (the prologue), so no masked gradient is ever written out.
+
+Two ways to walk the (channel, kh, kw) reduction, chosen per launch with ``CHANNELS_INNER``:
+  * flat: chunks of BLOCK_WINDOW consecutive (channel, kh, kw) indices, the weight's own order. Right for few
+    channels (conv1: 3 channels x 11 x 11 = 363, a 32-wide chunk wastes only 6%), but every element needs its own
+    bounds check, since a chunk spans window taps. The interpreter always walks flat, with one chunk covering the
+    whole window where it fits (its cost is per loop step).
+  * channels inner: the window taps outside, BLOCK_WINDOW channels inside. Every element of a chunk shares one tap,
+    so bounds checks are per row ([BLOCK_PIXELS, 1]) and an element costs one pointer add. Used on a GPU when the
+    channels come in whole 16-wide chunks (conv2-5).
+
+Layouts: NCHW and channels-last tensors both run natively (every stride is an argument). On a GPU channels-last is
+the fast one: with the channels-inner walk a chunk of channels is then contiguous in the input, the output gradient
+and (the launch makes it so) the weight, so loads vectorise and pipeline; in NCHW every im2col element is its own
+load.
+
+Input gradient with stride > 1, without zero insertion: input row ih receives gradient from kernel tap kh only
+when ``ih + padding - kh * dilation`` is a multiple of stride. Input rows are split into "phases" by which taps
+reach them (the residue of ``ih + padding`` mod stride); within a phase the taps form an arithmetic sequence and
+the output row falls by a fixed step per tap. A small per-geometry table (built on the host, cached) gives each
+phase its first input row, row count, first tap, tap count and the output row of tap 0; phases that no tap reaches
+are not launched (their gradient is zero). conv1 (11x11, stride 4) has 16 phases of at most 3 x 3 taps instead of
+121 taps of which 15/16 would be masked off.
+
+Precision: fp16/bf16 tiles go to tensor cores with fp32 accumulation. fp32 uses exact ("ieee") products unless the
+user opted into TF32 with ``torch.backends.cuda.matmul.allow_tf32 = True`` (we follow the matmul flag, not
+cudnn's, whose default is True: exact fp32 is the safer default, and the tests' tolerance keys on that flag). fp64
+accumulates in fp64 (the interpreter; gradcheck).
+
+Index arithmetic: the batch index is widened to int64 before it is multiplied by the batch stride, so tensors past
+2**31 elements are addressed correctly; offsets inside one image (and the weight, and row counters) stay int32,
+and the launch functions refuse a single image or weight of 2**31 elements or more.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.runtime import INTERPRET, INTERPRETER_MAX_BLOCK, autotune, interpreter_block
+
+INT32_LIMIT = 2 ** 31 - INTERPRETER_MAX_BLOCK  # headroom: a tile's last index must not wrap either
+# The type of tile index vectors: int32 on the GPU. The interpreter checks every int32 add and multiply for overflow
+# (about half of its run time here), and skips the check for int64; the launch functions' int32 limits make the
+# check redundant.
+INDEX = tl.constexpr(tl.int64 if INTERPRET else tl.int32)
+
+
+# ------------------------------------------------------------------------------------------------ shared pieces
+
+@triton.jit
+def _window_steps(channels, taps_h, taps_w, BLOCK_WINDOW: tl.constexpr, CHANNELS_INNER: tl.constexpr):
+    """How many BLOCK_WINDOW chunks cover the reduction over (channel, tap_h, tap_w)."""
+    if CHANNELS_INNER:
+        steps = taps_h * taps_w * tl.cdiv(channels, BLOCK_WINDOW)
+    else:
+        steps = tl.cdiv(channels * taps_h * taps_w, BLOCK_WINDOW)
+    return steps
+
+
+@triton.jit
+def _window_chunk(step, channels, taps_h, taps_w, BLOCK_WINDOW: tl.constexpr, CHANNELS_INNER: tl.constexpr):
+    """Chunk ``step`` of the reduction over (channel, tap_h, tap_w): per lane its channel, tap_h, tap_w and whether
+    it is inside the reduction. With CHANNELS_INNER one tap per chunk: tap_h and tap_w have shape [1]."""
+    lanes = tl.arange(0, BLOCK_WINDOW).to(INDEX)
+    if CHANNELS_INNER:
+        chunks = tl.cdiv(channels, BLOCK_WINDOW)
+        tap = step // chunks
+        channel = (step - tap * chunks) * BLOCK_WINDOW + lanes
+        tap_h = tl.zeros([1], dtype=tl.int32) + tap // taps_w
+        tap_w = tl.zeros([1], dtype=tl.int32) + tap % taps_w
+    else:
+        index = step * BLOCK_WINDOW + lanes
+        taps = taps_h * taps_w
+        channel = index // taps
+        tap = index - channel * taps
+        tap_h = tap // taps_w
+        tap_w = tap - tap_h * taps_w
+    return channel, tap_h, tap_w, channel < channels
+
+
+@triton.jit
+def _inside(row_h, row_w, row_valid, column_h, column_w, column_valid, height, width, CHECK_BOUNDS: tl.constexpr):
+    """Where a gathered tile is loaded: rows and columns inside the problem, and (with CHECK_BOUNDS) the pixel
+    (row_h[r] + column_h[c], row_w[r] + column_w[c]) inside height x width. Elsewhere the tile reads 0."""
+    mask = row_valid[:, None] & column_valid[None, :]
+    if CHECK_BOUNDS:  # 0 <= row + column < size, compared without forming row + column
+        mask = (mask & (row_h[:, None] >= -column_h[None, :]) & (row_h[:, None] < (height - column_h)[None, :])
+                & (row_w[:, None] >= -column_w[None, :]) & (row_w[:, None] < (width - column_w)[None, :]))
+    return mask
+
+
+def _configs(tiles: list[tuple[int, int, int, int, int]], names: tuple[str, str, str]) -> list[triton.Config]:
+    return [triton.Config(dict(zip(names, tile[:3])), num_warps=tile[3], num_stages=tile[4]) for tile in tiles]
+
+
+GATHER_TILE = 64 * 64 * 16  # rows x columns x chunk: the tile for gathered loads (the last of each tile list)
+EXACT_FP32_TILE = 64 * 64 * 32
+
+
+def _tiles_for_launch(configs, named_args, **kwargs):
+    """The configs worth timing for a launch. Loads of contiguous channel chunks (the channels-inner walk on
+    channels-last tensors) vectorise and pipeline: every tile but the gather tile (exact fp32, whose products run on
+    FMA units instead of tensor cores and need more registers: 64x64 only). Loads that gather element by element
+    (the flat walk, or channels not contiguous) hold a 64-bit address per element: the 64x64x16 gather tile, the
+    one that keeps them in registers without spilling."""
+    data = next(value for value in named_args.values() if isinstance(value, torch.Tensor))
+    contiguous = kwargs.get("CHANNELS_INNER") and all(value == 1 for name, value in named_args.items()
+                                                      if name.endswith("_channel_stride"))
+    gather = [config for config in configs if math.prod(config.kwargs.values()) <= GATHER_TILE]
+    if not contiguous:
+        return gather
+    largest = EXACT_FP32_TILE if data.dtype == torch.float32 and kwargs.get("INPUT_PRECISION") == "ieee" else math.inf
+    return [config for config in configs if config not in gather and math.prod(config.kwargs.values()) <= largest]
+
+
+PRUNE = {"early_config_prune": _tiles_for_launch}
+
+
+# ------------------------------------------------------------------------------------------------ forward
+
+# GPU tiles, (BLOCK_PIXELS, BLOCK_OUT_CHANNELS, BLOCK_WINDOW, warps, stages): rows are batch x output pixels,
+# columns the out channels of one group, the reduction (in channel, kh, kw). 8 warps: a tile's addresses and the
+# accumulator spread over 256 threads. Channels-last launches of the channels-inner walk try all four:
+#   128x128x32: the big layers at batch 128 (conv2: 93k pixels x 128 out channels per group; conv3: 21k x 384).
+#   64x128x32:  conv3-5 at smaller batches (13x13 outputs; 384/192/256 out channels per group).
+#   128x64x32:  conv2-5 with few pixels per column tile, more programs.
+#   64x64x32:   small problems, and exact fp32.
+#   64x64x16:   the gather tile, the only one for gathered launches (see _tiles_for_launch): conv1 (flat walk over
+#               3 x 11 x 11 = 363 in 23 chunks, 1% padding; 96 out channels in 2 column tiles), any NCHW launch.
+FORWARD_TILES = [(128, 128, 32, 8, 3), (64, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 64, 32, 8, 3),
+                 (64, 64, 16, 8, 3)]
+FORWARD_BLOCKS = ("BLOCK_PIXELS", "BLOCK_OUT_CHANNELS", "BLOCK_WINDOW")
+
+
+@autotune(configs=_configs(FORWARD_TILES, FORWARD_BLOCKS),
+          key=["in_channels_per_group", "out_channels_per_group", "pixels", "height", "width", "KERNEL_H",
+               "KERNEL_W", "CHANNELS_INNER", "INPUT_PRECISION", "input_channel_stride"], prune_configs_by=PRUNE)
+@triton.jit
+def conv2d_forward_kernel(
+    input_pointer, weight_pointer, bias_pointer, output_pointer,
+    in_channels_per_group,  # C_in / groups: the channels one output sees
+    height, width,  # input image size
+    out_channels_per_group,  # C_out / groups
+    out_height, out_width,  # output image size
+    pixels,  # batch x out_height x out_width: the GEMM's rows
+    stride_h, stride_w, padding_top, padding_left, dilation_h, dilation_w,
+    input_batch_stride, input_channel_stride, input_height_stride, input_width_stride,  # in elements
+    weight_out_stride, weight_channel_stride, weight_height_stride, weight_width_stride,  # contiguous unless inner
+    output_batch_stride, output_channel_stride, output_height_stride, output_width_stride,
+    KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr,  # the weight's window
+    HAS_BIAS: tl.constexpr,  # add bias[out_channel] to the accumulator
+    APPLY_RELU: tl.constexpr,  # store max(., 0) (NaN stays NaN, as torch)
+    CHANNELS_INNER: tl.constexpr,  # reduction walk: window taps outside, channels inside (else flat, see module doc)
+    CHECK_BOUNDS: tl.constexpr,  # some padding: taps may fall outside the image (without padding they never do)
+    INPUT_PRECISION: tl.constexpr,  # tl.dot's input_precision for fp32: "ieee" or "tf32"
+    ACCUMULATOR: tl.constexpr,  # tl.float32 (tl.float64 for fp64 input)
+    BLOCK_PIXELS: tl.constexpr, BLOCK_OUT_CHANNELS: tl.constexpr, BLOCK_WINDOW: tl.constexpr,
+):
+    group = tl.program_id(1)
+    out_channel_tiles = tl.cdiv(out_channels_per_group, BLOCK_OUT_CHANNELS)
+    first_pixel = (tl.program_id(0) // out_channel_tiles) * BLOCK_PIXELS
+    out_channel = ((tl.program_id(0) % out_channel_tiles) * BLOCK_OUT_CHANNELS
+                   + tl.arange(0, BLOCK_OUT_CHANNELS).to(INDEX))
+    out_channel_valid = out_channel < out_channels_per_group
+
+    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS).to(INDEX)
+    top = (pixel // out_width) % out_height * stride_h - padding_top  # input row of window tap 0
+    left = pixel % out_width * stride_w - padding_left
+    input_rows = (input_pointer + group * in_channels_per_group * input_channel_stride  # tap 0 of each window
+                  + (pixel // (out_height * out_width)).to(tl.int64) * input_batch_stride
+                  + top * input_height_stride + left * input_width_stride)
+    weight_rows = (group * out_channels_per_group + out_channel) * weight_out_stride
+
+    accumulator = tl.zeros([BLOCK_PIXELS, BLOCK_OUT_CHANNELS], dtype=ACCUMULATOR)
+    for step in range(_window_steps(in_channels_per_group, KERNEL_H, KERNEL_W, BLOCK_WINDOW, CHANNELS_INNER)):
+        channel, kh, kw, window_valid = _window_chunk(step, in_channels_per_group, KERNEL_H, KERNEL_W, BLOCK_WINDOW,
+                                                      CHANNELS_INNER)
+        tap_h = kh * dilation_h
+        tap_w = kw * dilation_w
+        input_columns = channel * input_channel_stride + tap_h * input_height_stride + tap_w * input_width_stride
+        patch = tl.load(input_rows[:, None] + input_columns[None, :], other=0.0,
+                        mask=_inside(top, left, pixel < pixels, tap_h, tap_w, window_valid, height, width,
+                                     CHECK_BOUNDS))
+        if CHANNELS_INNER:
+            weight_columns = channel * weight_channel_stride + kh * weight_height_stride + kw * weight_width_stride
+        else:  # the weight is contiguous, so a flat chunk is a run of memory (and the compiler can see it)
+            weight_columns = step * BLOCK_WINDOW + tl.arange(0, BLOCK_WINDOW).to(INDEX)
+        weight = tl.load(weight_pointer + weight_rows[None, :] + weight_columns[:, None],
+                         mask=window_valid[:, None] & out_channel_valid[None, :], other=0.0)
+        accumulator = tl.dot(patch, weight, accumulator, input_precision=INPUT_PRECISION, out_dtype=ACCUMULATOR)
+
+    if HAS_BIAS:
+        bias = tl.load(bias_pointer + group * out_channels_per_group + out_channel, mask=out_channel_valid, other=0.0)
+        accumulator += bias.to(ACCUMULATOR)[None, :]
+    if APPLY_RELU:
+        accumulator = tl.where(accumulator < 0, 0.0, accumulator)
+    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS).to(INDEX)  # decoded again: nothing of it stays live in the loop
+    output_rows = ((pixel // (out_height * out_width)).to(tl.int64) * output_batch_stride
+                   + (pixel // out_width) % out_height * output_height_stride + pixel % out_width * output_width_stride)
+    output_columns = (group * out_channels_per_group + out_channel) * output_channel_stride
+    tl.store(output_pointer + output_rows[:, None] + output_columns[None, :],
+             accumulator.to(output_pointer.dtype.element_ty),
+             mask=(pixel < pixels)[:, None] & out_channel_valid[None, :])
+
+
+# ------------------------------------------------------------------------------------------------ input gradient
+
+# GPU tiles, (BLOCK_PIXELS, BLOCK_IN_CHANNELS, BLOCK_WINDOW, warps, stages): rows are batch x input pixels of one
+# phase, columns the in channels of one group, the reduction (out channel, tap_h, tap_w) over the phase's taps.
+#   128x128x32: conv3-5 at batch 128 (192/256 in channels per group; 384/192/128 out channels x 9 taps).
+#   64x128x32:  the same at smaller batches.
+#   128x64x32:  conv2 (48 in channels per group fit one 64-wide column tile; 128 out channels x 25 taps).
+#   64x64x32:   small problems, and exact fp32.
+#   64x64x16:   the gather tile (see _tiles_for_launch).
+INPUT_GRAD_TILES = [(128, 128, 32, 8, 3), (64, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 64, 32, 8, 3),
+                    (64, 64, 16, 8, 3)]
+INPUT_GRAD_BLOCKS = ("BLOCK_PIXELS", "BLOCK_IN_CHANNELS", "BLOCK_WINDOW")
+# Per axis of a phase: first input row, rows, first kernel tap, taps, output row read by tap 0 at the first row.
+PHASE_FIELDS = tl.constexpr(5)
+
+
+@autotune(configs=_configs(INPUT_GRAD_TILES, INPUT_GRAD_BLOCKS),
+          key=["in_channels_per_group", "out_channels_per_group", "batch", "height", "width", "KERNEL_H", "KERNEL_W",
+               "CHANNELS_INNER", "INPUT_PRECISION", "grad_channel_stride"], prune_configs_by=PRUNE)
+@triton.jit
+def conv2d_input_grad_kernel(
+    grad_output_pointer, output_pointer, weight_pointer, grad_input_pointer,
+    phase_pointer,  # int32 (phases, 2 * PHASE_FIELDS): for each launched phase, the h fields then the w fields
+    batch, in_channels_per_group, height, width, out_channels_per_group, out_height, out_width,
+    phases,  # launched phases (grid dimension 1 is group x phase)
+    stride_h, stride_w,  # the rows of one phase are stride apart
+    tap_step_h, tap_step_w,  # kernel taps reaching one phase are this far apart: stride / gcd(stride, dilation)
+    out_step_h, out_step_w,  # and the output row falls by this much per tap: dilation / gcd(stride, dilation)
+    grad_batch_stride, grad_channel_stride, grad_height_stride, grad_width_stride,  # grad_output's (= output's)
+    weight_out_stride, weight_channel_stride, weight_height_stride, weight_width_stride,
+    grad_input_batch_stride, grad_input_channel_stride, grad_input_height_stride, grad_input_width_stride,
+    KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr,  # the weight's window
+    RELU_MASK: tl.constexpr,  # the forward applied ReLU: use grad_output * (output > 0)
+    CHANNELS_INNER: tl.constexpr,  # reduction walk: taps outside, out channels inside (else flat)
+    INPUT_PRECISION: tl.constexpr, ACCUMULATOR: tl.constexpr,
+    BLOCK_PIXELS: tl.constexpr, BLOCK_IN_CHANNELS: tl.constexpr, BLOCK_WINDOW: tl.constexpr,
+):
+    # grad_input[n, c, ih, iw] = sum of grad_output[n, o, oh, ow] * weight[o, c, kh, kw] over the (o, kh, kw, oh, ow)
+    # with ih + padding_h = oh * stride_h + kh * dilation_h (and the same in w). In this program's phase the taps are
+    # kh = first_tap_h + t * tap_step_h for t < taps_h, and oh = (output row of tap 0) - t * out_step_h.
+    group = tl.program_id(1) // phases
+    phase_pointer += (tl.program_id(1) % phases) * (2 * PHASE_FIELDS)
+    first_h = tl.load(phase_pointer + 0)
+    rows_h = tl.load(phase_pointer + 1)
+    first_tap_h = tl.load(phase_pointer + 2)
+    taps_h = tl.load(phase_pointer + 3)
+    out_origin_h = tl.load(phase_pointer + 4)
+    first_w = tl.load(phase_pointer + PHASE_FIELDS + 0)
+    rows_w = tl.load(phase_pointer + PHASE_FIELDS + 1)
+    first_tap_w = tl.load(phase_pointer + PHASE_FIELDS + 2)
+    taps_w = tl.load(phase_pointer + PHASE_FIELDS + 3)
+    out_origin_w = tl.load(phase_pointer + PHASE_FIELDS + 4)
+
+    in_channel_tiles = tl.cdiv(in_channels_per_group, BLOCK_IN_CHANNELS)
+    first_pixel = (tl.program_id(0) // in_channel_tiles) * BLOCK_PIXELS
+    in_channel = ((tl.program_id(0) % in_channel_tiles) * BLOCK_IN_CHANNELS
+                  + tl.arange(0, BLOCK_IN_CHANNELS).to(INDEX))
+    in_channel_valid = in_channel < in_channels_per_group
+    phase_pixels = batch * rows_h * rows_w
+
+    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS).to(INDEX)
+    out_h = out_origin_h + (pixel // rows_w) % rows_h  # output pixel that tap 0 reads for this input pixel
+    out_w = out_origin_w + pixel % rows_w
+    grad_rows = ((pixel // (rows_h * rows_w)).to(tl.int64) * grad_batch_stride + out_h * grad_height_stride
+                 + out_w * grad_width_stride + group * out_channels_per_group * grad_channel_stride)
+    weight_pointer += group * out_channels_per_group * weight_out_stride
+
+    accumulator = tl.zeros([BLOCK_PIXELS, BLOCK_IN_CHANNELS], dtype=ACCUMULATOR)
+    for step in range(_window_steps(out_channels_per_group, taps_h, taps_w, BLOCK_WINDOW, CHANNELS_INNER)):
+        out_channel, tap_h, tap_w, window_valid = _window_chunk(step, out_channels_per_group, taps_h, taps_w,
+                                                                BLOCK_WINDOW, CHANNELS_INNER)
+        shift_h = tap_h * out_step_h
+        shift_w = tap_w * out_step_w
+        grad_columns = out_channel * grad_channel_stride - shift_h * grad_height_stride - shift_w * grad_width_stride
+        mask = _inside(out_h, out_w, pixel < phase_pixels, -shift_h, -shift_w, window_valid, out_height, out_width,
+                       True)
+        gradient = tl.load((grad_output_pointer + grad_rows)[:, None] + grad_columns[None, :], mask=mask, other=0.0)
+        if RELU_MASK:
+            output = tl.load((output_pointer + grad_rows)[:, None] + grad_columns[None, :], mask=mask, other=0.0)
+            gradient = tl.where(output > 0, gradient, 0.0)
+        kh = first_tap_h + tap_h * tap_step_h
+        kw = first_tap_w + tap_w * tap_step_w
+        weight_rows = out_channel * weight_out_stride + kh * weight_height_stride + kw * weight_width_stride
+        weight = tl.load(weight_pointer + weight_rows[:, None] + in_channel[None, :] * weight_channel_stride,
+                         mask=window_valid[:, None] & in_channel_valid[None, :], other=0.0)
+        accumulator = tl.dot(gradient, weight, accumulator, input_precision=INPUT_PRECISION, out_dtype=ACCUMULATOR)
+
+    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS).to(INDEX)  # decoded again: nothing of it stays live in the loop
+    in_h = first_h + (pixel // rows_w) % rows_h * stride_h
+    in_w = first_w + pixel % rows_w * stride_w
+    grad_input_rows = ((pixel // (rows_h * rows_w)).to(tl.int64) * grad_input_batch_stride
+                       + in_h * grad_input_height_stride + in_w * grad_input_width_stride)
+    grad_input_columns = (group * in_channels_per_group + in_channel) * grad_input_channel_stride
+    tl.store(grad_input_pointer + grad_input_rows[:, None] + grad_input_columns[None, :],
+             accumulator.to(grad_input_pointer.dtype.element_ty),
+             mask=(pixel < phase_pixels)[:, None] & in_channel_valid[None, :])
+
+
+# ------------------------------------------------------------------------------------------------ weight gradient
+
+# GPU tiles, (BLOCK_OUT_CHANNELS, BLOCK_WINDOW, BLOCK_PIXELS, warps, stages): rows are the out channels of one
+# group, columns (in channel, kh, kw), the reduction batch x output pixels, split over grid dimension 1 (_splits).
+#   128x128x32: conv3-5 (384/192/128 out channels; 256/192 in channels x 9 taps).
+#   128x64x32:  conv2 (128 out channels per group; 48 in channels x 25 taps in 64-wide column tiles).
+#   64x128x32:  fewer out channels, wide windows.
+#   64x64x32:   small weights, and exact fp32.
+#   64x64x16:   the gather tile (see _tiles_for_launch): conv1 (96 out channels x 363 window in 12 tiles).
+WEIGHT_GRAD_TILES = [(128, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3), (64, 64, 32, 8, 3),
+                     (64, 64, 16, 8, 3)]
+WEIGHT_GRAD_BLOCKS = ("BLOCK_OUT_CHANNELS", "BLOCK_WINDOW", "BLOCK_PIXELS")
+
+
+@autotune(configs=_configs(WEIGHT_GRAD_TILES, WEIGHT_GRAD_BLOCKS),
+          key=["in_channels_per_group", "out_channels_per_group", "pixels_per_split", "height", "width", "KERNEL_H",
+               "KERNEL_W", "CHANNELS_INNER", "INPUT_PRECISION", "input_channel_stride"], prune_configs_by=PRUNE)
+@triton.jit
+def conv2d_weight_grad_kernel(
+    input_pointer, grad_output_pointer, output_pointer,
+    weight_partials_pointer,  # (splits, C_out, C_in/G * kH * kW) in the accumulator type
+    bias_partials_pointer,  # (splits, C_out) in the accumulator type, when HAS_BIAS
+    in_channels_per_group, height, width, out_channels, out_channels_per_group, out_height, out_width,
+    pixels,  # batch x out_height x out_width: the reduction
+    pixels_per_split,  # split s sums pixels [s * pixels_per_split, (s + 1) * pixels_per_split)
+    stride_h, stride_w, padding_top, padding_left, dilation_h, dilation_w,
+    input_batch_stride, input_channel_stride, input_height_stride, input_width_stride,
+    grad_batch_stride, grad_channel_stride, grad_height_stride, grad_width_stride,  # grad_output's (= output's)
+    KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr,
+    HAS_BIAS: tl.constexpr,  # also sum grad_output over pixels (the bias gradient), in the first column tile
+    RELU_MASK: tl.constexpr,  # the forward applied ReLU: use grad_output * (output > 0)
+    CHANNELS_INNER: tl.constexpr,  # column tiles: one tap x BLOCK_WINDOW in channels (else flat chunks)
+    CHECK_BOUNDS: tl.constexpr,  # some padding: taps may fall outside the image
+    INPUT_PRECISION: tl.constexpr, ACCUMULATOR: tl.constexpr,
+    BLOCK_OUT_CHANNELS: tl.constexpr, BLOCK_WINDOW: tl.constexpr, BLOCK_PIXELS: tl.constexpr,
+):
+    # grad_weight[o, c, kh, kw] = sum over (n, oh, ow) of grad_output[n, o, oh, ow] * input[n, c, ih, iw] with
+    # ih = oh * stride_h - padding_top + kh * dilation_h: the forward's im2col tile, transposed roles.
+    group = tl.program_id(2)
+    split = tl.program_id(1)
+    window_tiles = _window_steps(in_channels_per_group, KERNEL_H, KERNEL_W, BLOCK_WINDOW, CHANNELS_INNER)
+    window_tile = tl.program_id(0) % window_tiles
+    out_channel = ((tl.program_id(0) // window_tiles) * BLOCK_OUT_CHANNELS
+                   + tl.arange(0, BLOCK_OUT_CHANNELS).to(INDEX))
+    out_channel_valid = out_channel < out_channels_per_group
+    channel, kh, kw, window_valid = _window_chunk(window_tile, in_channels_per_group, KERNEL_H, KERNEL_W,
+                                                  BLOCK_WINDOW, CHANNELS_INNER)
+    tap_h = kh * dilation_h
+    tap_w = kw * dilation_w
+    input_columns = ((group * in_channels_per_group + channel) * input_channel_stride + tap_h * input_height_stride
+                     + tap_w * input_width_stride)
+    grad_rows = grad_output_pointer + (group * out_channels_per_group + out_channel) * grad_channel_stride
+    output_rows = output_pointer + (group * out_channels_per_group + out_channel) * grad_channel_stride
+
+    accumulator = tl.zeros([BLOCK_OUT_CHANNELS, BLOCK_WINDOW], dtype=ACCUMULATOR)
+    bias_accumulator = tl.zeros([BLOCK_OUT_CHANNELS], dtype=ACCUMULATOR)
+    end = tl.minimum(pixels, (split + 1) * pixels_per_split)
+    for first_pixel in range(split * pixels_per_split, end, BLOCK_PIXELS):
+        pixel = first_pixel + tl.arange(0, BLOCK_PIXELS).to(INDEX)
+        pixel_valid = pixel < end
+        batch_index = (pixel // (out_height * out_width)).to(tl.int64)
+        out_h = (pixel // out_width) % out_height
+        out_w = pixel % out_width
+        grad_columns = batch_index * grad_batch_stride + out_h * grad_height_stride + out_w * grad_width_stride
+        mask = out_channel_valid[:, None] & pixel_valid[None, :]
+        gradient = tl.load(grad_rows[:, None] + grad_columns[None, :], mask=mask, other=0.0)
+        if RELU_MASK:
+            output = tl.load(output_rows[:, None] + grad_columns[None, :], mask=mask, other=0.0)
+            gradient = tl.where(output > 0, gradient, 0.0)
+        top = out_h * stride_h - padding_top
+        left = out_w * stride_w - padding_left
+        input_rows = (input_pointer + batch_index * input_batch_stride + top * input_height_stride
+                      + left * input_width_stride)
+        patch = tl.load(input_rows[:, None] + input_columns[None, :], other=0.0,
+                        mask=_inside(top, left, pixel_valid, tap_h, tap_w, window_valid, height, width, CHECK_BOUNDS))
+        accumulator = tl.dot(gradient, patch, accumulator, input_precision=INPUT_PRECISION, out_dtype=ACCUMULATOR)
+        if HAS_BIAS:
+            if window_tile == 0:
+                bias_accumulator += tl.sum(gradient.to(ACCUMULATOR), axis=1)
+
+    window_size = in_channels_per_group * KERNEL_H * KERNEL_W
+    partial_rows = split * out_channels + group * out_channels_per_group + out_channel
+    window = channel * (KERNEL_H * KERNEL_W) + kh * KERNEL_W + kw
+    tl.store(weight_partials_pointer + partial_rows[:, None] * window_size + window[None, :],
+             accumulator.to(weight_partials_pointer.dtype.element_ty),
+             mask=out_channel_valid[:, None] & window_valid[None, :])
+    if HAS_BIAS:
+        if window_tile == 0:
+            tl.store(bias_partials_pointer + partial_rows, bias_accumulator.to(bias_partials_pointer.dtype.element_ty),
+                     mask=out_channel_valid)
+
+
+@triton.jit
+def sum_splits_kernel(
+    partials_pointer,  # (splits, count), contiguous
+    total_pointer,  # (count,): sum over splits, cast to this tensor's dtype
+    splits, count,
+    BLOCK: tl.constexpr,
+):
+    index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    valid = index < count
+    total = tl.zeros([BLOCK], dtype=partials_pointer.dtype.element_ty)
+    for split in range(splits):
+        total += tl.load(partials_pointer + split * count + index, mask=valid, other=0.0)
+    tl.store(total_pointer + index, total.to(total_pointer.dtype.element_ty), mask=valid)
+
+
+# ------------------------------------------------------------------------------------------------ launching
+
+def output_size(size: int, kernel: int, stride: int, padding_before: int, padding_after: int, dilation: int) -> int:
+    return (size + padding_before + padding_after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def dense_format(tensor: torch.Tensor) -> torch.memory_format:
+    """channels-last for a dense channels-last tensor, else NCHW (contiguous): the layouts the kernels run natively
+    (they take strides)."""
+    if not tensor.is_contiguous() and tensor.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _dense(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.memory_format]:
+    """``tensor`` in its :func:`dense_format` (a copy only when it is in neither), and that format."""
+    memory_format = dense_format(tensor)
+    return tensor.contiguous(memory_format=memory_format), memory_format
+
+
+def _like(tensor: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``tensor`` (same shape as ``reference``) laid out with ``reference``'s strides, so one offset serves both.
+    (Dense tensors of one memory format share strides except on size-1 dimensions, where strides don't matter.)"""
+    if all(a == b or size == 1 for a, b, size in zip(tensor.stride(), reference.stride(), reference.shape)):
+        return tensor
+    return torch.empty_strided(reference.shape, reference.stride(), dtype=tensor.dtype,
+                               device=tensor.device).copy_(tensor)
+
+
+def _check_int32(name: str, count: int, what: str) -> None:
+    if count >= INT32_LIMIT:
+        raise ValueError(f"{name}: {what} has {count} elements; the conv2d kernels address one image, the weight "
+                         f"and the pixel count with int32 (limit {INT32_LIMIT}): split the batch or use "
+                         f"provider='torch'")
+
+
+def _precision(dtype: torch.dtype) -> tuple[str, tl.dtype]:
+    """tl.dot's input_precision and the accumulator type for ``dtype``."""
+    if dtype == torch.float64:
+        return "ieee", tl.float64
+    tf32 = dtype == torch.float32 and not INTERPRET and torch.backends.cuda.matmul.allow_tf32
+    return ("tf32" if tf32 else "ieee"), tl.float32
+
+
+def _weight_layout(weight: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """The weight as the kernels read it: contiguous (flat walk: a chunk of (channel, kh, kw) is a run of memory),
+    or on a GPU channels-last when channels are the inner walk, so a channel chunk is a run of memory and loads
+    vectorise. A copy of a small tensor at most."""
+    if channels_last and not INTERPRET:
+        return weight.contiguous(memory_format=torch.channels_last)
+    return weight.contiguous()
+
+
+def use_channels_inner(channels: int) -> bool:
+    """On a GPU, walk the reduction with channels inside each window tap when channels come in whole 16-wide chunks.
+    The interpreter walks flat: one chunk covers the whole window (its cost is per step and per element, and the
+    flat walk has the fewest steps; measured faster on every layer of alexnet_small)."""
+    return not INTERPRET and channels % 16 == 0
+
+
+# Interpreter tiles hold up to 2**18 elements (4x the runtime's default block): the interpreter's cost is ~10 ms of
+# Python per loop step plus ~15 numpy passes per gathered element; from this size on the element work dominates
+# (measured on alexnet_small's layers: 2**16 is 1.6x slower, 2**20 no faster).
+INTERPRETER_TILE = 4 * INTERPRETER_MAX_BLOCK
+
+
+def _interpreter_tiles(rows: int, columns: int, reduction: int) -> tuple[int, int, int]:
+    """Interpreter tiles (rows, columns, reduction chunk): all columns and the whole reduction chunk where they fit,
+    then as many rows as the per-tile element budget allows, so few programs and loop steps run."""
+    block_columns = interpreter_block(columns, cap=256)
+    block_reduction = interpreter_block(reduction, cap=INTERPRETER_TILE // block_columns)
+    block_rows = interpreter_block(rows, cap=max(16, INTERPRETER_TILE // max(block_reduction, block_columns)))
+    return block_rows, block_columns, block_reduction
+
+
+def conv2d_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
+                   padding: tuple[int, int, int, int], dilation: tuple[int, int], groups: int, relu: bool,
+                   channels_inner: bool | None = None) -> torch.Tensor:
+    """``relu?(conv2d(input, weight, bias))`` for 4-D ``input``; ``padding`` is (top, bottom, left, right).
+
+    The output has ``input``'s memory format (NCHW or channels-last), as torch's does.
+    """
+    batch, in_channels, height, width = input.shape
+    out_channels, in_channels_per_group, kernel_h, kernel_w = weight.shape
+    out_height = output_size(height, kernel_h, stride[0], padding[0], padding[1], dilation[0])
+    out_width = output_size(width, kernel_w, stride[1], padding[2], padding[3], dilation[1])
+    pixels = batch * out_height * out_width
+    _check_int32("input", in_channels * height * width, "one image")
+    _check_int32("output", max(out_channels * out_height * out_width, pixels), "one image (or the pixel count)")
+    _check_int32("weight", weight.numel(), "the weight")
+    _check_grid("forward", groups)
+    input, memory_format = _dense(input)
+    output = torch.empty((batch, out_channels, out_height, out_width), dtype=input.dtype, device=input.device,
+                         memory_format=memory_format)
+    if output.numel() == 0:
+        return output
+    out_channels_per_group = out_channels // groups
+    if channels_inner is None:
+        channels_inner = use_channels_inner(in_channels_per_group)
+    weight = _weight_layout(weight, channels_last=channels_inner)
+    input_precision, accumulator = _precision(input.dtype)
+    if INTERPRET:
+        window = in_channels_per_group if channels_inner else in_channels_per_group * kernel_h * kernel_w
+        tiles = _interpreter_tiles(pixels, out_channels_per_group, window)
+        meta = dict(zip(FORWARD_BLOCKS, tiles))
+    else:
+        meta = {}
+    grid = lambda meta: (triton.cdiv(pixels, meta["BLOCK_PIXELS"])  # noqa: E731
+                         * triton.cdiv(out_channels_per_group, meta["BLOCK_OUT_CHANNELS"]), groups)
+    conv2d_forward_kernel[grid](
+        input, weight, bias if bias is not None else weight, output,
+        in_channels_per_group, height, width, out_channels_per_group, out_height, out_width, pixels,
+        stride[0], stride[1], padding[0], padding[2], dilation[0], dilation[1],
+        *input.stride(), *weight.stride(), *output.stride(),
+        KERNEL_H=kernel_h, KERNEL_W=kernel_w, HAS_BIAS=bias is not None, APPLY_RELU=relu,
+        CHANNELS_INNER=channels_inner, CHECK_BOUNDS=any(padding), INPUT_PRECISION=input_precision,
+        ACCUMULATOR=accumulator, **meta)
+    return output
+
+
+def _phase_axis(size: int, kernel: int, stride: int, padding: int, dilation: int) -> list[tuple[int, ...]]:
+    """For each residue r of (input row + padding) mod stride that some kernel tap reaches and some input row has:
+    (first input row, rows, first tap, taps, output row read by the first tap at the first row)."""
+    phases = []
+    for residue in range(stride):
+        first = (residue - padding) % stride
+        rows = max(0, -(-(size - first) // stride))
+        taps = [tap for tap in range(kernel) if (tap * dilation) % stride == residue]
+        if rows and taps:
+            phases.append((first, rows, taps[0], len(taps), (first + padding - taps[0] * dilation) // stride))
+    return phases
+
+
+@functools.lru_cache(maxsize=256)
+def _phase_table(height: int, width: int, kernel: tuple[int, int], stride: tuple[int, int],
+                 padding: tuple[int, int], dilation: tuple[int, int], device: torch.device):
+    """The input-gradient phases (see the module docstring) as an int32 tensor (phases, 2 * PHASE_FIELDS), the most
+    input pixels of one image in a phase, and whether some input pixels are reached by no tap at all (then
+    grad_input starts from zeros)."""
+    axes = [_phase_axis(size, kernel[axis], stride[axis], padding[axis], dilation[axis])
+            for axis, size in enumerate((height, width))]
+    table = [phase_h + phase_w for phase_h in axes[0] for phase_w in axes[1]]
+    covered = [sum(phase[1] for phase in axis) for axis in axes]
+    most_rows = max((phase[1] for phase in axes[0]), default=0) * max((phase[1] for phase in axes[1]), default=0)
+    table = torch.tensor(table, dtype=torch.int32, device=device).reshape(-1, 2 * PHASE_FIELDS)
+    return table, most_rows, covered != [height, width]
+
+
+def _check_grid(name: str, count: int) -> None:
+    if count > 65535:
+        raise ValueError(f"conv2d {name} needs {count} programs in grid dimension 1 or 2 (CUDA allows 65535): "
+                         f"use fewer groups, or provider='torch'")
+
+
+def conv2d_input_grad(grad_output: torch.Tensor, output: torch.Tensor | None, weight: torch.Tensor,
+                      input_shape: torch.Size, memory_format: torch.memory_format, stride: tuple[int, int],
+                      padding: tuple[int, int, int, int], dilation: tuple[int, int], groups: int,
+                      channels_inner: bool | None = None) -> torch.Tensor:
+    """Gradient of conv2d with respect to its 4-D input. ``output`` is the saved ReLU output (None without ReLU);
+    ``padding`` is (top, bottom, left, right)."""
+    grad_output = grad_output.contiguous(memory_format=memory_format)
+    if output is not None:
+        output = _like(output, grad_output)
+    weight = _weight_layout(weight, channels_last=True)
+    batch, in_channels, height, width = input_shape
+    out_channels, in_channels_per_group, kernel_h, kernel_w = weight.shape
+    out_height, out_width = grad_output.shape[2:]
+    out_channels_per_group = out_channels // groups
+    phases, most_rows, unreached = _phase_table(height, width, (kernel_h, kernel_w), stride, (padding[0], padding[2]),
+                                                dilation, grad_output.device)
+    grad_input = torch.empty(input_shape, dtype=grad_output.dtype, device=grad_output.device,
+                             memory_format=memory_format)
+    if unreached or grad_output.numel() == 0:
+        grad_input.zero_()
+    if grad_input.numel() == 0 or grad_output.numel() == 0 or len(phases) == 0:
+        return grad_input
+    _check_int32("grad_input", max(in_channels * height * width, batch * height * width), "one image")
+    _check_grid("input gradient", groups * len(phases))
+    gcd = (math.gcd(stride[0], dilation[0]), math.gcd(stride[1], dilation[1]))
+    if channels_inner is None:
+        channels_inner = use_channels_inner(out_channels_per_group)
+    input_precision, accumulator = _precision(grad_output.dtype)
+    most_pixels = batch * most_rows
+    if INTERPRET:
+        taps = -(-kernel_h // (stride[0] // gcd[0])) * -(-kernel_w // (stride[1] // gcd[1]))
+        window = out_channels_per_group * (1 if channels_inner else taps)
+        meta = dict(zip(INPUT_GRAD_BLOCKS, _interpreter_tiles(most_pixels, in_channels_per_group, window)))
+    else:
+        meta = {}
+    grid = lambda meta: (triton.cdiv(most_pixels, meta["BLOCK_PIXELS"])  # noqa: E731
+                         * triton.cdiv(in_channels_per_group, meta["BLOCK_IN_CHANNELS"]), groups * len(phases))
+    conv2d_input_grad_kernel[grid](
+        grad_output, output if output is not None else grad_output, weight, grad_input, phases,
+        batch, in_channels_per_group, height, width, out_channels_per_group, out_height, out_width,
+        len(phases), stride[0], stride[1], stride[0] // gcd[0], stride[1] // gcd[1],
+        dilation[0] // gcd[0], dilation[1] // gcd[1],
+        *grad_output.stride(), *weight.stride(), *grad_input.stride(),
+        KERNEL_H=kernel_h, KERNEL_W=kernel_w, RELU_MASK=output is not None, CHANNELS_INNER=channels_inner,
+        INPUT_PRECISION=input_precision, ACCUMULATOR=accumulator, **meta)
+    return grad_input
+
+
+def _splits(pixels: int, tiles: int, device: torch.device) -> int:
+    """How many programs share one weight-gradient tile's reduction over pixels: enough for two programs per SM,
+    but at least 2048 pixels each (so the partial sums stay a small cost). One in the interpreter."""
+    if INTERPRET or device.type != "cuda":
+        return 1
+    processors = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(-(-2 * processors // tiles), pixels // 2048, 1024))
+
+
+def conv2d_weight_grad(input: torch.Tensor, grad_output: torch.Tensor, output: torch.Tensor | None,
+                       weight_shape: torch.Size, weight_dtype: torch.dtype, stride: tuple[int, int],
+                       padding: tuple[int, int, int, int], dilation: tuple[int, int], groups: int, bias: bool,
+                       channels_inner: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Gradients of conv2d with respect to its weight and (when ``bias``) its bias, for 4-D ``input``."""
+    input, memory_format = _dense(input)
+    grad_output = grad_output.contiguous(memory_format=memory_format)
+    if output is not None:
+        output = _like(output, grad_output)
+    batch, in_channels, height, width = input.shape
+    out_channels, in_channels_per_group, kernel_h, kernel_w = weight_shape
+    out_height, out_width = grad_output.shape[2:]
+    out_channels_per_group = out_channels // groups
+    window_size = in_channels_per_group * kernel_h * kernel_w
+    pixels = batch * out_height * out_width
+    if pixels == 0 or out_channels == 0 or window_size == 0:
+        grad_weight = torch.zeros(weight_shape, dtype=weight_dtype, device=input.device)
+        return grad_weight, (torch.zeros(out_channels, dtype=weight_dtype, device=input.device) if bias else None)
+    _check_int32("input", in_channels * height * width, "one image")
+    _check_int32("grad_output", max(out_channels * out_height * out_width, pixels), "one image (or the pixel count)")
+    _check_grid("weight gradient", groups)
+    if channels_inner is None:
+        channels_inner = use_channels_inner(in_channels_per_group)
+    input_precision, accumulator = _precision(input.dtype)
+    partial_dtype = torch.float64 if accumulator == tl.float64 else torch.float32
+    tiles = triton.cdiv(out_channels_per_group, 64) * triton.cdiv(window_size, 64) * groups  # with 64x64 tiles
+    splits = _splits(pixels, tiles, input.device)
+    pixels_per_split = triton.cdiv(triton.cdiv(pixels, splits), 128) * 128
+    splits = triton.cdiv(pixels, pixels_per_split)
+    _check_int32("weight gradient", splits * out_channels * window_size, "the partial sums")
+    weight_partials = torch.empty((splits, out_channels, window_size), dtype=partial_dtype, device=input.device)
+    bias_partials = torch.empty((splits, out_channels), dtype=partial_dtype, device=input.device) if bias else None
+    if INTERPRET:
+        window = in_channels_per_group if channels_inner else window_size
+        block_pixels, block_out_channels, block_window = _interpreter_tiles(pixels, out_channels_per_group, window)
+        meta = dict(zip(WEIGHT_GRAD_BLOCKS, (block_out_channels, block_window, block_pixels)))
+    else:
+        meta = {}
+    window_tiles = (lambda block: kernel_h * kernel_w * triton.cdiv(in_channels_per_group, block)) if channels_inner \
+        else (lambda block: triton.cdiv(window_size, block))
+    grid = lambda meta: (triton.cdiv(out_channels_per_group, meta["BLOCK_OUT_CHANNELS"])  # noqa: E731
+                         * window_tiles(meta["BLOCK_WINDOW"]), splits, groups)
+    conv2d_weight_grad_kernel[grid](
+        input, grad_output, output if output is not None else grad_output, weight_partials,
+        bias_partials if bias else weight_partials,
+        in_channels_per_group, height, width, out_channels, out_channels_per_group, out_height, out_width,
+        pixels, pixels_per_split, stride[0], stride[1], padding[0], padding[2], dilation[0], dilation[1],
+        *input.stride(), *grad_output.stride(),
+        KERNEL_H=kernel_h, KERNEL_W=kernel_w, HAS_BIAS=bias, RELU_MASK=output is not None,
+        CHANNELS_INNER=channels_inner, CHECK_BOUNDS=any(padding), INPUT_PRECISION=input_precision,
+        ACCUMULATOR=accumulator, **meta)
+    grad_weight = _sum_splits(weight_partials, weight_dtype).view(weight_shape)
+    return grad_weight, (_sum_splits(bias_partials, weight_dtype) if bias else None)
+
+
+def _sum_splits(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``partials.sum(0)`` cast to ``dtype``, by sum_splits_kernel (no launch for one split in the right dtype)."""
+    if partials.shape[0] == 1 and partials.dtype == dtype:
+        return partials[0]
+    count = partials[0].numel()
+    total = torch.empty(partials.shape[1:], dtype=dtype, device=partials.device)
+    block = interpreter_block(count) if INTERPRET else 1024
+    sum_splits_kernel[(triton.cdiv(count, block),)](partials, total, partials.shape[0], count, BLOCK=block)
+    return total
+
+
+# ------------------------------------------------------------------------------------------------ GPU compile check
+
+# How typical launches specialise: the flat walk serves NCHW tensors with few channels (conv1: unit width strides,
+# nothing a multiple of 16); the channels-inner walk serves channels-last tensors (unit channel strides) with channel
+# counts, and so every other stride, multiples of 16 (conv2-5). The weight is contiguous for the flat forward and
+# channels-last otherwise (see _weight_layout).
+_LAUNCHES = {
+    ("conv2d_forward", False): (("input_width_stride", "weight_width_stride", "output_width_stride"), ()),
+    ("conv2d_forward", True): (("input_channel_stride", "weight_channel_stride", "output_channel_stride"),
+                               ("in_channels_per_group", "out_channels_per_group", "input_batch_stride",
+                                "input_height_stride", "input_width_stride", "weight_out_stride",
+                                "weight_height_stride", "weight_width_stride", "output_batch_stride",
+                                "output_height_stride", "output_width_stride")),
+    ("conv2d_input_grad", False): (("grad_width_stride", "weight_channel_stride", "grad_input_width_stride"), ()),
+    ("conv2d_input_grad", True): (("grad_channel_stride", "weight_channel_stride", "grad_input_channel_stride"),
+                                  ("in_channels_per_group", "out_channels_per_group", "grad_batch_stride",
+                                   "grad_height_stride", "grad_width_stride", "weight_out_stride",
+                                   "weight_height_stride", "weight_width_stride", "grad_input_batch_stride",
+                                   "grad_input_height_stride", "grad_input_width_stride")),
+    ("conv2d_weight_grad", False): (("input_width_stride", "grad_width_stride"), ()),
+    ("conv2d_weight_grad", True): (("input_channel_stride", "grad_channel_stride"),
+                                   ("in_channels_per_group", "out_channels_per_group", "input_batch_stride",
+                                    "input_height_stride", "input_width_stride", "grad_batch_stride",
+                                    "grad_height_stride", "grad_width_stride")),
+}
+
+
+def compile_cases():
+    """Every kernel with every GPU config it is autotuned over, in both reduction walks (each as its typical launch
+    specialises it, see _LAUNCHES), for exact fp32, TF32, fp16 and bf16, with the fused options on (3x3 window)."""
+    from kernels.gpu_compile import CompileCase
+
+    kernels = (  # name, kernel, tiles, block names, pointer arguments ({} = the data type), fused options
+        ("conv2d_forward", conv2d_forward_kernel, FORWARD_TILES, FORWARD_BLOCKS,
+         dict.fromkeys(["input_pointer", "weight_pointer", "bias_pointer", "output_pointer"], "*{}"),
+         dict(HAS_BIAS=True, APPLY_RELU=True, CHECK_BOUNDS=True)),
+        ("conv2d_input_grad", conv2d_input_grad_kernel, INPUT_GRAD_TILES, INPUT_GRAD_BLOCKS,
+         {**dict.fromkeys(["grad_output_pointer", "output_pointer", "weight_pointer", "grad_input_pointer"], "*{}"),
+          "phase_pointer": "*i32"}, dict(RELU_MASK=True)),
+        ("conv2d_weight_grad", conv2d_weight_grad_kernel, WEIGHT_GRAD_TILES, WEIGHT_GRAD_BLOCKS,
+         {**dict.fromkeys(["input_pointer", "grad_output_pointer", "output_pointer"], "*{}"),
+          **dict.fromkeys(["weight_partials_pointer", "bias_partials_pointer"], "*fp32")},
+         dict(HAS_BIAS=True, RELU_MASK=True, CHECK_BOUNDS=True)),
+    )
+    torch_dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    cases = []
+    for name, kernel, tiles, blocks, pointers, options in kernels:
+        function = kernel  # the Python function under the autotuner and jit wrappers (either mode: cases are also
+        while hasattr(function, "fn"):  # listed from interpreter-mode processes)
+            function = function.fn
+        parameters = list(inspect.signature(function).parameters)
+        for dtype, precision in (("fp32", "ieee"), ("fp32", "tf32"), ("fp16", "ieee"), ("bf16", "ieee")):
+            data = torch.empty(0, dtype=torch_dtypes[dtype])
+            for channels_inner in (False, True):
+                unit_strides, multiples_of_16 = _LAUNCHES[name, channels_inner]
+                launch = {"data": data, **{parameter: 1 if parameter in unit_strides else 9
+                                           for parameter in parameters if parameter.endswith("_channel_stride")}}
+                for config in _tiles_for_launch(_configs(tiles, blocks), launch, INPUT_PRECISION=precision,
+                                                CHANNELS_INNER=channels_inner):
+                    constexprs = dict(config.kwargs, KERNEL_H=3, KERNEL_W=3, CHANNELS_INNER=channels_inner,
+                                      INPUT_PRECISION=precision, ACCUMULATOR=tl.float32, **options,
+                                      **dict.fromkeys(unit_strides, 1))
+                    signature = {parameter: "constexpr" if parameter in constexprs
+                                 else pointers.get(parameter, "i32").format(dtype) for parameter in parameters}
+                    cases.append(CompileCase(
+                        f"{name}{'_channels_inner' if channels_inner else ''}", kernel, signature, constexprs, dtype,
+                        num_warps=config.num_warps, num_stages=config.num_stages,
+                        expects_tensor_cores=dtype != "fp32" or precision == "tf32", multiples_of_16=multiples_of_16))
+    for dtype in ("fp32", "fp16", "bf16"):
+        cases.append(CompileCase("sum_splits", sum_splits_kernel,
+                                 {"partials_pointer": "*fp32", "total_pointer": f"*{dtype}", "splits": "i32",
+                                  "count": "i32", "BLOCK": "constexpr"}, {"BLOCK": 1024}, dtype))
+    return cases
