@@ -665,8 +665,9 @@ def describe(run: Run) -> None:
         run.print(f"tritonnet: training on {torch.cuda.get_device_name(device)} x {run.distributed.world_size}")
     elif tritonnet.INTERPRET and "triton" in kernels.values():
         run.print("[bold]tritonnet: no CUDA device, so the Triton kernels run in Triton's interpreter on the CPU "
-                  "(TRITON_INTERPRET=1).[/] The default trains the small AlexNet for a few minutes; add "
-                  "--kernels all=torch to use PyTorch's reference kernels instead.")
+                  "(TRITON_INTERPRET=1).[/] The default is a short demo: the small AlexNet on a thousand images (the "
+                  "progress bar shows the time left); add --kernels all=torch to use PyTorch's reference kernels "
+                  "instead (about 50x faster).")
     else:
         run.print("tritonnet: no CUDA device; training on the CPU")
     run.print(f"kernels: {describe_kernels()}")
