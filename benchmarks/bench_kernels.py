@@ -549,18 +549,8 @@ def main(argv=None) -> int:
         interrupted = True
         console.print("[yellow]interrupted: reporting the rows measured so far[/]")
 
-    harness.add_speedups(rows, ("layer", "dtype", "pass"))
-    goals = evaluate_goals(rows)
-    print_tables(console, rows)
-    harness.print_goals(console, goals, harness.target_gpu_note())
-    if args.json:
-        harness.write_results(args.json, environment, rows, goals=[dataclasses.asdict(goal) for goal in goals],
-                              interrupted=interrupted)
-        if rows:
-            write_chart(harness.chart_path(args.json), rows, environment)
-        console.print(f"wrote {args.json} and {harness.chart_path(args.json)}")
-    failed = any(row.get("error") for row in rows)
-    return 130 if interrupted else 1 if failed else 0
+    return harness.finish(console, args, environment, rows, ("layer", "dtype", "pass"), evaluate_goals=evaluate_goals,
+                          print_rows=print_tables, write_chart=write_chart, interrupted=interrupted)
 
 
 if __name__ == "__main__":

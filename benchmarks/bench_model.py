@@ -30,7 +30,6 @@ and the first step's loss (the same weights and images for every provider, so th
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import os
 import sys
@@ -228,18 +227,8 @@ def main(argv=None) -> int:
         interrupted = True
         console.print("[yellow]interrupted: reporting the rows measured so far[/]")
 
-    harness.add_speedups(rows, ("model", "dtype"))
-    goals = evaluate_goals(rows)
-    print_table(console, rows)
-    harness.print_goals(console, goals, harness.target_gpu_note())
-    if args.json:
-        harness.write_results(args.json, environment, rows, goals=[dataclasses.asdict(goal) for goal in goals],
-                              interrupted=interrupted)
-        if rows:
-            write_chart(harness.chart_path(args.json), rows, environment)
-        console.print(f"wrote {args.json} and {harness.chart_path(args.json)}")
-    failed = any(row.get("error") for row in rows)
-    return 130 if interrupted else 1 if failed else 0
+    return harness.finish(console, args, environment, rows, ("model", "dtype"), evaluate_goals=evaluate_goals,
+                          print_rows=print_table, write_chart=write_chart, interrupted=interrupted)
 
 
 if __name__ == "__main__":

@@ -280,3 +280,21 @@ def make_console():
     from rich.console import Console
 
     return Console(width=max(160, shutil.get_terminal_size((160, 40)).columns), highlight=False)
+
+
+def finish(console, args, environment: dict, rows: list[dict], group_keys: Iterable[str], *, evaluate_goals,
+           print_rows, write_chart, interrupted: bool) -> int:
+    """The end of every benchmark run: speed-ups, the tables, the goals, the JSON and its chart. Returns the exit
+    status: 130 when interrupted, 1 when a case failed, else 0."""
+    add_speedups(rows, group_keys)
+    goals = evaluate_goals(rows)
+    print_rows(console, rows)
+    print_goals(console, goals, target_gpu_note())
+    if args.json:
+        write_results(args.json, environment, rows, goals=[dataclasses.asdict(goal) for goal in goals],
+                      interrupted=interrupted)
+        if rows:
+            write_chart(chart_path(args.json), rows, environment)
+        console.print(f"wrote {args.json} and {chart_path(args.json)}")
+    failed = any(row.get("error") for row in rows)
+    return 130 if interrupted else 1 if failed else 0
