@@ -52,7 +52,6 @@ and the launch functions refuse a single image or weight of 2**31 elements or mo
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 
 import torch
@@ -738,7 +737,7 @@ _LAUNCHES = {
 def compile_cases():
     """Every kernel with every GPU config it is autotuned over, in both reduction walks (each as its typical launch
     specialises it, see _LAUNCHES), for exact fp32, TF32, fp16 and bf16, with the fused options on (3x3 window)."""
-    from kernels.gpu_compile import CompileCase
+    from kernels.gpu_compile import CompileCase, kernel_parameters
 
     kernels = (  # name, kernel, tiles, block names, pointer arguments ({} = the data type), fused options
         ("conv2d_forward", conv2d_forward_kernel, FORWARD_TILES, FORWARD_BLOCKS,
@@ -755,10 +754,7 @@ def compile_cases():
     torch_dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     cases = []
     for name, kernel, tiles, blocks, pointers, options in kernels:
-        function = kernel  # the Python function under the autotuner and jit wrappers (either mode: cases are also
-        while hasattr(function, "fn"):  # listed from interpreter-mode processes)
-            function = function.fn
-        parameters = list(inspect.signature(function).parameters)
+        parameters = [parameter for parameter, _ in kernel_parameters(kernel)]
         for dtype, precision in (("fp32", "ieee"), ("fp32", "tf32"), ("fp16", "ieee"), ("bf16", "ieee")):
             data = torch.empty(0, dtype=torch_dtypes[dtype])
             for channels_inner in (False, True):

@@ -59,6 +59,22 @@ def jit_function(kernel):
     return kernel
 
 
+def python_function(kernel):
+    """The Python function under jit/autotune/heuristics wrappers, in GPU and interpreter mode alike."""
+    while hasattr(kernel, "fn"):
+        kernel = kernel.fn
+    return kernel
+
+
+def kernel_parameters(kernel) -> list[tuple[str, bool]]:
+    """``(name, is_constexpr)`` for each argument of a kernel; works in interpreter-mode processes too, so compile
+    cases can be listed anywhere."""
+    import inspect
+
+    parameters = inspect.signature(python_function(kernel)).parameters.values()
+    return [(parameter.name, "constexpr" in str(parameter.annotation)) for parameter in parameters]
+
+
 def _tool(name: str) -> str:
     import triton
 

@@ -47,7 +47,7 @@ import triton
 import triton.language as tl
 
 from kernels.dropout import dropout_keep
-from kernels.gpu_compile import CompileCase, jit_function
+from kernels.gpu_compile import CompileCase, kernel_parameters
 from kernels.runtime import INTERPRET, autotune, check_device, interpreter_block
 
 # Interpreter tiles: a whole dimension where it fits (the CPU training demo runs these layers in the interpreter).
@@ -432,11 +432,9 @@ _MULTIPLES_OF_16 = ("rows", "out_features", "in_features", "input_stride_row", "
 
 def _compile_case(name: str, kernel, dtype: str, config: triton.Config, **flags) -> CompileCase:
     """``kernel`` specialised as a typical launch specializes it, with ``config``'s tiles and the ``flags``."""
-    function = jit_function(kernel)
     signature, constexprs = {}, {**flags, **config.kwargs}
-    for parameter in function.params:
-        argument = parameter.name
-        if parameter.is_constexpr or argument in _UNIT_STRIDES:
+    for argument, is_constexpr in kernel_parameters(kernel):
+        if is_constexpr or argument in _UNIT_STRIDES:
             signature[argument] = "constexpr"
             constexprs.setdefault(argument, 1)
         elif argument.endswith("_pointer"):
