@@ -55,7 +55,6 @@ import torch.nn.functional as torch_functional
 
 import tritonnet
 from benchmarks import harness
-from benchmarks.chart import ratio_chart
 from benchmarks.harness import COMPILED, EAGER, GoalResult, check_minimum
 from tritonnet import functional
 
@@ -464,20 +463,8 @@ def print_tables(console, rows: list[dict]) -> None:
 
 
 def write_chart(path: str, rows: list[dict], environment: dict) -> None:
-    panels: dict[str, list] = {}
-    for row in rows:
-        if row["provider"] == EAGER:
-            continue
-        rows_of_panel = panels.setdefault(row["dtype"], [])
-        label = f"{row['layer']} {row['pass']}"
-        if not rows_of_panel or rows_of_panel[-1][0] != label:
-            rows_of_panel.append((label, {}))
-        rows_of_panel[-1][1][row["provider"]] = row.get("speedup_vs_eager")
-    panels = {panel: [(label, dict(sorted(values.items(), key=lambda item: provider_order(item[0]))))
-                      for label, values in rows_of_panel] for panel, rows_of_panel in panels.items()}
-    ratio_chart(path, "tritonnet kernels: times faster than PyTorch eager", panels,
-                subtitle=f"{environment['gpu']}, batch {environment['batch_size']}, torch {environment['torch']}, "
-                         f"triton {environment['triton']}, {environment['date']}")
+    harness.speedup_chart(path, rows, environment, "tritonnet kernels: times faster than PyTorch eager",
+                          lambda row: f"{row['layer']} {row['pass']}", provider_order)
 
 
 def parse_arguments(argv=None):

@@ -42,7 +42,6 @@ import torch
 import tritonnet
 import tritonnet.nn
 from benchmarks import harness
-from benchmarks.chart import ratio_chart
 from benchmarks.harness import COMPILED, EAGER, check_minimum
 from tritonnet.models import MODELS, create_model
 
@@ -137,17 +136,8 @@ def print_table(console, rows: list[dict]) -> None:
 
 
 def write_chart(path: str, rows: list[dict], environment: dict) -> None:
-    panels: dict[str, list] = {}
-    for row in rows:
-        if row["provider"] == EAGER:
-            continue
-        rows_of_panel = panels.setdefault(row["dtype"], [])
-        if not rows_of_panel or rows_of_panel[-1][0] != row["model"]:
-            rows_of_panel.append((row["model"], {}))
-        rows_of_panel[-1][1][row["provider"]] = row.get("speedup_vs_eager")
-    ratio_chart(path, "AlexNet training steps: times faster than PyTorch eager", panels,
-                subtitle=f"{environment['gpu']}, batch {environment['batch_size']}, torch {environment['torch']}, "
-                         f"triton {environment['triton']}, {environment['date']}")
+    harness.speedup_chart(path, rows, environment, "AlexNet training steps: times faster than PyTorch eager",
+                          lambda row: row["model"])
 
 
 def parse_arguments(argv=None):

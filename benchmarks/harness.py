@@ -298,3 +298,20 @@ def finish(console, args, environment: dict, rows: list[dict], group_keys: Itera
         console.print(f"wrote {args.json} and {chart_path(args.json)}")
     failed = any(row.get("error") for row in rows)
     return 130 if interrupted else 1 if failed else 0
+
+
+def speedup_chart(path: str, rows: list[dict], environment: dict, title: str, label: Callable[[dict], str],
+                  provider_key: Callable[[str], object] = str) -> None:
+    """A PNG of every provider's speed-up over eager: one panel per dtype, one group of bars per ``label(row)``."""
+    from benchmarks.chart import ratio_chart
+
+    panels: dict[str, dict[str, dict[str, float | None]]] = {}
+    for row in rows:
+        if row["provider"] != EAGER:
+            groups = panels.setdefault(row["dtype"], {})
+            groups.setdefault(label(row), {})[row["provider"]] = row.get("speedup_vs_eager")
+    ratio_chart(path, title,
+                {panel: [(name, dict(sorted(values.items(), key=lambda item: provider_key(item[0]))))
+                         for name, values in groups.items()] for panel, groups in panels.items()},
+                subtitle=f"{environment['gpu']}, batch {environment['batch_size']}, torch {environment['torch']}, "
+                         f"triton {environment['triton']}, {environment['date']}")
