@@ -23,6 +23,11 @@ backward kernel) is ``dx[j] = g[j] base[j]^-beta - 2 alpha beta / size * x[j] * 
   ``u`` is kept in the accumulator dtype (fp32; fp64 for fp64), since in fp16 it overflows when ``k`` is small.
   The input itself is saved by reference (no copy when it is contiguous). fp32 total: 7 tensor passes, 28 bytes per
   element for forward + backward (fp16/bf16: 18). ``beta == 0`` (the identity) never reaches these kernels.
+
+Interpreter path (``WINDOW_MATMUL``, set only by the interpreter launch when all channels fit one chunk): the shifted
+loads cost ``size`` numpy tile ops per tensor there, with no cache to make them cheap. Instead each tensor's
+(channels x spatial) tile is loaded once and the window sums across channels are one ``tl.dot`` with a 0/1 band
+matrix (a BLAS call in numpy). The GPU path never takes it.
 """
 
 from __future__ import annotations
@@ -80,6 +85,31 @@ def _power(base, exponent, negative_base_sign):
     return tl.where(base < 0, negative_base_sign * magnitude, magnitude)
 
 
+@triton.jit
+def _window_sum(values, channel, channels, reach_down, reach_up):
+    """For every row ``c`` of the (channel x spatial) tile ``values`` (all channels of the sample, ``channel`` =
+    ``arange(BLOCK_CHANNELS)``), the sum of the rows ``[c - reach_down, c + reach_up]`` (clipped to the channels), as
+    the product of a 0/1 band matrix with the tile: one ``tl.dot`` in place of ``reach_down + reach_up + 1`` shifted
+    tiles. Exact-precision dot (fp32 accumulation, fp64 for fp64).
+
+    A NaN or infinity in the tile would reach every row through the band's zeros (``0 * inf`` is NaN), so where any
+    sum comes out non-finite the tile is summed again with its finite part and its NaN/+inf/-inf counts apart: each
+    row then gets what a direct sum gives (NaN from a NaN or from +inf and -inf together, else the infinity)."""
+    row = channel[:, None]
+    column = channel[None, :]
+    band = ((column >= row - reach_down) & (column <= row + reach_up) & (column < channels)).to(values.dtype)
+    total = tl.dot(band, values, input_precision="ieee")
+    if tl.sum(((total - total) != 0).to(tl.int32)) > 0:  # inf - inf and NaN - NaN are NaN
+        finite = (values - values) == 0
+        total = tl.dot(band, tl.where(finite, values, 0.0), input_precision="ieee")
+        nan_count = tl.dot(band, (values != values).to(values.dtype), input_precision="ieee")
+        positive_count = tl.dot(band, (~finite & (values > 0)).to(values.dtype), input_precision="ieee")
+        negative_count = tl.dot(band, (~finite & (values < 0)).to(values.dtype), input_precision="ieee")
+        total += tl.where(positive_count > 0, float("inf"), 0.0) + tl.where(negative_count > 0, -float("inf"), 0.0)
+        total = tl.where(nan_count > 0, float("nan"), total)
+    return total
+
+
 @autotune(GPU_CONFIGS, key=["channels", "spatial_size"])
 @triton.jit
 def lrn_forward_kernel(
@@ -97,25 +127,35 @@ def lrn_forward_kernel(
     save_for_backward,  # 1: write base_power_ptr; 0: inference, it is not touched
     BLOCK_CHANNELS: tl.constexpr,  # channels per chunk of the walk across channels
     BLOCK_SPATIAL: tl.constexpr,  # positions per program
+    WINDOW_MATMUL: tl.constexpr,  # interpreter only: one chunk holds every channel (>= 16), window sums by tl.dot
 ):
     sample_start, spatial = _program_tile(channels, spatial_size, BLOCK_SPATIAL)
     input_ptr += sample_start
     output_ptr += sample_start
     base_power_ptr += sample_start
-    for channel_start in range(0, channels, BLOCK_CHANNELS):
-        channel = channel_start + tl.arange(0, BLOCK_CHANNELS)
-        # The leading edge first (the rows this chunk brings in), then the shifts that hit them in cache.
-        neighbour = _load_rows(input_ptr, channel + window_after, spatial, channels, spatial_size)
-        sum_of_squares = neighbour * neighbour
-        for step in range(1, window_before + window_after + 1):
-            neighbour = _load_rows(input_ptr, channel + (window_after - step), spatial, channels, spatial_size)
-            sum_of_squares += neighbour * neighbour
-        base = k + alpha_over_size * sum_of_squares
-        power = _power(base, -beta, negative_base_sign)
+    if WINDOW_MATMUL:
+        channel = tl.arange(0, BLOCK_CHANNELS)
         value = _load_rows(input_ptr, channel, spatial, channels, spatial_size)
+        base = k + alpha_over_size * _window_sum(value * value, channel, channels, window_before, window_after)
+        power = _power(base, -beta, negative_base_sign)
         _store_rows(output_ptr, value * power, channel, spatial, channels, spatial_size)
         if save_for_backward:
             _store_rows(base_power_ptr, power / base, channel, spatial, channels, spatial_size)
+    else:
+        for channel_start in range(0, channels, BLOCK_CHANNELS):
+            channel = channel_start + tl.arange(0, BLOCK_CHANNELS)
+            # The leading edge first (the rows this chunk brings in), then the shifts that hit them in cache.
+            neighbour = _load_rows(input_ptr, channel + window_after, spatial, channels, spatial_size)
+            sum_of_squares = neighbour * neighbour
+            for step in range(1, window_before + window_after + 1):
+                neighbour = _load_rows(input_ptr, channel + (window_after - step), spatial, channels, spatial_size)
+                sum_of_squares += neighbour * neighbour
+            base = k + alpha_over_size * sum_of_squares
+            power = _power(base, -beta, negative_base_sign)
+            value = _load_rows(input_ptr, channel, spatial, channels, spatial_size)
+            _store_rows(output_ptr, value * power, channel, spatial, channels, spatial_size)
+            if save_for_backward:
+                _store_rows(base_power_ptr, power / base, channel, spatial, channels, spatial_size)
 
 
 # The backward. out[c] = x[c] * base[c]^-beta with base[c] = k + alpha/size * sum_{i in window(c)} x[i]^2, so
@@ -142,34 +182,47 @@ def lrn_backward_kernel(
     gradient_coefficient,  # 2 * alpha * beta / size
     BLOCK_CHANNELS: tl.constexpr,  # channels per chunk of the walk across channels
     BLOCK_SPATIAL: tl.constexpr,  # positions per program
+    WINDOW_MATMUL: tl.constexpr,  # interpreter only: one chunk holds every channel (>= 16), window sums by tl.dot
 ):
     sample_start, spatial = _program_tile(channels, spatial_size, BLOCK_SPATIAL)
     input_ptr += sample_start
     base_power_ptr += sample_start
     grad_output_ptr += sample_start
     grad_input_ptr += sample_start
-    for channel_start in range(0, channels, BLOCK_CHANNELS):
-        channel = channel_start + tl.arange(0, BLOCK_CHANNELS)
-        # Offset +window_before (the leading edge) first: always in the mirrored window, in window(j) iff size is odd.
-        neighbour = channel + window_before
-        value = _load_rows(input_ptr, neighbour, spatial, channels, spatial_size)
-        sum_of_squares = tl.where(window_before <= window_after, value * value, 0.0)
-        weighted_sum = (_load_rows(grad_output_ptr, neighbour, spatial, channels, spatial_size) * value
-                        * _load_rows(base_power_ptr, neighbour, spatial, channels, spatial_size))
-        for step in range(1, 2 * window_before + 1):
-            offset = window_before - step
-            neighbour = channel + offset
-            value = _load_rows(input_ptr, neighbour, spatial, channels, spatial_size)
-            sum_of_squares += value * value  # offset <= window_before - 1 <= window_after: in window(j)
-            weighted = (_load_rows(grad_output_ptr, neighbour, spatial, channels, spatial_size) * value
-                        * _load_rows(base_power_ptr, neighbour, spatial, channels, spatial_size))
-            weighted_sum += tl.where(offset >= -window_after, weighted, 0.0)
-        base = k + alpha_over_size * sum_of_squares
+    if WINDOW_MATMUL:
+        # The same formula, each sum over its own window: window(j) for base[j], mirrored(j) for the weighted sum.
+        channel = tl.arange(0, BLOCK_CHANNELS)
         value = _load_rows(input_ptr, channel, spatial, channels, spatial_size)
         grad = _load_rows(grad_output_ptr, channel, spatial, channels, spatial_size)
         base_power = _load_rows(base_power_ptr, channel, spatial, channels, spatial_size)
+        base = k + alpha_over_size * _window_sum(value * value, channel, channels, window_before, window_after)
+        weighted_sum = _window_sum(grad * value * base_power, channel, channels, window_after, window_before)
         grad_input = grad * (base * base_power) - gradient_coefficient * value * weighted_sum
         _store_rows(grad_input_ptr, grad_input, channel, spatial, channels, spatial_size)
+    else:
+        for channel_start in range(0, channels, BLOCK_CHANNELS):
+            channel = channel_start + tl.arange(0, BLOCK_CHANNELS)
+            # Offset +window_before (the leading edge) first: always in the mirrored window, in window(j) iff size
+            # is odd.
+            neighbour = channel + window_before
+            value = _load_rows(input_ptr, neighbour, spatial, channels, spatial_size)
+            sum_of_squares = tl.where(window_before <= window_after, value * value, 0.0)
+            weighted_sum = (_load_rows(grad_output_ptr, neighbour, spatial, channels, spatial_size) * value
+                            * _load_rows(base_power_ptr, neighbour, spatial, channels, spatial_size))
+            for step in range(1, 2 * window_before + 1):
+                offset = window_before - step
+                neighbour = channel + offset
+                value = _load_rows(input_ptr, neighbour, spatial, channels, spatial_size)
+                sum_of_squares += value * value  # offset <= window_before - 1 <= window_after: in window(j)
+                weighted = (_load_rows(grad_output_ptr, neighbour, spatial, channels, spatial_size) * value
+                            * _load_rows(base_power_ptr, neighbour, spatial, channels, spatial_size))
+                weighted_sum += tl.where(offset >= -window_after, weighted, 0.0)
+            base = k + alpha_over_size * sum_of_squares
+            value = _load_rows(input_ptr, channel, spatial, channels, spatial_size)
+            grad = _load_rows(grad_output_ptr, channel, spatial, channels, spatial_size)
+            base_power = _load_rows(base_power_ptr, channel, spatial, channels, spatial_size)
+            grad_input = grad * (base * base_power) - gradient_coefficient * value * weighted_sum
+            _store_rows(grad_input_ptr, grad_input, channel, spatial, channels, spatial_size)
 
 
 def _accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -188,13 +241,22 @@ def lrn_geometry(shape: torch.Size, size: int) -> tuple[int, int, int, int, int]
     return batch, channels, spatial_size, min(size // 2, last_channel), min((size - 1) // 2, last_channel)
 
 
+# Interpreter: up to this many channels, all of a sample's channels go in one chunk and the window sums are a
+# tl.dot with a (channels x channels) band matrix; beyond it the band (and the dot's work) grows too large.
+INTERPRETER_MATMUL_MAX_CHANNELS = 1024
+
+
 def _launch(kernel, batch: int, channels: int, spatial_size: int, *args) -> None:
-    if INTERPRET:
+    if INTERPRET and channels <= INTERPRETER_MATMUL_MAX_CHANNELS:
+        block_channels = interpreter_block(channels)  # at least 16: tl.dot's smallest operand
+        block_spatial = interpreter_block(spatial_size, cap=INTERPRETER_MAX_BLOCK // block_channels)
+        meta = {"BLOCK_CHANNELS": block_channels, "BLOCK_SPATIAL": block_spatial, "WINDOW_MATMUL": True}
+    elif INTERPRET:
         block_spatial = interpreter_block(spatial_size)
         block_channels = interpreter_block(channels, cap=max(1, INTERPRETER_MAX_BLOCK // block_spatial), minimum=1)
-        meta = {"BLOCK_CHANNELS": block_channels, "BLOCK_SPATIAL": block_spatial}
+        meta = {"BLOCK_CHANNELS": block_channels, "BLOCK_SPATIAL": block_spatial, "WINDOW_MATMUL": False}
     else:
-        meta = {}
+        meta = {"WINDOW_MATMUL": False}
     grid = lambda tiles: (batch * triton.cdiv(spatial_size, tiles["BLOCK_SPATIAL"]),)  # noqa: E731
     kernel[grid](*args, **meta)
 
@@ -249,6 +311,7 @@ def compile_cases() -> list[CompileCase]:
                         **{name: "constexpr" for name in config.kwargs}}
             for name, kernel, signature in (("lrn_forward", lrn_forward_kernel, forward),
                                             ("lrn_backward", lrn_backward_kernel, backward)):
-                cases.append(CompileCase(name, kernel, signature, dict(config.kwargs), dtype,
+                signature = {**signature, "WINDOW_MATMUL": "constexpr"}
+                cases.append(CompileCase(name, kernel, signature, {**config.kwargs, "WINDOW_MATMUL": False}, dtype,
                                          num_warps=config.num_warps, num_stages=config.num_stages))
     return cases

@@ -3,12 +3,14 @@ the shapes, windows, constants, dtypes and layouts a user can pass; gradcheck; w
 parity for bases <= 0; and each kind of invalid argument."""
 
 import math
+from unittest import mock
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kernels import lrn as lrn_kernels
 from tests.helpers import DEVICE, FLOAT_DTYPES, assert_close
 from tritonnet import available_kernels
 from tritonnet.ops.lrn import OP, local_response_norm
@@ -82,6 +84,25 @@ def test_lrn_backward_matches_torch(provider, case):
     assert_close(x.grad, expected_grad, dtype=x.dtype, reduction_length=2 * size, name="grad_input")
     with torch.no_grad():  # the inference path (nothing saved) gives the same output
         assert torch.equal(local_response_norm(x, size, alpha, beta, k, provider=provider), output)
+
+
+@pytest.mark.skipif(DEVICE.type == "cuda", reason="the interpreter's choice between the two kernel paths")
+@pytest.mark.parametrize("provider", PROVIDERS)
+@settings(max_examples=6)
+@given(case=lrn_inputs())
+def test_lrn_channel_walk_path_matches_torch_in_the_interpreter(provider, case):
+    """The interpreter takes the band-matrix path whenever the channels fit; with that path switched off, the
+    shifted-load walk across channels (the GPU's path) still gives torch's output and gradient."""
+    x, size, alpha, beta, k = case
+    x = x.detach().requires_grad_()
+    grad_output = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(size))
+    grad_output = grad_output.to(x.dtype).to(DEVICE)
+    with mock.patch.object(lrn_kernels, "INTERPRETER_MATMUL_MAX_CHANNELS", 0):
+        output = local_response_norm(x, size, alpha, beta, k, provider=provider)
+        output.backward(grad_output)
+    expected_output, expected_grad = reference(x, size, alpha, beta, k, grad_output)
+    assert_close(output, expected_output, dtype=x.dtype, reduction_length=size)
+    assert_close(x.grad, expected_grad, dtype=x.dtype, reduction_length=2 * size, name="grad_input")
 
 
 @pytest.mark.skipif(DEVICE.type == "cuda", reason="fp64 gradcheck is for the interpreter")
