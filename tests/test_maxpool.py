@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels import maxpool as maxpool_kernels
-from tests.helpers import DEVICE, FLOAT_DTYPES, ON_GPU, assert_close
+from tests.helpers import DEVICE, FLOAT_DTYPES, LAYOUTS, ON_GPU, assert_close, in_layout
 from tritonnet.ops.maxpool import max_pool2d
 
 # The kernels widen bf16 to fp32 before comparing or summing (the interpreter's bf16 comparisons are wrong), so bf16
@@ -37,7 +37,7 @@ def pooling_problems(draw):
         dtype=draw(st.sampled_from(DTYPES)),
         values=draw(st.sampled_from(["small integers", "distinct", "with NaN and infinities"])),
         scale=draw(st.sampled_from([1e-3, 1.0, 100.0])),
-        layout=draw(st.sampled_from(["contiguous", "channels last", "strided view"])),
+        layout=draw(st.sampled_from(LAYOUTS)),
         seed=draw(st.integers(0, 2**31 - 1)),
     )
 
@@ -53,14 +53,7 @@ def make_input(shape, dtype, values, scale, layout, generator):
         data[special < 0.08] = float("nan")
         data[(special >= 0.08) & (special < 0.16)] = float("-inf")
         data[(special >= 0.16) & (special < 0.2)] = float("inf")
-    data = data.to(dtype)
-    if layout == "channels last" and data.dim() == 4:
-        return data.to(DEVICE).contiguous(memory_format=torch.channels_last)
-    if layout == "strided view":  # every other column of a wider tensor
-        wide = torch.zeros(*shape[:-1], 2 * shape[-1], dtype=dtype)
-        wide[..., ::2] = data
-        return wide.to(DEVICE)[..., ::2]
-    return data.to(DEVICE)
+    return in_layout(data.to(dtype), layout)
 
 
 def assert_identical(actual, expected, name):
