@@ -61,10 +61,6 @@ import triton.language as tl
 from kernels.runtime import INTERPRET, INTERPRETER_MAX_BLOCK, autotune, interpreter_block
 
 INT32_LIMIT = 2 ** 31 - INTERPRETER_MAX_BLOCK  # headroom: a tile's last index must not wrap either
-# The type of tile index vectors: int32 on the GPU. The interpreter checks every int32 add and multiply for overflow
-# (about half of its run time here), and skips the check for int64; the launch functions' int32 limits make the
-# check redundant.
-INDEX = tl.constexpr(tl.int64 if INTERPRET else tl.int32)
 
 
 # ------------------------------------------------------------------------------------------------ shared pieces
@@ -83,7 +79,7 @@ def _window_steps(channels, taps_h, taps_w, BLOCK_WINDOW: tl.constexpr, CHANNELS
 def _window_chunk(step, channels, taps_h, taps_w, BLOCK_WINDOW: tl.constexpr, CHANNELS_INNER: tl.constexpr):
     """Chunk ``step`` of the reduction over (channel, tap_h, tap_w): per lane its channel, tap_h, tap_w and whether
     it is inside the reduction. With CHANNELS_INNER one tap per chunk: tap_h and tap_w have shape [1]."""
-    lanes = tl.arange(0, BLOCK_WINDOW).to(INDEX)
+    lanes = tl.arange(0, BLOCK_WINDOW)
     if CHANNELS_INNER:
         chunks = tl.cdiv(channels, BLOCK_WINDOW)
         tap = step // chunks
@@ -182,10 +178,10 @@ def conv2d_forward_kernel(
     out_channel_tiles = tl.cdiv(out_channels_per_group, BLOCK_OUT_CHANNELS)
     first_pixel = (tl.program_id(0) // out_channel_tiles) * BLOCK_PIXELS
     out_channel = ((tl.program_id(0) % out_channel_tiles) * BLOCK_OUT_CHANNELS
-                   + tl.arange(0, BLOCK_OUT_CHANNELS).to(INDEX))
+                   + tl.arange(0, BLOCK_OUT_CHANNELS))
     out_channel_valid = out_channel < out_channels_per_group
 
-    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS).to(INDEX)
+    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS)
     top = (pixel // out_width) % out_height * stride_h - padding_top  # input row of window tap 0
     left = pixel % out_width * stride_w - padding_left
     input_rows = (input_pointer + group * in_channels_per_group * input_channel_stride  # tap 0 of each window
@@ -206,7 +202,7 @@ def conv2d_forward_kernel(
         if CHANNELS_INNER:
             weight_columns = channel * weight_channel_stride + kh * weight_height_stride + kw * weight_width_stride
         else:  # the weight is contiguous, so a flat chunk is a run of memory (and the compiler can see it)
-            weight_columns = step * BLOCK_WINDOW + tl.arange(0, BLOCK_WINDOW).to(INDEX)
+            weight_columns = step * BLOCK_WINDOW + tl.arange(0, BLOCK_WINDOW)
         weight = tl.load(weight_pointer + weight_rows[None, :] + weight_columns[:, None],
                          mask=window_valid[:, None] & out_channel_valid[None, :], other=0.0)
         accumulator = tl.dot(patch, weight, accumulator, input_precision=INPUT_PRECISION, out_dtype=ACCUMULATOR)
@@ -216,7 +212,7 @@ def conv2d_forward_kernel(
         accumulator += bias.to(ACCUMULATOR)[None, :]
     if APPLY_RELU:
         accumulator = tl.where(accumulator < 0, 0.0, accumulator)
-    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS).to(INDEX)  # decoded again: nothing of it stays live in the loop
+    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS)  # decoded again: nothing of it stays live in the loop
     output_rows = ((pixel // (out_height * out_width)).to(tl.int64) * output_batch_stride
                    + (pixel // out_width) % out_height * output_height_stride + pixel % out_width * output_width_stride)
     output_columns = (group * out_channels_per_group + out_channel) * output_channel_stride
@@ -281,11 +277,11 @@ def conv2d_input_grad_kernel(
     in_channel_tiles = tl.cdiv(in_channels_per_group, BLOCK_IN_CHANNELS)
     first_pixel = (tl.program_id(0) // in_channel_tiles) * BLOCK_PIXELS
     in_channel = ((tl.program_id(0) % in_channel_tiles) * BLOCK_IN_CHANNELS
-                  + tl.arange(0, BLOCK_IN_CHANNELS).to(INDEX))
+                  + tl.arange(0, BLOCK_IN_CHANNELS))
     in_channel_valid = in_channel < in_channels_per_group
     phase_pixels = batch * rows_h * rows_w
 
-    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS).to(INDEX)
+    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS)
     out_h = out_origin_h + (pixel // rows_w) % rows_h  # output pixel that tap 0 reads for this input pixel
     out_w = out_origin_w + pixel % rows_w
     grad_rows = ((pixel // (rows_h * rows_w)).to(tl.int64) * grad_batch_stride + out_h * grad_height_stride
@@ -312,7 +308,7 @@ def conv2d_input_grad_kernel(
                          mask=window_valid[:, None] & in_channel_valid[None, :], other=0.0)
         accumulator = tl.dot(gradient, weight, accumulator, input_precision=INPUT_PRECISION, out_dtype=ACCUMULATOR)
 
-    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS).to(INDEX)  # decoded again: nothing of it stays live in the loop
+    pixel = first_pixel + tl.arange(0, BLOCK_PIXELS)  # decoded again: nothing of it stays live in the loop
     in_h = first_h + (pixel // rows_w) % rows_h * stride_h
     in_w = first_w + pixel % rows_w * stride_w
     grad_input_rows = ((pixel // (rows_h * rows_w)).to(tl.int64) * grad_input_batch_stride
@@ -366,7 +362,7 @@ def conv2d_weight_grad_kernel(
     window_tiles = _window_steps(in_channels_per_group, KERNEL_H, KERNEL_W, BLOCK_WINDOW, CHANNELS_INNER)
     window_tile = tl.program_id(0) % window_tiles
     out_channel = ((tl.program_id(0) // window_tiles) * BLOCK_OUT_CHANNELS
-                   + tl.arange(0, BLOCK_OUT_CHANNELS).to(INDEX))
+                   + tl.arange(0, BLOCK_OUT_CHANNELS))
     out_channel_valid = out_channel < out_channels_per_group
     channel, kh, kw, window_valid = _window_chunk(window_tile, in_channels_per_group, KERNEL_H, KERNEL_W,
                                                   BLOCK_WINDOW, CHANNELS_INNER)
@@ -381,7 +377,7 @@ def conv2d_weight_grad_kernel(
     bias_accumulator = tl.zeros([BLOCK_OUT_CHANNELS], dtype=ACCUMULATOR)
     end = tl.minimum(pixels, (split + 1) * pixels_per_split)
     for first_pixel in range(split * pixels_per_split, end, BLOCK_PIXELS):
-        pixel = first_pixel + tl.arange(0, BLOCK_PIXELS).to(INDEX)
+        pixel = first_pixel + tl.arange(0, BLOCK_PIXELS)
         pixel_valid = pixel < end
         batch_index = (pixel // (out_height * out_width)).to(tl.int64)
         out_h = (pixel // out_width) % out_height
