@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad, dense_format
+from kernels.conv import (FUSE_RELU_GRADIENT, conv2d_forward, conv2d_input_grad, conv2d_weight_grad, dense_format,
+                          relu_gradient)
 from kernels.runtime import INTERPRET, check_device
 from tritonnet.ops._checks import as_pair, check_int, check_like, check_tensor
 from tritonnet.registry import lookup, register
@@ -109,6 +110,8 @@ class Conv2dFunction(torch.autograd.Function):
         input, weight, output = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.geometry
         grad_input = grad_weight = grad_bias = None
+        if output is not None and not FUSE_RELU_GRADIENT:
+            grad_output, output = relu_gradient(grad_output, output), None
         if ctx.needs_input_grad[0]:
             grad_input = conv2d_input_grad(grad_output, output, weight, input.shape, dense_format(input), stride,
                                            padding, dilation, groups)
