@@ -1,4 +1,5 @@
-"""2-D max pooling: a one-pass forward that saves a 1-byte arg-max offset per output, and a gather backward.
+"""2-D max pooling: a one-pass forward that saves a 1-byte arg-max offset per output, and two backwards from it: a
+deterministic gather (the GPU's) and an atomic scatter (the interpreter's).
 
 Forward: each program owns a tile of OUTPUT elements. Every output scans its window in row-major order
 (kernel row ``window_row``, kernel column ``window_column``) and keeps the first maximum, or the last NaN, exactly
@@ -14,10 +15,12 @@ in torch's order, so the result is deterministic. The bounds are derived beside 
 
 Backward in the interpreter (``SCATTER_BACKWARD``): a scatter. Each program owns a tile of OUTPUT elements; each
 output rebuilds its arg-max's input position from the saved offset and adds its gradient there with
-``tl.atomic_add`` into a zeroed buffer (fp32, or fp64 for fp64). The interpreter's cost is numpy passes over tiles:
-the gather does about 15 passes per covering window per input element, the scatter about 20 per output, and 3x3
-stride-2 pooling has 4x fewer outputs than inputs. The sum order then varies with duplicate addresses, which the
-GPU path avoids; the interpreter runs programs one at a time, so there it is fixed.
+``tl.atomic_add`` into a zeroed buffer (fp32, or fp64 for fp64), cast to the gradient's dtype afterwards. The
+interpreter's cost is numpy passes over tiles: the gather makes about 15 per covering window (4 for 3x3 stride 2)
+per input element, the scatter about 20 per output, and 3x3 stride-2 pooling has 4x fewer outputs than inputs
+(measured: AlexNet-small's pool1 backward 10x faster). On a GPU the atomics' order would vary from run to run among
+an element's windows; the interpreter runs programs one at a time and a tile's adds in element order, so there the
+sum is deterministic.
 
 Index arithmetic: the planes are split into chunks, one per grid row, whose input and output each hold at most
 ``INDEX_CHUNK`` elements, so every per-element index within a chunk stays int32; only the chunk's base offset is
