@@ -1,4 +1,5 @@
-"""2-D max pooling: a one-pass forward that saves a 1-byte arg-max offset per output, and a gather backward.
+"""2-D max pooling: a one-pass forward that saves a 1-byte arg-max offset per output, and two backwards from it: a
+deterministic gather (the GPU's) and an atomic scatter (the interpreter's).
 
 Forward: each program owns a tile of OUTPUT elements. Every output scans its window in row-major order
 (kernel row ``window_row``, kernel column ``window_column``) and keeps the first maximum, or the last NaN, exactly
@@ -8,19 +9,30 @@ never read, so it acts as -inf. It stores the maximum and the arg-max's position
 are limited to 256 elements (``MAX_WINDOW_ELEMENTS``). torch's int64 index (``return_indices``) is rebuilt from that
 offset in the same pass, only when asked for.
 
-Backward: a gather, no atomics. Each program owns a tile of INPUT elements; each element visits the few windows
-that cover it, reads their saved offsets, and sums the output gradients of the windows whose arg-max it is. The
-bounds are derived beside :func:`max_pool2d_backward_kernel`.
+Backward on a GPU: a gather, no atomics. Each program owns a tile of INPUT elements; each element visits the few
+windows that cover it, reads their saved offsets, and sums the output gradients of the windows whose arg-max it is,
+in torch's order, so the result is deterministic. The bounds are derived beside :func:`max_pool2d_backward_kernel`.
 
-Index arithmetic: the elements a grid walks (outputs forward, inputs backward) are split into chunks of whole
-planes of at most ``INDEX_CHUNK`` elements, one chunk per grid row, so the per-element index math stays int32;
-only each plane's base offset is int64. A single plane must hold fewer than ``INDEX_CHUNK`` elements.
+Backward in the interpreter (``SCATTER_BACKWARD``): a scatter. Each program owns a tile of OUTPUT elements; each
+output rebuilds its arg-max's input position from the saved offset and adds its gradient there with
+``tl.atomic_add`` into a zeroed buffer (fp32, or fp64 for fp64), cast to the gradient's dtype afterwards. The
+interpreter's cost is numpy passes over tiles: the gather makes about 15 per covering window (4 for 3x3 stride 2)
+per input element, the scatter about 20 per output, and 3x3 stride-2 pooling has 4x fewer outputs than inputs
+(measured: AlexNet-small's pool1 backward 10x faster). On a GPU the atomics' order would vary from run to run among
+an element's windows; the interpreter runs programs one at a time and a tile's adds in element order, so there the
+sum is deterministic.
+
+Index arithmetic: the planes are split into chunks, one per grid row, whose input and output each hold at most
+``INDEX_CHUNK`` elements, so every per-element index within a chunk stays int32; only the chunk's base offset is
+int64. A single plane must hold fewer than ``INDEX_CHUNK`` elements.
 
 Layout: the kernels read and write contiguous NCHW. Channels-last or otherwise strided inputs are copied to
 contiguous NCHW by the launch functions, and outputs are contiguous NCHW whatever the input's layout.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import triton
@@ -31,6 +43,9 @@ from kernels.runtime import INTERPRET, autotune, check_device, interpreter_block
 
 MAX_WINDOW_ELEMENTS = 256  # the arg-max offset inside a window is stored in one byte
 INDEX_CHUNK = 2**30  # elements per grid row: keeps per-element indices (plus one tile) below 2**31
+# The backward's path: the interpreter scatters from the outputs, the GPU gathers deterministically (see above).
+# Tests switch it to check both paths in either mode.
+SCATTER_BACKWARD = INTERPRET
 
 # Memory-bound kernels: the tile size sets how many loads each thread has in flight. Three configs, so the
 # autotuning cost (a compile each) stays small.
@@ -62,6 +77,21 @@ def widened(value):
         return value.to(tl.float32)
 
 
+@triton.jit
+def plane_tile(planes, planes_per_chunk, plane_height, plane_width, BLOCK: tl.constexpr):
+    """This program's tile of ``BLOCK`` elements of (planes, plane_height, plane_width), in grid row
+    ``program_id(1)``'s chunk of planes. Returns ``(first_plane, in_chunk, plane, row, column, inside)``:
+    the chunk's first plane (int64, for base offsets), each element's flat position in the chunk, its plane counted
+    from the chunk's first, its row and column, and whether it exists."""
+    plane_elements = plane_height * plane_width
+    first_plane = tl.program_id(1) * planes_per_chunk
+    in_chunk = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    inside = in_chunk < tl.minimum(planes - first_plane, planes_per_chunk) * plane_elements
+    plane = in_chunk // plane_elements
+    in_plane = in_chunk % plane_elements
+    return first_plane.to(tl.int64), in_chunk, plane, in_plane // plane_width, in_plane % plane_width, inside
+
+
 @autotune(GPU_CONFIGS, key=TUNING_KEY)
 @triton.jit
 def max_pool2d_forward_kernel(
@@ -79,40 +109,33 @@ def max_pool2d_forward_kernel(
     WRITE_INDICES: tl.constexpr,  # store indices (return_indices=True)
     BLOCK: tl.constexpr,  # outputs per program
 ):
-    out_plane_elements = out_height * out_width
-    in_chunk = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    plane = tl.program_id(1) * planes_per_chunk + in_chunk // out_plane_elements
-    in_plane = in_chunk % out_plane_elements
-    out_row = in_plane // out_width
-    out_column = in_plane % out_width
-    inside = (in_chunk < planes_per_chunk * out_plane_elements) & (plane < planes)
-
-    input_plane = input_pointer + plane.to(tl.int64) * (height * width)
+    first_plane, in_chunk, plane, out_row, out_column, inside = plane_tile(planes, planes_per_chunk, out_height,
+                                                                           out_width, BLOCK)
     top = out_row * STRIDE_H - padding_h
     left = out_column * STRIDE_W - padding_w
+    # torch's scan starts at the window's first element inside the input (every window has one): it stays the
+    # arg-max unless a later element is larger or NaN. Elements outside the input load as -inf, which never wins.
+    best_offset = (tl.maximum(top, 0) - top) * KERNEL_W + (tl.maximum(left, 0) - left)
     best = widened(tl.full([BLOCK], float("-inf"), input_pointer.dtype.element_ty))
-    best_offset = tl.zeros([BLOCK], tl.int32)
-    seen_any = tl.zeros([BLOCK], tl.int1)
+    plane_start = input_pointer + first_plane * (height * width) + plane * (height * width)
     for window_row in tl.static_range(KERNEL_H):
         row = top + window_row
         row_inside = inside & (row >= 0) & (row < height)
+        row_start = plane_start + (row * width + left)
         for window_column in tl.static_range(KERNEL_W):
-            column = left + window_column
-            valid = row_inside & (column >= 0) & (column < width)
-            value = widened(tl.load(input_plane + row * width + column, mask=valid, other=float("-inf")))
-            # torch: the first element inside the input starts the scan; later ones win if larger or NaN.
-            take = valid & ((value > best) | (value != value) | ~seen_any)
+            valid = row_inside & (left >= -window_column) & (left < width - window_column)
+            value = tl.load(row_start + window_column, mask=valid, other=float("-inf")).to(best.dtype)
+            take = (value > best) | (value != value)
             best = tl.where(take, value, best)
             best_offset = tl.where(take, window_row * KERNEL_W + window_column, best_offset)
-            seen_any = seen_any | valid
 
-    out_index = plane.to(tl.int64) * out_plane_elements + in_plane
-    tl.store(output_pointer + out_index, best.to(output_pointer.dtype.element_ty), mask=inside)
-    tl.store(offset_pointer + out_index, best_offset.to(tl.uint8), mask=inside)
+    out_start = first_plane * (out_height * out_width) + in_chunk
+    tl.store(output_pointer + out_start, best.to(output_pointer.dtype.element_ty), mask=inside)
+    tl.store(offset_pointer + out_start, best_offset.to(tl.uint8), mask=inside)
     if WRITE_INDICES:
         best_row = top + best_offset // KERNEL_W
         best_column = left + best_offset % KERNEL_W
-        tl.store(indices_pointer + out_index, (best_row * width + best_column).to(tl.int64), mask=inside)
+        tl.store(indices_pointer + out_start, (best_row * width + best_column).to(tl.int64), mask=inside)
 
 
 # Gather bounds, per axis (rows shown; columns are the same with width, KERNEL_W, STRIDE_W, padding_w).
@@ -141,21 +164,14 @@ def max_pool2d_backward_kernel(
     STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,  # window step
     BLOCK: tl.constexpr,  # input elements per program
 ):
-    plane_elements = height * width
-    in_chunk = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    plane = tl.program_id(1) * planes_per_chunk + in_chunk // plane_elements
-    in_plane = in_chunk % plane_elements
-    row = in_plane // width
-    column = in_plane % width
-    inside = (in_chunk < planes_per_chunk * plane_elements) & (plane < planes)
-
+    first_plane, in_chunk, plane, row, column, inside = plane_tile(planes, planes_per_chunk, height, width, BLOCK)
     first_out_row = (tl.maximum(row + padding_h - KERNEL_H + 1, 0) + STRIDE_H - 1) // STRIDE_H
     last_out_row = tl.minimum((row + padding_h) // STRIDE_H, out_height - 1)
     first_out_column = (tl.maximum(column + padding_w - KERNEL_W + 1, 0) + STRIDE_W - 1) // STRIDE_W
     last_out_column = tl.minimum((column + padding_w) // STRIDE_W, out_width - 1)
 
     total = widened(tl.zeros([BLOCK], grad_output_pointer.dtype.element_ty))
-    out_plane = plane.to(tl.int64) * (out_height * out_width)
+    out_plane = first_plane * (out_height * out_width) + plane * (out_height * out_width)
     for row_step in tl.static_range((KERNEL_H + STRIDE_H - 1) // STRIDE_H):
         out_row = first_out_row + row_step
         window_row = row + padding_h - out_row * STRIDE_H
@@ -167,23 +183,50 @@ def max_pool2d_backward_kernel(
             out_index = out_plane + out_row * out_width + out_column
             arg_max = tl.load(offset_pointer + out_index, mask=covers, other=0).to(tl.int32)
             wins = covers & (arg_max == window_row * KERNEL_W + window_column)
-            total += widened(tl.load(grad_output_pointer + out_index, mask=wins, other=0.0))
+            total += tl.load(grad_output_pointer + out_index, mask=wins, other=0.0).to(total.dtype)
 
     grad_input = total.to(grad_input_pointer.dtype.element_ty)
-    tl.store(grad_input_pointer + plane.to(tl.int64) * plane_elements + in_plane, grad_input, mask=inside)
+    tl.store(grad_input_pointer + first_plane * (height * width) + in_chunk, grad_input, mask=inside)
 
 
-def _chunking(planes: int, plane_elements: int) -> tuple[int, int]:
-    """``(planes_per_chunk, chunks)``: whole planes per grid row, at most ``INDEX_CHUNK`` elements each."""
-    planes_per_chunk = max(1, min(planes, INDEX_CHUNK // plane_elements))
-    return planes_per_chunk, triton.cdiv(planes, planes_per_chunk)
+# Scatter: output (r, c) with saved offset o took its maximum from input (r * STRIDE_H - padding_h + o // KERNEL_W,
+# c * STRIDE_W - padding_w + o % KERNEL_W), always inside the input (the forward never picks padding). The input
+# gradient is the sum, over the outputs whose arg-max an element is, of their gradients: one atomic add per output.
+@autotune(GPU_CONFIGS, key=TUNING_KEY, reset_to_zero=["grad_sum_pointer"])  # tuning runs must not add up
+@triton.jit
+def max_pool2d_backward_scatter_kernel(
+    grad_output_pointer,  # (planes, out_height, out_width) contiguous
+    offset_pointer,  # (planes, out_height, out_width) uint8, as saved by the forward
+    grad_sum_pointer,  # (planes, height, width) contiguous fp32 (fp64 for fp64), zeroed; gradients are added in
+    planes,  # batch * channels
+    planes_per_chunk,  # planes handled by one grid row (program_id(1)); see INDEX_CHUNK
+    height, width,  # input plane extent
+    out_height, out_width,  # output plane extent
+    padding_h, padding_w,  # the forward's padding
+    KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr,  # window extent
+    STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,  # window step
+    BLOCK: tl.constexpr,  # outputs per program
+):
+    first_plane, in_chunk, plane, out_row, out_column, inside = plane_tile(planes, planes_per_chunk, out_height,
+                                                                           out_width, BLOCK)
+    out_start = first_plane * (out_height * out_width) + in_chunk
+    arg_max = tl.load(offset_pointer + out_start, mask=inside, other=0).to(tl.int32)
+    row = out_row * STRIDE_H - padding_h + arg_max // KERNEL_W
+    column = out_column * STRIDE_W - padding_w + arg_max % KERNEL_W
+    grad = tl.load(grad_output_pointer + out_start, mask=inside, other=0.0).to(grad_sum_pointer.dtype.element_ty)
+    grad_sum = grad_sum_pointer + first_plane * (height * width)
+    tl.atomic_add(grad_sum + (plane * (height * width) + row * width + column), grad, mask=inside)
 
 
-def _launch(kernel, tensors, planes: int, plane_elements: int, extents, **constexprs) -> None:
-    """Launch ``kernel`` over ``planes`` planes of ``plane_elements`` elements each (the ones its programs own)."""
-    planes_per_chunk, chunks = _chunking(planes, plane_elements)
-    meta = {"BLOCK": interpreter_block(planes_per_chunk * plane_elements)} if INTERPRET else {}
-    grid = lambda config: (triton.cdiv(planes_per_chunk * plane_elements, config["BLOCK"]), chunks)  # noqa: E731
+def _launch(kernel, tensors, planes: int, extents, walk_outputs: bool, **constexprs) -> None:
+    """Launch ``kernel`` over ``planes`` planes, its programs owning output elements if ``walk_outputs``, else input
+    elements. ``extents`` are (height, width, out_height, out_width, padding_h, padding_w). Grid rows take chunks
+    of whole planes whose input and output each hold at most ``INDEX_CHUNK`` elements."""
+    height, width, out_height, out_width = extents[:4]
+    planes_per_chunk = max(1, min(planes, INDEX_CHUNK // max(height * width, out_height * out_width)))
+    walked = planes_per_chunk * (out_height * out_width if walk_outputs else height * width)
+    meta = {"BLOCK": interpreter_block(walked)} if INTERPRET else {}
+    grid = lambda config: (triton.cdiv(walked, config["BLOCK"]), triton.cdiv(planes, planes_per_chunk))  # noqa: E731
     kernel[grid](*tensors, planes, planes_per_chunk, *extents, **constexprs, **meta)
 
 
@@ -219,9 +262,8 @@ def max_pool2d_forward(input: torch.Tensor, kernel_size: tuple[int, int], stride
     if output.numel() == 0:
         return output, offsets, indices
     _launch(max_pool2d_forward_kernel, (input.contiguous(), output, offsets, indices), batch * channels,
-            out_height * out_width, (height, width, out_height, out_width, *padding),
-            KERNEL_H=kernel_size[0], KERNEL_W=kernel_size[1], STRIDE_H=stride[0], STRIDE_W=stride[1],
-            WRITE_INDICES=return_indices)
+            (height, width, out_height, out_width, *padding), walk_outputs=True, KERNEL_H=kernel_size[0],
+            KERNEL_W=kernel_size[1], STRIDE_H=stride[0], STRIDE_W=stride[1], WRITE_INDICES=return_indices)
     return output, offsets, indices
 
 
@@ -230,18 +272,26 @@ def max_pool2d_backward(grad_output: torch.Tensor, offsets: torch.Tensor, input_
     """The input gradient (contiguous NCHW of ``input_shape``) from the output gradient and the forward's offsets."""
     batch, channels, height, width = input_shape
     out_height, out_width = offsets.shape[-2:]
+    extents = (height, width, out_height, out_width, *padding)
+    window = dict(KERNEL_H=kernel_size[0], KERNEL_W=kernel_size[1], STRIDE_H=stride[0], STRIDE_W=stride[1])
+    if math.prod(input_shape) == 0:
+        return torch.empty(input_shape, device=grad_output.device, dtype=grad_output.dtype)
+    if SCATTER_BACKWARD:
+        sum_dtype = torch.float64 if grad_output.dtype == torch.float64 else torch.float32
+        grad_sum = torch.zeros(input_shape, device=grad_output.device, dtype=sum_dtype)
+        _launch(max_pool2d_backward_scatter_kernel, (grad_output.contiguous(), offsets, grad_sum), batch * channels,
+                extents, walk_outputs=True, **window)
+        return grad_sum.to(grad_output.dtype)
     grad_input = torch.empty(input_shape, device=grad_output.device, dtype=grad_output.dtype)
-    if grad_input.numel() == 0:
-        return grad_input
-    _launch(max_pool2d_backward_kernel, (grad_output.contiguous(), offsets, grad_input), batch * channels,
-            height * width, (height, width, out_height, out_width, *padding),
-            KERNEL_H=kernel_size[0], KERNEL_W=kernel_size[1], STRIDE_H=stride[0], STRIDE_W=stride[1])
+    _launch(max_pool2d_backward_kernel, (grad_output.contiguous(), offsets, grad_input), batch * channels, extents,
+            walk_outputs=False, **window)
     return grad_input
 
 
 def compile_cases() -> list[CompileCase]:
-    """Both kernels at AlexNet's pooling (3x3 windows, stride 2), every GPU config, fp32/fp16/bf16; the forward
-    also with ``return_indices``."""
+    """The three kernels at AlexNet's pooling (3x3 windows, stride 2), every GPU config, fp32/fp16/bf16 (the
+    scatter into its fp32 sum); the forward also with ``return_indices``. The scatter is the interpreter's default,
+    compiled here so that it stays usable on a GPU (``SCATTER_BACKWARD``)."""
     extents = {name: "i32" for name in ("planes", "planes_per_chunk", "height", "width", "out_height", "out_width",
                                         "padding_h", "padding_w")}
     window = {"KERNEL_H": 3, "KERNEL_W": 3, "STRIDE_H": 2, "STRIDE_W": 2}
@@ -260,6 +310,11 @@ def compile_cases() -> list[CompileCase]:
             cases.append(CompileCase(
                 "max_pool2d_backward", max_pool2d_backward_kernel,
                 {"grad_output_pointer": f"*{dtype}", "offset_pointer": "*u8", "grad_input_pointer": f"*{dtype}",
+                 **extents, **constexpr, "BLOCK": "constexpr"},
+                {**window, **config.kwargs}, dtype, config.num_warps, config.num_stages))
+            cases.append(CompileCase(
+                "max_pool2d_backward_scatter", max_pool2d_backward_scatter_kernel,
+                {"grad_output_pointer": f"*{dtype}", "offset_pointer": "*u8", "grad_sum_pointer": "*fp32",
                  **extents, **constexpr, "BLOCK": "constexpr"},
                 {**window, **config.kwargs}, dtype, config.num_warps, config.num_stages))
     return cases

@@ -1,7 +1,9 @@
-"""max_pool2d's Triton provider against torch: forward values, torch's indices (ties and NaNs included), the
-gather backward, the 1-byte saved state, and the refusal of every kind of bad argument."""
+"""max_pool2d's Triton provider against torch: forward values, torch's indices (ties and NaNs included), both
+backward paths (the GPU's gather and the interpreter's scatter, each checked in either mode), the 1-byte saved state,
+and the refusal of every kind of bad argument."""
 
 import math
+from unittest import mock
 
 import pytest
 import torch
@@ -16,6 +18,14 @@ from tritonnet.ops.maxpool import max_pool2d
 # The kernels widen bf16 to fp32 before comparing or summing (the interpreter's bf16 comparisons are wrong), so bf16
 # is checked in both modes; fp64 only in the interpreter.
 DTYPES = list(dict.fromkeys([*FLOAT_DTYPES, torch.bfloat16]))
+
+# The backward's two kernels: each mode defaults to one (see kernels/maxpool.py); tests run both.
+BACKWARD_PATHS = pytest.mark.parametrize("scatter", [True, False], ids=["scatter", "gather"])
+
+
+def backward_path(scatter):
+    """Within this context the Triton backward scatters from the outputs (True) or gathers at the inputs."""
+    return mock.patch.object(maxpool_kernels, "SCATTER_BACKWARD", scatter)
 
 
 @st.composite
@@ -68,8 +78,9 @@ def windows_per_element(kernel_size, stride):
     return math.prod(-(-extent // step) for extent, step in zip(kernel, stride))
 
 
+@BACKWARD_PATHS
 @given(pooling_problems())
-def test_max_pool2d_forward_indices_and_gradient_match_torch(problem):
+def test_max_pool2d_forward_indices_and_gradient_match_torch(scatter, problem):
     generator = torch.Generator().manual_seed(problem["seed"])
     input = make_input(problem["shape"], problem["dtype"], problem["values"], problem["scale"], problem["layout"],
                        generator).requires_grad_()
@@ -89,15 +100,17 @@ def test_max_pool2d_forward_indices_and_gradient_match_torch(problem):
         assert_identical(indices, reference_indices, "indices")
 
     grad_output = torch.randn(output.shape, generator=generator, dtype=torch.float64).to(input.dtype).to(DEVICE)
-    (grad_input,) = torch.autograd.grad(output, input, grad_output)
+    with backward_path(scatter):
+        (grad_input,) = torch.autograd.grad(output, input, grad_output)
     (reference_grad,) = torch.autograd.grad(reference_output, reference_input, grad_output.to(torch.float64))
     assert_close(grad_input, reference_grad, dtype=input.dtype,
                  reduction_length=windows_per_element(problem["kernel_size"], problem["stride"]), name="grad_input")
 
 
+@BACKWARD_PATHS
 @settings(max_examples=8)
 @given(pooling_problems())
-def test_gradient_lands_on_torchs_element_among_ties(problem):
+def test_gradient_lands_on_torchs_element_among_ties(scatter, problem):
     """Small-integer inputs tie in most windows and small-integer gradients sum exactly in any dtype, so each
     input's gradient must equal torch's exactly, and the totals must match: every output's gradient lands once."""
     generator = torch.Generator().manual_seed(problem["seed"])
@@ -111,7 +124,8 @@ def test_gradient_lands_on_torchs_element_among_ties(problem):
         output = max_pool2d(leaf, **arguments, provider=provider)
         if grad_output is None:
             grad_output = torch.randint(-3, 4, output.shape, generator=generator).to(output)
-        gradients.append(torch.autograd.grad(output, leaf, grad_output)[0])
+        with backward_path(scatter):
+            gradients.append(torch.autograd.grad(output, leaf, grad_output)[0])
     assert_identical(gradients[0], gradients[1], "grad_input")
     assert gradients[0].double().sum() == grad_output.double().sum()
 
@@ -150,7 +164,8 @@ def test_pooled_size_matches_torch_including_ceil_mode_correction(ceil_mode):
 # AlexNet's three pools: full shapes on a GPU, one image and two channels in the interpreter.
 @pytest.mark.parametrize("shape", [(128, 96, 55, 55), (128, 256, 27, 27), (128, 256, 13, 13)])
 @pytest.mark.parametrize("dtype", DTYPES[:2] if not ON_GPU else DTYPES)
-def test_alexnet_pools_match_torch(shape, dtype):
+@BACKWARD_PATHS
+def test_alexnet_pools_match_torch(shape, dtype, scatter):
     if not ON_GPU:
         shape = (1, 2, *shape[2:])
     input = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype).to(DEVICE).requires_grad_()
@@ -159,7 +174,8 @@ def test_alexnet_pools_match_torch(shape, dtype):
     assert_identical(output, reference_output, "output")
     assert_identical(indices, reference_indices, "indices")
     grad_output = torch.randn_like(output)
-    (grad_input,) = torch.autograd.grad(output, input, grad_output)
+    with backward_path(scatter):
+        (grad_input,) = torch.autograd.grad(output, input, grad_output)
     (reference_grad,) = torch.autograd.grad(reference_output, input, grad_output)
     assert_close(grad_input, reference_grad, reduction_length=4, name="grad_input")
 
@@ -167,13 +183,16 @@ def test_alexnet_pools_match_torch(shape, dtype):
 @pytest.mark.parametrize("kernel_size, stride, padding, ceil_mode", [
     ((3, 2), (2, 1), (1, 0), True),
     (2, 3, 1, False),
+    (3, 1, 1, False),
 ])
-def test_max_pool2d_gradcheck_fp64(kernel_size, stride, padding, ceil_mode):
+@BACKWARD_PATHS
+def test_max_pool2d_gradcheck_fp64(kernel_size, stride, padding, ceil_mode, scatter):
     # Distinct values, 0.1 apart: the finite-difference step never changes a window's arg-max.
     input = torch.randperm(2 * 5 * 6, generator=torch.Generator().manual_seed(0)).reshape(1, 2, 5, 6) / 10
     input = input.to(torch.float64).to(DEVICE).requires_grad_()
-    assert torch.autograd.gradcheck(
-        lambda x: max_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode, provider="triton"), (input,))
+    with backward_path(scatter):
+        assert torch.autograd.gradcheck(
+            lambda x: max_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode, provider="triton"), (input,))
 
 
 @pytest.mark.parametrize("return_indices", [False, True])
@@ -202,9 +221,11 @@ def test_empty_batch_gives_empty_output_and_gradient():
     assert input.grad.shape == input.shape
 
 
-def test_planes_split_into_index_chunks_still_match_torch(monkeypatch):
+@BACKWARD_PATHS
+def test_planes_split_into_index_chunks_still_match_torch(monkeypatch, scatter):
     """Grids are split into chunks of whole planes (so per-element indices stay int32); force many small chunks."""
     monkeypatch.setattr(maxpool_kernels, "INDEX_CHUNK", 64)
+    monkeypatch.setattr(maxpool_kernels, "SCATTER_BACKWARD", scatter)
     input = torch.randn(3, 5, 7, 6, generator=torch.Generator().manual_seed(0)).to(DEVICE).requires_grad_()
     output, indices = max_pool2d(input, 3, 2, padding=1, ceil_mode=True, return_indices=True, provider="triton")
     reference_output, reference_indices = torch_functional.max_pool2d(input, 3, 2, 1, ceil_mode=True,
@@ -214,6 +235,30 @@ def test_planes_split_into_index_chunks_still_match_torch(monkeypatch):
     grad_output = torch.randn_like(output)
     assert_close(torch.autograd.grad(output, input, grad_output)[0],
                  torch.autograd.grad(reference_output, input, grad_output)[0], reduction_length=4, name="grad_input")
+
+
+def test_interpreter_scatters_the_backward_and_the_gpu_gathers_it():
+    """The scatter's sum order depends on atomics on a GPU; there the deterministic gather is the default."""
+    assert maxpool_kernels.SCATTER_BACKWARD is not ON_GPU
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@BACKWARD_PATHS
+def test_half_precision_gradients_are_summed_in_fp32(dtype, scatter):
+    """The centre of a 5x5 input is the arg-max of all four 3x3 stride-2 windows, whose gradients are 1024 and then
+    half a spacing of the dtype at 1024, another half and a whole one. Summed in fp32 they make 1024 + 2 spacings,
+    which the dtype represents; summed in the dtype each half spacing would round away (ties to even)."""
+    spacing = 1024 * torch.finfo(dtype).eps
+    input = torch.zeros(1, 1, 5, 5, dtype=dtype, device=DEVICE)
+    input[0, 0, 2, 2] = 1
+    input.requires_grad_()
+    output = max_pool2d(input, 3, 2, provider="triton")
+    grad_output = torch.tensor([[[[1024, spacing / 2], [spacing / 2, spacing]]]], dtype=dtype, device=DEVICE)
+    assert ((grad_output[0, 0, 0, 0] + grad_output[0, 0, 0, 1]) + grad_output[0, 0, 1, 0]).item() == 1024
+    with backward_path(scatter):
+        (grad_input,) = torch.autograd.grad(output, input, grad_output)
+    assert grad_input[0, 0, 2, 2].item() == 1024 + 2 * spacing
+    assert torch.count_nonzero(grad_input) == 1
 
 
 def _input(*shape, dtype=torch.float32):

@@ -52,7 +52,8 @@ def torch_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, r
 
 
 class MaxPool2dFunction(torch.autograd.Function):
-    """Forward in one pass saving a uint8 arg-max offset per output; backward as a gather over input elements."""
+    """Forward in one pass saving a uint8 arg-max offset per output; backward from those offsets (a gather over input
+    elements on a GPU, a scatter from output elements in the interpreter)."""
 
     @staticmethod
     def forward(ctx, input, kernel_size, stride, padding, ceil_mode, return_indices):
