@@ -100,11 +100,12 @@ def _window_chunk(step, channels, taps_h, taps_w, BLOCK_WINDOW: tl.constexpr, CH
 def _inside(row_h, row_w, row_valid, column_h, column_w, column_valid, height, width, CHECK_BOUNDS: tl.constexpr):
     """Where a gathered tile is loaded: rows and columns inside the problem, and (with CHECK_BOUNDS) the pixel
     (row_h[r] + column_h[c], row_w[r] + column_w[c]) inside height x width. Elsewhere the tile reads 0."""
-    mask = row_valid[:, None] & column_valid[None, :]
+    rows = row_valid[:, None]
     if CHECK_BOUNDS:  # 0 <= row + column < size, compared without forming row + column
-        mask = (mask & (row_h[:, None] >= -column_h[None, :]) & (row_h[:, None] < (height - column_h)[None, :])
+        # Shape [rows, 1] when the chunk shares one tap (channels inner), so only the last & is a whole tile.
+        rows = (rows & (row_h[:, None] >= -column_h[None, :]) & (row_h[:, None] < (height - column_h)[None, :])
                 & (row_w[:, None] >= -column_w[None, :]) & (row_w[:, None] < (width - column_w)[None, :]))
-    return mask
+    return rows & column_valid[None, :]
 
 
 def _configs(tiles: list[tuple[int, int, int, int, int]], names: tuple[str, str, str]) -> list[triton.Config]:
