@@ -25,9 +25,11 @@ backward kernel) is ``dx[j] = g[j] base[j]^-beta - 2 alpha beta / size * x[j] * 
   element for forward + backward (fp16/bf16: 18). ``beta == 0`` (the identity) never reaches these kernels.
 
 Interpreter path (``WINDOW_MATMUL``, set only by the interpreter launch when all channels fit one chunk): the shifted
-loads cost ``size`` numpy tile ops per tensor there, with no cache to make them cheap. Instead each tensor's
-(channels x spatial) tile is loaded once and the window sums across channels are one ``tl.dot`` with a 0/1 band
-matrix (a BLAS call in numpy). The GPU path never takes it.
+loads cost ``size`` numpy tile ops per tensor there, with no cache to make them cheap. Instead each tensor's tile is
+loaded once and the window sums across channels are one ``tl.dot`` with a band matrix (a BLAS call in numpy). The
+interpreter's cost is per program and per tile op, so a tile's rows are all the channels and its columns are
+(sample, position) pairs flattened over batch x spatial: one tile spans several samples, and a batch takes a few
+programs of about 2**18 elements instead of one program per sample. The GPU path never takes it.
 """
 
 from __future__ import annotations
