@@ -117,12 +117,13 @@ def _window_sum(values, channel, channels, reach_down, reach_up, scale, offset):
     row = channel[:, None]
     column = channel[None, :]
     band = ((column >= row - reach_down) & (column <= row + reach_up) & (column < channels)).to(values.dtype)
+    weights = band * scale
     accumulator = tl.full(values.shape, offset, values.dtype)
-    total = tl.dot(band * scale, values, accumulator, input_precision="ieee")
+    total = tl.dot(weights, values, accumulator, input_precision="ieee")
     checksum = tl.sum(total)  # NaN or infinite if any sum is (or, rarely, if finite sums overflow: harmless)
     if checksum - checksum != 0:
         finite = (values - values) == 0
-        total = tl.dot(band * scale, tl.where(finite, values, 0.0), accumulator, input_precision="ieee")
+        total = tl.dot(weights, tl.where(finite, values, 0.0), accumulator, input_precision="ieee")
         nan_count = tl.dot(band, (values != values).to(values.dtype), input_precision="ieee")
         positive_count = tl.dot(band, (~finite & (values > 0)).to(values.dtype), input_precision="ieee")
         negative_count = tl.dot(band, (~finite & (values < 0)).to(values.dtype), input_precision="ieee")
@@ -306,8 +307,8 @@ def _negative_base_sign(beta: float) -> float:
 
 def lrn_forward(input: torch.Tensor, size: int, alpha: float, beta: float, k: float,
                 save_for_backward: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Local response normalization of a contiguous (N, C, *) ``input`` (``beta != 0``). Returns the output (same shape and dtype)
-    and, when ``save_for_backward``, ``base ** (-beta - 1)`` in the accumulator dtype for :func:`lrn_backward`."""
+    """Local response normalization of a contiguous (N, C, *) ``input`` (``beta != 0``). Returns the output (same
+    shape and dtype) and, when ``save_for_backward``, ``base ** (-beta - 1)`` in the accumulator dtype for :func:`lrn_backward`."""
     check_device("input", input)
     assert input.is_contiguous() and beta != 0
     batch, channels, spatial_size, before, after = lrn_geometry(input.shape, size)
@@ -317,8 +318,7 @@ def lrn_forward(input: torch.Tensor, size: int, alpha: float, beta: float, k: fl
     base_power = torch.empty(input.shape if save_for_backward else (1,), dtype=accumulator, device=input.device)
     if input.numel():
         _launch(lrn_forward_kernel, batch, channels, spatial_size, input, output, base_power, batch, channels,
-                spatial_size,
-                before, after, alpha / size, k, beta, _negative_base_sign(beta), int(save_for_backward))
+                spatial_size, before, after, alpha / size, k, beta, _negative_base_sign(beta), int(save_for_backward))
     return output, (base_power if save_for_backward else None)
 
 
@@ -340,8 +340,8 @@ def compile_cases() -> list[CompileCase]:
     cases = []
     for dtype in ("fp32", "fp16", "bf16"):
         for config in GPU_CONFIGS:
-            scalars = {"batch": "i32", "channels": "i32", "spatial_size": "i32", "window_before": "i32", "window_after": "i32",
-                       "alpha_over_size": "fp32", "k": "fp32"}
+            scalars = {"batch": "i32", "channels": "i32", "spatial_size": "i32", "window_before": "i32",
+                       "window_after": "i32", "alpha_over_size": "fp32", "k": "fp32"}
             forward = {"input_ptr": f"*{dtype}", "output_ptr": f"*{dtype}", "base_power_ptr": "*fp32", **scalars,
                        "beta": "fp32", "negative_base_sign": "fp32", "save_for_backward": "i32",
                        **{name: "constexpr" for name in config.kwargs}}
