@@ -308,7 +308,8 @@ def _negative_base_sign(beta: float) -> float:
 def lrn_forward(input: torch.Tensor, size: int, alpha: float, beta: float, k: float,
                 save_for_backward: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Local response normalization of a contiguous (N, C, *) ``input`` (``beta != 0``). Returns the output (same
-    shape and dtype) and, when ``save_for_backward``, ``base ** (-beta - 1)`` in the accumulator dtype for :func:`lrn_backward`."""
+    shape and dtype) and, when ``save_for_backward``, ``base ** (-beta - 1)`` in the accumulator dtype for
+    :func:`lrn_backward`."""
     check_device("input", input)
     assert input.is_contiguous() and beta != 0
     batch, channels, spatial_size, before, after = lrn_geometry(input.shape, size)
