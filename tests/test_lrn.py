@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels import lrn as lrn_kernels
+from kernels.runtime import interpreter_block
 from tests.helpers import DEVICE, FLOAT_DTYPES, assert_close
 from tritonnet import available_kernels
 from tritonnet.ops.lrn import OP, local_response_norm
@@ -69,10 +70,8 @@ def test_lrn_forward_matches_torch(provider, case):
     assert_close(output, expected, dtype=x.dtype, reduction_length=size)
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
-@given(case=lrn_inputs())
-def test_lrn_backward_matches_torch(provider, case):
-    x, size, alpha, beta, k = case
+def assert_forward_and_backward_match_torch(x, size, alpha, beta, k, provider):
+    """``provider``'s output and input gradient against torch's in fp64; returns the output and the input."""
     x = x.detach().requires_grad_()
     output = local_response_norm(x, size, alpha, beta, k, provider=provider)
     grad_output = torch.randn(output.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(size))
@@ -82,8 +81,15 @@ def test_lrn_backward_matches_torch(provider, case):
     assert_close(output, expected_output, dtype=x.dtype, reduction_length=size)
     # Each input gradient sums over the two windows around its channel.
     assert_close(x.grad, expected_grad, dtype=x.dtype, reduction_length=2 * size, name="grad_input")
+    return output, x
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@given(case=lrn_inputs())
+def test_lrn_backward_matches_torch(provider, case):
+    output, x = assert_forward_and_backward_match_torch(*case, provider)
     with torch.no_grad():  # the inference path (nothing saved) gives the same output
-        assert torch.equal(local_response_norm(x, size, alpha, beta, k, provider=provider), output)
+        assert torch.equal(local_response_norm(x, *case[1:], provider=provider), output)
 
 
 @pytest.mark.skipif(DEVICE.type == "cuda", reason="the interpreter's choice between the two kernel paths")
@@ -93,25 +99,49 @@ def test_lrn_backward_matches_torch(provider, case):
 def test_lrn_channel_walk_path_matches_torch_in_the_interpreter(provider, case):
     """The interpreter takes the band-matrix path whenever the channels fit; with that path switched off, the
     shifted-load walk across channels (the GPU's path) still gives torch's output and gradient."""
-    x, size, alpha, beta, k = case
-    x = x.detach().requires_grad_()
-    grad_output = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(size))
-    grad_output = grad_output.to(x.dtype).to(DEVICE)
     with mock.patch.object(lrn_kernels, "INTERPRETER_MATMUL_MAX_CHANNELS", 0):
-        output = local_response_norm(x, size, alpha, beta, k, provider=provider)
-        output.backward(grad_output)
-    expected_output, expected_grad = reference(x, size, alpha, beta, k, grad_output)
-    assert_close(output, expected_output, dtype=x.dtype, reduction_length=size)
-    assert_close(x.grad, expected_grad, dtype=x.dtype, reduction_length=2 * size, name="grad_input")
+        assert_forward_and_backward_match_torch(*case, provider)
+
+
+@pytest.mark.skipif(DEVICE.type == "cuda", reason="the interpreter's tiles")
+@pytest.mark.parametrize("provider", PROVIDERS)
+@settings(max_examples=6)
+@given(case=lrn_inputs(), tile=st.sampled_from([2**8, 2**9, 2**10]))
+def test_lrn_band_path_tiles_spanning_samples_match_torch_in_the_interpreter(provider, case, tile):
+    """The band-matrix path's tiles are (sample, position) columns across the batch: with tiles small enough that a
+    batch takes several programs, wherever their boundaries fall, the result is torch's."""
+    with mock.patch.object(lrn_kernels, "INTERPRETER_TILE", tile):
+        assert_forward_and_backward_match_torch(*case, provider)
+
+
+@pytest.mark.skipif(DEVICE.type == "cuda", reason="the interpreter's tiles")
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("shape, size", [
+    ((5, 3, 7), 3),  # tiles cut samples in two (7 does not divide 16)
+    ((1, 20, 5, 7), 5),  # batch 1, 20 channels
+    ((37, 6, 1), 4),  # spatial size 1: every column is a sample; even window
+    ((3, 17, 2, 3, 3), 6),  # 5-D, 17 channels
+])
+def test_lrn_band_path_tiles_of_16_columns_match_torch_in_the_interpreter(provider, dtype, shape, size):
+    """Tiles of 16 (sample, position) columns: several per batch and a partial last one, on odd channel counts."""
+    columns = shape[0] * math.prod(shape[2:])
+    assert columns > 16 and columns % 16, "several tiles, the last one partial"
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(size)).to(dtype).to(DEVICE)
+    with mock.patch.object(lrn_kernels, "INTERPRETER_TILE", 16 * interpreter_block(shape[1])):
+        assert_forward_and_backward_match_torch(x, size, 0.5, 0.75, 1.5, provider)
 
 
 @pytest.mark.skipif(DEVICE.type == "cuda", reason="fp64 gradcheck is for the interpreter")
 @pytest.mark.parametrize("provider", PROVIDERS)
-@pytest.mark.parametrize("shape, size", [((1, 5, 3), 3), ((1, 4, 2, 3), 2), ((1, 3, 2, 1, 2), 6), ((2, 1, 3), 1)])
-def test_lrn_gradcheck_fp64(provider, shape, size):
+@pytest.mark.parametrize("shape, size, tile", [((1, 5, 3), 3, None), ((1, 4, 2, 3), 2, None),
+                                               ((1, 3, 2, 1, 2), 6, None), ((2, 1, 3), 1, None),
+                                               ((2, 2, 9), 3, 16 * 16)])  # 16-column tiles: 2 of them, across samples
+def test_lrn_gradcheck_fp64(provider, shape, size, tile):
     x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(size)).to(DEVICE)
-    assert torch.autograd.gradcheck(lambda t: local_response_norm(t, size, 0.7, 0.75, 1.3, provider=provider),
-                                    (x.requires_grad_(),))
+    with mock.patch.object(lrn_kernels, "INTERPRETER_TILE", tile or lrn_kernels.INTERPRETER_TILE):
+        assert torch.autograd.gradcheck(lambda t: local_response_norm(t, size, 0.7, 0.75, 1.3, provider=provider),
+                                        (x.requires_grad_(),))
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -188,6 +218,36 @@ def test_lrn_negative_base_matches_torch_nan_for_nan(provider, beta):
     finite = expected_grad.isfinite() & gradient_away_from_zero
     assert torch.equal(x.grad.isnan(), expected_grad.isnan())
     assert_close(x.grad[finite], expected_grad[finite], reduction_length=2 * size, name="grad_input")
+
+
+INTERPRETER_PATHS = ["band matrix", "channel walk"] if DEVICE.type != "cuda" else ["gpu"]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy, in the interpreter, on purpose-made NaN/inf
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("path", INTERPRETER_PATHS)
+@pytest.mark.parametrize("alpha, beta", [(1e-4, 0.75), (0.5, 2.0), (0.0, 0.75)])
+def test_lrn_nan_and_inf_inputs_match_torch(provider, path, alpha, beta):
+    """NaN, +inf and -inf inputs (alone and side by side in one window) reach exactly the outputs torch's do; the
+    input gradient is NaN only where torch's is (torch's is NaN in more places: beside an infinity, for some
+    betas) and equal wherever torch's is not NaN. The band-matrix path sums windows by a matrix product, where an
+    infinity would reach every channel through the band's zeros unless handled."""
+    x = torch.randn(3, 7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    x[0, 2, 1], x[1, 4, 3], x[2, 0, 0] = math.inf, -math.inf, math.nan
+    x[0, 5, 4], x[0, 6, 4] = math.inf, -math.inf
+    x = x.to(torch.float32).to(DEVICE).requires_grad_()
+    grad_output = torch.randn(x.shape, generator=torch.Generator().manual_seed(8)).to(DEVICE)
+    with mock.patch.object(lrn_kernels, "INTERPRETER_MATMUL_MAX_CHANNELS", 0 if path == "channel walk" else 1024):
+        output = local_response_norm(x, 3, alpha, beta, 1.0, provider=provider)
+        output.backward(grad_output)
+    expected_output, expected_grad = reference(x, 3, alpha, beta, 1.0, grad_output)
+    for actual, expected, name in ((output, expected_output, "output"), (x.grad, expected_grad, "grad_input")):
+        defined = ~expected.isnan()
+        assert not (actual.isnan() & defined).any(), f"{name}: NaN where torch's is not"
+        assert torch.equal(actual[defined].isinf(), expected[defined].isinf()), f"{name}: infinities differ"
+        finite = expected.isfinite()
+        assert_close(actual[finite], expected[finite], reduction_length=6, name=name)
+    assert torch.equal(output.isnan(), expected_output.isnan()) and output.isnan().any()
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy, in the interpreter, on purpose-made NaN/inf
