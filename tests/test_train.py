@@ -67,6 +67,9 @@ def test_short_run_writes_metrics_curves_checkpoints_and_lowers_the_loss(tmp_pat
         assert 0 <= record["val_top1"] <= record["val_top5"] <= 100 and record["images_per_sec"] > 0
     assert logged[-1]["train_loss"] < logged[0]["train_loss"]
     assert logged[-1]["val_loss"] < np.log(10)  # below chance
+    trace = records(out / "train.jsonl")  # a loss check after every step on a CPU
+    assert [record["step"] for record in trace] == list(range(1, 13))
+    assert trace[-1]["epoch"] == 2 and all(np.isfinite(record["train_loss"]) for record in trace)
     assert png_size(out / "curves.png")[0] > 500
     checkpoint = load(out / "checkpoint.pt")  # weights_only=True: tensors and plain containers only
     assert checkpoint["epoch"] == 2 and checkpoint["step_in_epoch"] == 0 and checkpoint["global_step"] == 12
@@ -114,6 +117,22 @@ def test_resume_continues_exactly_with_dropout_and_augmentation(tmp_path):
     assert torch.equal(straight["rng"][0]["torch"], resumed["rng"][0]["torch"])
     steps = [record["step"] for record in records(tmp_path / "split" / "metrics.jsonl")]
     assert steps == [2, 3, 5]  # the resumed run appends to the same log
+    trace = [record["step"] for record in records(tmp_path / "split" / "train.jsonl")]
+    assert trace == [1, 2, 3, 4, 5]
+
+
+def test_resume_drops_log_records_written_after_the_checkpoint(tmp_path):
+    """A run that died after logging past its last checkpoint: the resumed run's logs continue from the
+    checkpoint's step, with no record of the lost steps left in them."""
+    out = tmp_path / "run"
+    assert main([*SMALL, "--max-steps", "2", "--out", str(out)]) == EXIT_OK
+    for name in ("train.jsonl", "metrics.jsonl"):
+        with open(out / name, "a") as file:  # what the lost steps 3 and 4 had logged
+            file.write("".join(json.dumps({"step": step, "epoch": 0.5, "train_loss": 9.0}) + "\n" for step in (3, 4)))
+    assert main(["--kernels", "all=torch", "--resume", str(out / "checkpoint.pt"), "--max-steps", "3"]) == EXIT_OK
+    assert [record["step"] for record in records(out / "train.jsonl")] == [1, 2, 3]
+    assert [record["step"] for record in records(out / "metrics.jsonl")] == [2, 3]
+    assert all(record["train_loss"] != 9.0 for record in records(out / "train.jsonl"))
 
 
 def test_two_ddp_processes_match_one_process_on_the_same_global_batch(tmp_path):

@@ -10,7 +10,9 @@ Flags follow PyTorch's ImageNet example; :func:`main` is the command line, :func
 Outputs go to ``--out`` (default ``runs/<model>-<time>``):
 
 - ``metrics.jsonl``: one JSON object per evaluation (epoch, step, train_loss, train_top1, val_loss, val_top1,
-  val_top5, images_per_sec, lr, ...); ``curves.png``: loss and accuracy against epochs, redrawn after each epoch;
+  val_top5, images_per_sec, lr, ...); ``train.jsonl``: one per loss check while training (epoch, step, train_loss
+  and train_top1 since the previous check, images_per_sec, lr); ``curves.png``: loss and accuracy against epochs
+  (training from train.jsonl, validation from metrics.jsonl), redrawn after each evaluation;
 - ``checkpoint.pt`` (latest) and ``best.pt`` (best validation top-1), written atomically, loadable with
   ``torch.load(weights_only=True)``: model, optimizer, schedule, epoch, step within the epoch, every rank's RNG
   states and the arguments. ``--resume`` continues exactly where the run stopped: the data order and augmentation
@@ -357,7 +359,8 @@ class Run:
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16")
         self.schedule = Schedule(config)
         self.position = Position()
-        self.history: list[dict] = []
+        self.history: list[dict] = []  # one record per evaluation (metrics.jsonl)
+        self.trace: list[dict] = []  # one record per loss check while training (train.jsonl): the fine train curve
         self.best_top1 = -math.inf
         self.stop_signal: str | None = None
         if checkpoint is not None:
@@ -381,16 +384,18 @@ class Run:
     def draw_curves(self) -> None:
         if not self.distributed.main or not self.history:
             return
-        epochs = [record["epoch"] for record in self.history]
 
-        def series(key: str):
-            return epochs, [record[key] for record in self.history]
+        def series(records: list[dict], key: str):
+            return [record["epoch"] for record in records], [record[key] for record in records]
 
+        # Training curves from every loss check (train.jsonl), validation from every evaluation (metrics.jsonl).
+        train = self.trace or self.history
         plot.save(self.out / "curves.png", [
-            plot.LineChart({"train loss": series("train_loss"), "val loss": series("val_loss")},
+            plot.LineChart({"train loss": series(train, "train_loss"), "val loss": series(self.history, "val_loss")},
                            title="loss", xlabel="epoch", ylabel="cross-entropy"),
-            plot.LineChart({"train top-1": series("train_top1"), "val top-1": series("val_top1"),
-                            "val top-5": series("val_top5")}, title="accuracy", xlabel="epoch", ylabel="percent"),
+            plot.LineChart({"train top-1": series(train, "train_top1"), "val top-1": series(self.history, "val_top1"),
+                            "val top-5": series(self.history, "val_top5")}, title="accuracy", xlabel="epoch",
+                           ylabel="percent"),
         ])
 
     # ------------------------------------------------------------------------------------------- checkpoints
@@ -432,10 +437,23 @@ class Run:
         self.best_top1 = state["best_top1"]
         if len(state["rng"]) == self.distributed.world_size:
             set_rng_state(state["rng"][self.distributed.rank], self.device)
-        metrics = self.out / "metrics.jsonl"
-        if metrics.is_file():
-            records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-            self.history = [record for record in records if record["step"] <= self.position.global_step]
+        self.history = self.read_log("metrics.jsonl")
+        self.trace = self.read_log("train.jsonl")
+
+    def read_log(self, file_name: str) -> list[dict]:
+        """A log's records up to the restored step; rank 0 rewrites the file without the later ones (written after
+        the checkpoint by a run that then died), so the resumed run appends after the right record."""
+        path = self.out / file_name
+        if not path.is_file():
+            return []
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        records = [json.loads(line) for line in lines]
+        kept = [record for record in records if record["step"] <= self.position.global_step]
+        if len(kept) < len(records) and self.distributed.main:
+            tail = path.with_name(path.name + ".tmp")
+            tail.write_text("".join(json.dumps(record) + "\n" for record in kept))
+            os.replace(tail, path)
+        return kept
 
     # ------------------------------------------------------------------------------------------- evaluation
     def autocast(self):
@@ -587,6 +605,11 @@ class Run:
             steps_pending = 0
             if stop and self.stop_signal is None:
                 self.stop_signal = "a signal to another rank"
+            check = {"epoch": round(position.global_step / self.steps_per_epoch, 4), "step": position.global_step,
+                     "train_loss": loss_sum / max(images_seen, 1), "train_top1": 100 * correct / max(images_seen, 1),
+                     "images_per_sec": totals.images / max(position.seconds, 1e-9), "lr": lr}
+            self.trace.append(check)
+            self.log(check, "train.jsonl")
             progress.update(task, completed=position.global_step, epoch=f"{position.epoch + 1}/{config.epochs}",
                             stats=f"loss {loss_sum / max(images_seen, 1):.3f}  "
                                   f"top-1 {100 * totals.correct / max(totals.images, 1):.1f}%  "
@@ -628,7 +651,7 @@ class Run:
         self.console.print(table)
         best = max(self.history, key=lambda record: record["val_top1"])
         self.print(f"best val top-1 {best['val_top1']:.2f}% at epoch {best['epoch']:g}. In {self.out}/: "
-                   f"metrics.jsonl, curves.png, checkpoint.pt, best.pt")
+                   f"metrics.jsonl, train.jsonl, curves.png, checkpoint.pt, best.pt")
 
     # ------------------------------------------------------------------------------------------------ signals
     def install_signal_handlers(self) -> dict:
