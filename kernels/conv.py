@@ -535,19 +535,41 @@ def use_channels_inner(channels: int, taps: int, reduction_over_pixels: bool = F
     return taps * triton.next_power_of_2(channels) <= triton.next_power_of_2(channels * taps)
 
 
-# Interpreter tiles hold up to 2**18 elements (4x the runtime's default block): the interpreter's cost is ~10 ms of
-# Python per loop step plus ~15 numpy passes per gathered element; from this size on the element work dominates
-# (measured on alexnet_small's layers: 2**16 is 1.6x slower, 2**20 no faster).
+# Interpreter tiles hold up to 2**18 elements (4x the runtime's default block): the interpreter's cost is a few ms of
+# Python per loop step plus ~25 ns per gathered element (its load, pointer and mask passes); from this size on the
+# element work dominates (measured on alexnet_small's layers: 2**16 is 2x slower, 2**19 no faster).
 INTERPRETER_TILE = 4 * INTERPRETER_MAX_BLOCK
+# What one loop step costs in the interpreter, in gathered elements' worth of time (~3 ms / ~25 ns).
+INTERPRETER_STEP_ELEMENTS = 120_000
 
 
 def _interpreter_tiles(rows: int, columns: int, reduction: int) -> tuple[int, int, int]:
-    """Interpreter tiles (rows, columns, reduction chunk): all columns and the whole reduction chunk where they fit,
-    then as many rows as the per-tile element budget allows, so few programs and loop steps run."""
+    """Interpreter tiles (rows, columns, reduction chunk) for a program that loops over the reduction: all columns,
+    then the chunk and row count with the least modelled cost, steps x (step overhead + gathered elements), so few
+    loop steps run and little of a chunk is padding. conv1's 3 x 5 x 5 window: chunks of 32 (96 gathered, 3 steps
+    of 8192 rows) beat one chunk of 128 (2048 rows per program): forward 266 -> 142 ms at batch 32."""
     block_columns = interpreter_block(columns, cap=256)
-    block_reduction = interpreter_block(reduction, cap=INTERPRETER_TILE // block_columns)
-    block_rows = interpreter_block(rows, cap=max(16, INTERPRETER_TILE // max(block_reduction, block_columns)))
-    return block_rows, block_columns, block_reduction
+    best = None
+    block_reduction = 16
+    while True:
+        block_rows = interpreter_block(rows, cap=max(16, INTERPRETER_TILE // max(block_reduction, block_columns)))
+        steps = -(-rows // block_rows) * -(-reduction // block_reduction)
+        cost = steps * (INTERPRETER_STEP_ELEMENTS + block_rows * block_reduction)
+        if best is None or cost <= best[0]:
+            best = (cost, (block_rows, block_columns, block_reduction))
+        if block_reduction >= min(reduction, INTERPRETER_TILE // block_columns):
+            return best[1]
+        block_reduction *= 2
+
+
+def _interpreter_weight_grad_tiles(pixels: int, out_channels: int, window: int) -> tuple[int, int, int]:
+    """Interpreter tiles for the weight gradient (pixels per loop step, out channels, window columns): its programs
+    own (out channel, window) tiles and loop over pixels, and a narrower window tile would load the output gradient
+    once per tile, so the whole window where it fits, then as many pixels as the element budget allows."""
+    block_columns = interpreter_block(out_channels, cap=256)
+    block_window = interpreter_block(window, cap=INTERPRETER_TILE // block_columns)
+    block_pixels = interpreter_block(pixels, cap=max(16, INTERPRETER_TILE // max(block_window, block_columns)))
+    return block_pixels, block_columns, block_window
 
 
 def conv2d_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
@@ -720,7 +742,8 @@ def conv2d_weight_grad(input: torch.Tensor, grad_output: torch.Tensor, output: t
     bias_partials = torch.empty((splits, out_channels), dtype=partial_dtype, device=input.device) if bias else None
     if INTERPRET:
         window = in_channels_per_group if channels_inner else window_size
-        block_pixels, block_out_channels, block_window = _interpreter_tiles(pixels, out_channels_per_group, window)
+        block_pixels, block_out_channels, block_window = _interpreter_weight_grad_tiles(pixels, out_channels_per_group,
+                                                                                        window)
         meta = dict(zip(WEIGHT_GRAD_BLOCKS, (block_out_channels, block_window, block_pixels)))
     else:
         meta = {}
