@@ -346,6 +346,9 @@ def _draw_bar_chart(canvas: Canvas, box: tuple[int, int, int, int], chart: BarCh
     slot = (frame.right - frame.left) / max(len(groups), 1)
     bar_width = max(1.0, slot * 0.8 / max(len(names), 1))
     zero = frame.y(max(frame.y_range[0], min(0.0, frame.y_range[1])))
+    if chart.reference is not None:
+        y = round(frame.y(float(chart.reference)))
+        canvas.line(frame.left, y, frame.right, y, AXIS_TEXT, thickness=2, dash=4)
     for group_index, (category, bars) in enumerate(groups.items()):
         group_left = frame.left + slot * group_index + slot * 0.1
         for name, value in bars.items():
@@ -359,9 +362,6 @@ def _draw_bar_chart(canvas: Canvas, box: tuple[int, int, int, int], chart: BarCh
                             chart.value_format.format(value), AXIS_TEXT, anchor="center")
         canvas.text(round(frame.left + slot * (group_index + 0.5)), frame.bottom + 7, _fit(category, slot), AXIS_TEXT,
                     anchor="center")
-    if chart.reference is not None:
-        y = round(frame.y(float(chart.reference)))
-        canvas.line(frame.left, y, frame.right, y, AXIS_TEXT, thickness=2, dash=4)
     _axes(canvas, frame)
 
 
