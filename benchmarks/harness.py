@@ -303,8 +303,6 @@ def finish(console, args, environment: dict, rows: list[dict], group_keys: Itera
 def speedup_chart(path: str, rows: list[dict], environment: dict, title: str, label: Callable[[dict], str],
                   provider_key: Callable[[str], object] = str) -> None:
     """A PNG of every provider's speed-up over eager: one panel per dtype, one group of bars per ``label(row)``."""
-    from benchmarks.chart import ratio_chart
-
     panels: dict[str, dict[str, dict[str, float | None]]] = {}
     for row in rows:
         if row["provider"] != EAGER:
@@ -315,3 +313,18 @@ def speedup_chart(path: str, rows: list[dict], environment: dict, title: str, la
                          for name, values in groups.items()] for panel, groups in panels.items()},
                 subtitle=f"{environment['gpu']}, batch {environment['batch_size']}, torch {environment['torch']}, "
                          f"triton {environment['triton']}, {environment['date']}")
+
+
+def ratio_chart(path: str, title: str, panels: dict[str, list[tuple[str, dict[str, float | None]]]],
+                reference: float = 1.0, subtitle: str = "") -> None:
+    """Horizontal bars, one panel per key of ``panels`` side by side; in each panel a group of bars per row
+    ``(label, {series: value})``, each bar labelled with its value ("1.52X"), and a dashed line at ``reference``
+    (1.0: as fast as PyTorch eager). Missing values (None, NaN) are left out; a series keeps its colour in every
+    panel."""
+    from tritonnet import plot
+
+    series = list(dict.fromkeys(name for rows in panels.values() for _, values in rows for name in values))
+    charts = [plot.BarChart({label: {name: values.get(name) for name in series} for label, values in rows},
+                            title=panel, horizontal=True, reference=reference, value_format="{:.2f}X")
+              for panel, rows in panels.items()]
+    plot.save(path, charts, panel_size=(560, 160), title=title, subtitle=subtitle)

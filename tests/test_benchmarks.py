@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import tritonnet
-from benchmarks import bench_kernels, bench_model, chart, harness
+from benchmarks import bench_kernels, bench_model, harness
 from benchmarks.harness import COMPILED, EAGER
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -271,9 +271,9 @@ def test_cpu_timing_reports_median_between_its_quantiles():
 
 def test_chart_draws_ratios_and_skips_missing_values(tmp_path):
     path = tmp_path / "chart.png"
-    chart.ratio_chart(str(path), "title", {"bf16": [("conv1 fwd", {"triton": 1.5, "torch.compile": None}),
-                                                    ("lrn1 fwd+bwd", {"triton": float("nan"), "torch.compile": 0.7})],
-                                           "fp32": []})
+    harness.ratio_chart(str(path), "title", {"bf16": [("conv1 fwd", {"triton": 1.5, "torch.compile": None}),
+                                                      ("lrn1 fwd+bwd", {"triton": float("nan"), "torch.compile": 0.7})],
+                                             "fp32": []})
     width, height = _png_size(path)
     assert width > 200 and height > 100
 

@@ -77,3 +77,24 @@ def test_every_printable_character_has_a_distinct_glyph():
     glyphs = {character: plot._glyph(character).tobytes() for character in map(chr, range(33, 127))}
     assert len(set(glyphs.values())) == len(glyphs)
     assert not plot._glyph(" ").any()
+
+
+def test_horizontal_bars_grow_the_panel_leave_out_missing_values_and_draw_the_reference(tmp_path):
+    def draw(rows: int, slow, reference):
+        values = {f"conv{row} input grad bf16": {"fast": 2.0 + row % 3, "slow": slow} for row in range(rows)}
+        values["lrn1 fwd"] = {"fast": float("nan"), "slow": None}
+        chart = plot.BarChart(values, title="bf16", horizontal=True, reference=reference, value_format="{:.2f}X")
+        return decode_png(plot.save(tmp_path / "ratios.png", [chart, chart], panel_size=(400, 100), title="speed-up",
+                                    subtitle="batch 128"))
+
+    def count(pixels, colour, axis=None):
+        return (pixels == colour).all(axis=2).sum(axis=axis)
+
+    few, many = draw(3, 0.5, 1.0), draw(30, 0.5, 1.0)
+    assert few.shape[1] == many.shape[1] == 800 and many.shape[0] > few.shape[0] + 27 * plot.BAR_THICKNESS * 2
+    assert count(many, plot.PALETTE[0]) > 5 * count(few, plot.PALETTE[0]) > 0
+    assert count(few, plot.PALETTE[1]) > 2 * 3 * 30  # three "slow" bars in each panel
+    legend_key = count(draw(3, None, 1.0), plot.PALETTE[1])
+    assert 0 < legend_key == 2 * 14 * 5  # a series with no values keeps only its legend key, in both panels
+    dashed = count(few, plot.AXIS_TEXT, axis=0).max()
+    assert dashed > 2 * count(draw(3, 0.5, None), plot.AXIS_TEXT, axis=0).max()

@@ -8,7 +8,15 @@ a PNG. The one-chart shortcuts are :func:`line_chart` and :func:`bar_chart`::
     bar_chart("speed.png", {"conv1": {"triton": 1.2, "torch": 0.9}, "conv2": {"triton": 0.7, "torch": 0.8}},
               title="forward time", ylabel="ms")
 
-Text uses a built-in 5x7 bitmap font (printable ASCII). Non-finite values are left out (a line breaks there).
+A ``BarChart(horizontal=True)`` lists its categories down the left, one row each, and its panel grows taller with
+the rows; ``reference`` draws a dashed line at a value (1.0 for a speed-up) and ``value_format`` labels each bar::
+
+    save("speedup.png", [BarChart({"conv1 fwd": {"triton": 1.52, "compile": 1.1}}, title="bf16", horizontal=True,
+                                  reference=1.0, value_format="{:.2f}X")],
+         title="times faster than eager", subtitle="H100, batch 128")
+
+Text uses a built-in 5x7 bitmap font (printable ASCII). Non-finite values and None are left out (a line breaks
+there; a bar is not drawn).
 """
 
 from __future__ import annotations
@@ -76,11 +84,13 @@ class Canvas:
         if left < right and top < bottom:
             self.pixels[top:bottom, left:right] = colour
 
-    def line(self, x0: float, y0: float, x1: float, y1: float, colour, thickness: int = 1) -> None:
-        """A straight line, ``thickness`` pixels wide (square brush), sampled twice per pixel of its length."""
+    def line(self, x0: float, y0: float, x1: float, y1: float, colour, thickness: int = 1, dash: int = 0) -> None:
+        """A straight line, ``thickness`` pixels wide (square brush), sampled twice per pixel of its length;
+        ``dash`` > 0 draws it in dashes of that many pixels with gaps as long."""
         samples = int(max(abs(x1 - x0), abs(y1 - y0)) * 2) + 2
-        xs = np.rint(np.linspace(x0, x1, samples)).astype(np.int64)
-        ys = np.rint(np.linspace(y0, y1, samples)).astype(np.int64)
+        drawn = np.arange(samples) // (2 * dash) % 2 == 0 if dash > 0 else np.ones(samples, dtype=bool)
+        xs = np.rint(np.linspace(x0, x1, samples)).astype(np.int64)[drawn]
+        ys = np.rint(np.linspace(y0, y1, samples)).astype(np.int64)[drawn]
         low, high = -(thickness // 2), thickness - thickness // 2
         for dx in range(low, high):
             for dy in range(low, high):
@@ -171,11 +181,20 @@ class LineChart:
 @dataclass
 class BarChart:
     """Bars per category: ``{category: value}`` (one series) or ``{category: {series: value}}`` (grouped bars,
-    coloured by series, with a legend)."""
+    coloured by series in the order they first appear, with a legend). A series given as None in a category keeps
+    its colour and leaves that bar out, so panels drawn side by side colour their series alike.
 
-    values: Mapping[str, float | Mapping[str, float]]
+    ``ylabel`` names the value axis (below the bars when ``horizontal``). ``horizontal`` puts one row per category
+    down the left, bars growing to the right, and makes the panel as tall as its rows need. ``reference`` draws a
+    dashed line across the bars at that value; ``value_format`` (a ``str.format`` pattern such as ``"{:.2f}X"``)
+    writes each bar's value at its end."""
+
+    values: Mapping[str, float | None | Mapping[str, float | None]]
     title: str = ""
     ylabel: str = ""
+    horizontal: bool = False
+    reference: float | None = None
+    value_format: str | None = None
 
 
 @dataclass
@@ -199,42 +218,78 @@ class _Frame:
         return self.bottom - (value - low) / (high - low) * (self.bottom - self.top)
 
 
-def _legend(canvas: Canvas, left: int, top: int, right: int, names: Sequence[str]) -> int:
-    """Colour keys and names in rows from (left, top), wrapping at ``right``; returns the height used."""
-    x, y = left, top
-    for index, name in enumerate(names):
+def _legend_places(left: int, right: int, names: Sequence[str]) -> tuple[list[tuple[int, int]], int]:
+    """Where each name's colour key goes, as (x, y below the legend's top), in rows from ``left`` wrapping at
+    ``right``; and the legend's height."""
+    x, y, places = left, 0, []
+    for name in names:
         width = 18 + text_size(name)[0] + 14
         if x > left and x + width > right:
             x, y = left, y + 12
-        canvas.rectangle(x, y + 1, x + 14, y + 6, PALETTE[index % len(PALETTE)])
-        canvas.text(x + 18, y, name, BLACK)
+        places.append((x, y))
         x += width
-    return y + 12 - top if names else 0
+    return places, (y + 12 if names else 0)
+
+
+def _header_height(width: int, title: str, legend: Sequence[str]) -> int:
+    return (34 if title else 12) + _legend_places(40, width - 12, legend)[1] + 4 * bool(legend)
+
+
+def _header(canvas: Canvas, box: tuple[int, int, int, int], title: str, legend: Sequence[str]) -> int:
+    """Draw a panel's title and legend at the top of ``box``; return where its plotting area may start."""
+    left, top, right, _ = box
+    if title:
+        canvas.text((left + right) // 2, top + 8, title, BLACK, scale=2, anchor="center")
+    legend_top = top + (34 if title else 12)
+    places, _ = _legend_places(left + 40, right - 12, legend)
+    for index, (name, (x, y)) in enumerate(zip(legend, places)):
+        canvas.rectangle(x, legend_top + y + 1, x + 14, legend_top + y + 6, PALETTE[index % len(PALETTE)])
+        canvas.text(x + 18, legend_top + y, name, BLACK)
+    return top + _header_height(right - left, title, legend)
+
+
+def _ticks(value_range: tuple[float, float], count: int = 5) -> list[tuple[float, str]]:
+    """Round ticks inside ``value_range`` and their labels."""
+    ticks = [tick for tick in nice_ticks(*value_range, count=count) if value_range[0] <= tick <= value_range[1]]
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else abs(ticks[0]) or 1.0
+    return [(tick, format_tick(tick, step)) for tick in ticks]
+
+
+def _fit(text: str, width: float) -> str:
+    """``text``, cut short with "~" where it is wider than ``width`` pixels."""
+    if text_size(text)[0] <= width:
+        return text
+    return text[:max(1, int(width // GLYPH_ADVANCE) - 1)] + "~"
 
 
 def _frame(canvas: Canvas, box: tuple[int, int, int, int], title: str, xlabel: str, ylabel: str,
            y_range: tuple[float, float], legend: Sequence[str]) -> _Frame:
     """Draw the title, legend, labels, y grid and y ticks of a panel occupying ``box``; return its plotting area."""
-    left, top, right, bottom = box
-    if title:
-        canvas.text((left + right) // 2, top + 8, title, BLACK, scale=2, anchor="center")
-    plot_top = top + (34 if title else 12)
-    plot_top += _legend(canvas, left + 40, plot_top, right - 12, legend) + 4 * bool(legend)
-    y_ticks = [tick for tick in nice_ticks(*y_range) if y_range[0] <= tick <= y_range[1]]
-    step = y_ticks[1] - y_ticks[0] if len(y_ticks) > 1 else abs(y_ticks[0]) or 1.0
-    labels = [format_tick(tick, step) for tick in y_ticks]
-    label_width = max((text_size(label)[0] for label in labels), default=0)
+    left, _, right, bottom = box
+    plot_top = _header(canvas, box, title, legend)
+    ticks = _ticks(y_range)
+    label_width = max((text_size(label)[0] for _, label in ticks), default=0)
     frame = _Frame(left + 22 + label_width + 6, plot_top, right - 12, bottom - (40 if xlabel else 26),
-                   y_range=y_range, y_ticks=y_ticks)
+                   y_range=y_range, y_ticks=[tick for tick, _ in ticks])
     if ylabel:
         canvas.text(left + 6, (frame.top + frame.bottom) // 2, ylabel, AXIS_TEXT, vertical=True, anchor="center")
-    for tick, label in zip(y_ticks, labels):
+    for tick, label in ticks:
         y = round(frame.y(tick))
         canvas.line(frame.left, y, frame.right, y, GRID)
         canvas.text(frame.left - 5, y - 3, label, AXIS_TEXT, anchor="right")
     if xlabel:
         canvas.text((frame.left + frame.right) // 2, frame.bottom + 22, xlabel, AXIS_TEXT, anchor="center")
     return frame
+
+
+def _x_ticks(canvas: Canvas, frame: _Frame, grid: bool = False) -> None:
+    """Tick marks and labels under the x axis (and vertical grid lines across the plot when ``grid``)."""
+    for tick, label in _ticks(frame.x_range, count=6):
+        x = round(frame.x(tick))
+        if grid:
+            canvas.line(x, frame.top, x, frame.bottom, GRID)
+        canvas.line(x, frame.bottom, x, frame.bottom + 3, BLACK)
+        canvas.text(x, frame.bottom + 7, label, AXIS_TEXT, anchor="center")
 
 
 def _axes(canvas: Canvas, frame: _Frame) -> None:
@@ -248,12 +303,7 @@ def _draw_line_chart(canvas: Canvas, box: tuple[int, int, int, int], chart: Line
     all_y = [y for _, ys in series.values() for y in ys]
     frame = _frame(canvas, box, chart.title, chart.xlabel, chart.ylabel, _padded_range(all_y), list(series))
     frame.x_range = _padded_range(all_x)
-    x_ticks = [tick for tick in nice_ticks(*frame.x_range, count=6) if frame.x_range[0] <= tick <= frame.x_range[1]]
-    x_step = x_ticks[1] - x_ticks[0] if len(x_ticks) > 1 else 1.0
-    for tick in x_ticks:
-        x = round(frame.x(tick))
-        canvas.line(x, frame.bottom, x, frame.bottom + 3, BLACK)
-        canvas.text(x, frame.bottom + 7, format_tick(tick, x_step), AXIS_TEXT, anchor="center")
+    _x_ticks(canvas, frame)
     _axes(canvas, frame)
     for index, (xs, ys) in enumerate(series.values()):
         colour = PALETTE[index % len(PALETTE)]
@@ -266,51 +316,134 @@ def _draw_line_chart(canvas: Canvas, box: tuple[int, int, int, int], chart: Line
                 canvas.rectangle(point[0] - 2, point[1] - 2, point[0] + 3, point[1] + 3, colour)
 
 
-def _draw_bar_chart(canvas: Canvas, box: tuple[int, int, int, int], chart: BarChart) -> None:
+# Horizontal bar charts: pixels per bar, and between rows, when the panel is only as tall as its rows need.
+BAR_THICKNESS, ROW_GAP = 10, 8
+
+
+def _bars(chart: BarChart) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """``{category: {series: value}}`` without the missing values (None, NaN, inf), and every series name in the
+    order of first appearance ("" for a one-series chart)."""
     groups = {str(category): (dict(value) if isinstance(value, Mapping) else {"": value})
               for category, value in chart.values.items()}
     names = list(dict.fromkeys(name for bars in groups.values() for name in bars))
-    values = [float(value) for bars in groups.values() for value in bars.values()]
-    frame = _frame(canvas, box, chart.title, "", chart.ylabel, _padded_range(values, include_zero=True),
+    present = {category: {name: float(value) for name, value in bars.items()
+                          if value is not None and math.isfinite(float(value))} for category, bars in groups.items()}
+    return present, names
+
+
+def _value_range(chart: BarChart, groups: Mapping[str, Mapping[str, float]]) -> tuple[float, float]:
+    values = [value for bars in groups.values() for value in bars.values()]
+    return _padded_range(values + ([float(chart.reference)] if chart.reference is not None else []), include_zero=True)
+
+
+def _draw_bar_chart(canvas: Canvas, box: tuple[int, int, int, int], chart: BarChart) -> None:
+    if chart.horizontal:
+        _draw_horizontal_bar_chart(canvas, box, chart)
+        return
+    groups, names = _bars(chart)
+    frame = _frame(canvas, box, chart.title, "", chart.ylabel, _value_range(chart, groups),
                    [name for name in names if name])
     slot = (frame.right - frame.left) / max(len(groups), 1)
     bar_width = max(1.0, slot * 0.8 / max(len(names), 1))
     zero = frame.y(max(frame.y_range[0], min(0.0, frame.y_range[1])))
+    if chart.reference is not None:
+        y = round(frame.y(float(chart.reference)))
+        canvas.line(frame.left, y, frame.right, y, AXIS_TEXT, thickness=2, dash=4)
     for group_index, (category, bars) in enumerate(groups.items()):
         group_left = frame.left + slot * group_index + slot * 0.1
         for name, value in bars.items():
-            if not math.isfinite(float(value)):
-                continue
             series_index = names.index(name)
             left = group_left + bar_width * series_index
-            top, bottom = sorted((frame.y(float(value)), zero))
+            top, bottom = sorted((frame.y(value), zero))
             canvas.rectangle(round(left), round(top), round(left + bar_width) - 1, round(bottom) + 1,
                              PALETTE[series_index % len(PALETTE)])
-        label = category if text_size(category)[0] <= slot else category[:max(1, int(slot // GLYPH_ADVANCE) - 1)] + "~"
-        canvas.text(round(frame.left + slot * (group_index + 0.5)), frame.bottom + 7, label, AXIS_TEXT,
+            if chart.value_format:
+                canvas.text(round(left + bar_width / 2), round(top) - 10 if value >= 0 else round(bottom) + 3,
+                            chart.value_format.format(value), AXIS_TEXT, anchor="center")
+        canvas.text(round(frame.left + slot * (group_index + 0.5)), frame.bottom + 7, _fit(category, slot), AXIS_TEXT,
                     anchor="center")
     _axes(canvas, frame)
 
 
+def _horizontal_height(chart: BarChart, width: int) -> int:
+    """The height a horizontal bar chart ``width`` pixels wide needs for its header, rows and value axis."""
+    groups, names = _bars(chart)
+    rows = len(groups) * (BAR_THICKNESS * len(names) + ROW_GAP)
+    return _header_height(width, chart.title, [name for name in names if name]) + rows + (40 if chart.ylabel else 26)
+
+
+def _draw_horizontal_bar_chart(canvas: Canvas, box: tuple[int, int, int, int], chart: BarChart) -> None:
+    """One row per category, its label on the left (cut short past 2/5 of the panel); the value axis at the bottom."""
+    left, _, right, bottom = box
+    groups, names = _bars(chart)
+    plot_top = _header(canvas, box, chart.title, [name for name in names if name])
+    value_labels = {(category, name): chart.value_format.format(value) if chart.value_format else ""
+                    for category, bars in groups.items() for name, value in bars.items()}
+    label_room = max((text_size(label)[0] + 6 for label in value_labels.values() if label), default=0)
+    category_width = min(max((text_size(category)[0] for category in groups), default=0), (right - left) * 2 // 5)
+    frame = _Frame(left + 12 + category_width + 8, plot_top, right - 12 - label_room,
+                   bottom - (40 if chart.ylabel else 26), x_range=_value_range(chart, groups))
+    _x_ticks(canvas, frame, grid=True)
+    if chart.ylabel:
+        canvas.text((frame.left + frame.right) // 2, frame.bottom + 22, chart.ylabel, AXIS_TEXT, anchor="center")
+    row_height = (frame.bottom - frame.top) / max(len(groups), 1)
+    thickness = max(1.0, min(row_height * 0.8, row_height - ROW_GAP) / max(len(names), 1))
+    zero = frame.x(max(frame.x_range[0], min(0.0, frame.x_range[1])))
+    label_places = []  # (left, top, text): drawn last, on white, so the reference line doesn't cross them
+    for row_index, (category, bars) in enumerate(groups.items()):
+        row_top = frame.top + row_height * row_index
+        middle = round(row_top + row_height / 2)
+        canvas.text(frame.left - 8, middle - 3, _fit(category, category_width), AXIS_TEXT, anchor="right")
+        bars_top = row_top + (row_height - thickness * len(names)) / 2
+        for name, value in bars.items():
+            series_index = names.index(name)
+            top = bars_top + thickness * series_index
+            end = frame.x(value)
+            canvas.rectangle(round(min(end, zero)), round(top), round(max(end, zero)) + 1, round(top + thickness) - 1,
+                             PALETTE[series_index % len(PALETTE)])
+            label = value_labels[category, name]
+            label_left = round(end) + 4 if value >= 0 else round(end) - 4 - text_size(label)[0]
+            label_places.append((label_left, round(top + thickness / 2) - 4, label))
+    if chart.reference is not None:
+        x = round(frame.x(float(chart.reference)))
+        canvas.line(x, frame.top, x, frame.bottom, AXIS_TEXT, thickness=2, dash=4)
+    for label_left, label_top, label in label_places:
+        if label:
+            canvas.rectangle(label_left - 1, label_top - 1, label_left + text_size(label)[0] + 1, label_top + 8, WHITE)
+            canvas.text(label_left, label_top, label, AXIS_TEXT)
+    _axes(canvas, frame)
+
+
 def render(charts: Sequence[LineChart | BarChart], columns: int | None = None,
-           panel_size: tuple[int, int] = (560, 380)) -> np.ndarray:
-    """Draw ``charts`` in a grid (``columns`` per row, all in one row by default); return the RGB pixels."""
+           panel_size: tuple[int, int] = (560, 380), title: str = "", subtitle: str = "") -> np.ndarray:
+    """Draw ``charts`` in a grid (``columns`` per row, all in one row by default) under an optional figure
+    ``title`` and ``subtitle``; return the RGB pixels. A grid row of panels is ``panel_size``'s height, or taller
+    where a horizontal bar chart in it needs more for its rows."""
     columns = columns or max(len(charts), 1)
-    rows = math.ceil(len(charts) / columns) if charts else 1
     panel_width, panel_height = panel_size
-    canvas = Canvas(panel_width * columns, panel_height * rows)
-    for index, chart in enumerate(charts):
-        left, top = panel_width * (index % columns), panel_height * (index // columns)
-        box = (left, top, left + panel_width, top + panel_height)
-        draw = _draw_line_chart if isinstance(chart, LineChart) else _draw_bar_chart
-        draw(canvas, box, chart)
+    grid = [charts[start:start + columns] for start in range(0, len(charts), columns)] or [[]]
+    heights = [max([panel_height] + [_horizontal_height(chart, panel_width) for chart in row
+                                     if isinstance(chart, BarChart) and chart.horizontal]) for row in grid]
+    header = (32 if title else 0) + (15 if subtitle else 0) + (6 if title or subtitle else 0)
+    width = max(panel_width * columns, text_size(title, 2)[0] + 20, text_size(subtitle)[0] + 20)
+    canvas = Canvas(width, header + sum(heights))
+    if title:
+        canvas.text(10, 12, title, BLACK, scale=2)
+    if subtitle:
+        canvas.text(10, 12 + (32 if title else 0), subtitle, AXIS_TEXT)
+    top = header
+    for row, height in zip(grid, heights):
+        for column, chart in enumerate(row):
+            box = (panel_width * column, top, panel_width * (column + 1), top + height)
+            (_draw_line_chart if isinstance(chart, LineChart) else _draw_bar_chart)(canvas, box, chart)
+        top += height
     return canvas.pixels
 
 
 def save(path: str | Path, charts: Sequence[LineChart | BarChart], columns: int | None = None,
-         panel_size: tuple[int, int] = (560, 380)) -> Path:
+         panel_size: tuple[int, int] = (560, 380), title: str = "", subtitle: str = "") -> Path:
     """Draw ``charts`` side by side (see :func:`render`) into the PNG file ``path``."""
-    return write_png(path, render(charts, columns, panel_size))
+    return write_png(path, render(charts, columns, panel_size, title, subtitle))
 
 
 def line_chart(path: str | Path, series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str = "",
