@@ -6,7 +6,8 @@ output inside the gradient kernels. NCHW and channels-last inputs both run nativ
 output keeps the input's memory format, as torch's does); other layouts are made contiguous first. On a GPU
 channels-last is the fast layout (its channel chunks load as vectors; see kernels/conv.py). 3-D (unbatched) input
 works as in torch. Any stride, padding (per side, so padding='same' with even kernels works), dilation and
-groups; fp32, fp16, bf16 on GPU, and fp64 in the interpreter.
+groups; fp32, fp16, bf16 on GPU, and fp64 in the interpreter (where bf16 runs in fp32). Under torch.autocast
+the operands are cast as torch's conv2d's are (see _precision.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from kernels.conv import (FUSE_RELU_GRADIENT, conv2d_forward, conv2d_input_grad,
                           relu_gradient)
 from kernels.runtime import INTERPRET, check_device
 from tritonnet.ops._checks import as_pair, check_int, check_like, check_tensor
+from tritonnet.ops._precision import autocast_operands, interpreter_widens, widened
 from tritonnet.registry import lookup, register
 
 OP = "conv2d"
@@ -32,6 +34,9 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     """
     check_tensor("input", input, ndim=(3, 4), layout="N, C_in, H, W or C_in, H, W")
     check_tensor("weight", weight, ndim=4, layout="C_out, C_in / groups, kH, kW")
+    if bias is not None:
+        check_tensor("bias", bias, ndim=1, layout="C_out")
+    input, weight, bias = autocast_operands(input, weight, bias)
     check_like("weight", weight, "input", input)
     groups = check_int("groups", groups, minimum=1)
     if 0 in weight.shape:
@@ -45,7 +50,6 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
         raise ValueError(f"input has {in_channels} channels but weight expects {channels_per_group} x groups "
                          f"({groups}) = {channels_per_group * groups}")
     if bias is not None:
-        check_tensor("bias", bias, ndim=1, layout="C_out")
         check_like("bias", bias, "input", input)
         if bias.shape[0] != out_channels:
             raise ValueError(f"bias must have {out_channels} elements (weight's out channels), got {bias.shape[0]}")
@@ -128,6 +132,9 @@ def triton_conv2d(input, weight, bias, stride, padding, dilation, groups, relu):
     if input.dtype == torch.float64 and not INTERPRET:
         raise TypeError("conv2d's Triton kernels take fp32, fp16 or bf16 on the GPU (fp64 runs in the interpreter "
                         "only); use provider='torch' for fp64")
+    if interpreter_widens(input.dtype):
+        input, weight, bias = widened(input, weight, bias)
+        return triton_conv2d(input, weight, bias, stride, padding, dilation, groups, relu).to(torch.bfloat16)
     padding = padding_sides(padding, weight.shape[2:], dilation)
     if input.dim() == 3:
         return Conv2dFunction.apply(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups,

@@ -1,4 +1,5 @@
-"""Fully connected layer ``y = x W^T + b``, with ReLU and dropout optionally fused into the GEMM's epilogue."""
+"""Fully connected layer ``y = x W^T + b``, with ReLU and dropout optionally fused into the GEMM's epilogue. Under
+torch.autocast the operands are cast as torch's linear's are; bf16 runs in fp32 in the interpreter (see _precision.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 
 from kernels.linear import linear_backward, linear_forward
 from tritonnet.ops._checks import check_float, check_like, check_tensor
+from tritonnet.ops._precision import autocast_operands, interpreter_widens, widened
 from tritonnet.ops.dropout import draw_seed
 from tritonnet.registry import lookup, register
 
@@ -21,12 +23,14 @@ def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     training)``. ``input`` is (*, in_features), ``weight`` (out_features, in_features)."""
     check_tensor("input", input, ndim=range(1, 9), layout="*, in_features")
     check_tensor("weight", weight, ndim=2, layout="out_features, in_features")
+    if bias is not None:
+        check_tensor("bias", bias, ndim=1, layout="out_features")
+    input, weight, bias = autocast_operands(input, weight, bias)
     check_like("weight", weight, "input", input)
     if input.shape[-1] != weight.shape[1]:
         raise ValueError(f"input's last dimension ({input.shape[-1]}) must equal weight's in_features "
                          f"({weight.shape[1]})")
     if bias is not None:
-        check_tensor("bias", bias, ndim=1, layout="out_features")
         check_like("bias", bias, "input", input)
         if bias.shape[0] != weight.shape[0]:
             raise ValueError(f"bias must have {weight.shape[0]} elements (out_features), got {bias.shape[0]}")
@@ -80,4 +84,7 @@ class LinearFunction(torch.autograd.Function):
 
 @register(OP, "triton")
 def triton_linear(input, weight, bias, relu, dropout_p, training):
+    if interpreter_widens(input.dtype):
+        input, weight, bias = widened(input, weight, bias)
+        return LinearFunction.apply(input, weight, bias, relu, dropout_p, training).to(torch.bfloat16)
     return LinearFunction.apply(input, weight, bias, relu, dropout_p, training)

@@ -1,0 +1,37 @@
+"""The dtypes the matmul-like ops (conv2d, linear) compute in: autocast, and the interpreter's bf16.
+
+- Under ``torch.autocast`` torch casts conv2d's and linear's floating-point operands (except fp64) to the autocast
+  dtype. Our autograd Functions are not torch ops, so autocast never sees them: :func:`autocast_operands` does the
+  same cast at the top of the public functions, so ``--amp`` runs the Triton kernels in bf16/fp16 as it runs
+  torch's. LRN, max-pool and dropout follow their input's dtype, as torch's do under autocast.
+- Triton's interpreter multiplies bf16 ``tl.dot`` operands wrongly (triton 3.9: errors around 1e11 on values near
+  1). :func:`interpreter_widens` says when the providers run a bf16 call in fp32 there and round the result to bf16, so CPU runs give
+  right answers (more precise than a GPU's bf16 GEMM); on a GPU bf16 runs natively.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels.runtime import INTERPRET
+
+
+def autocast_operands(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """``tensors`` cast as torch's autocast casts a conv2d's or linear's operands on their device: floating-point
+    tensors other than fp64 go to the autocast dtype. Unchanged outside autocast."""
+    device_type = next(tensor.device.type for tensor in tensors if tensor is not None)
+    if not torch.is_autocast_enabled(device_type):
+        return tensors
+    dtype = torch.get_autocast_dtype(device_type)
+    return tuple(tensor.to(dtype) if tensor is not None and tensor.is_floating_point()
+                 and tensor.dtype != torch.float64 else tensor for tensor in tensors)
+
+
+def interpreter_widens(dtype: torch.dtype) -> bool:
+    """Whether a matmul-like op in this ``dtype`` runs in fp32 here (bf16 in the interpreter; see above)."""
+    return INTERPRET and dtype == torch.bfloat16
+
+
+def widened(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """``tensors`` in fp32 (autograd carries the gradients back through the cast)."""
+    return tuple(None if tensor is None else tensor.float() for tensor in tensors)
