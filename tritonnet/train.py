@@ -695,8 +695,8 @@ def describe(run: Run) -> None:
     elif tritonnet.INTERPRET and "triton" in kernels.values():
         run.print("[bold]tritonnet: no CUDA device, so the Triton kernels run in Triton's interpreter on the CPU "
                   "(TRITON_INTERPRET=1).[/] The default is a short demo: the small AlexNet trained on 1,792 images and "
-                  "tested on 1,000, in about 3.5 minutes on 2 cores (the progress bar shows the time left); add --kernels all=torch to use PyTorch's reference kernels "
-                  "instead (about 50x faster).")
+                  "tested on 1,000, in about 3.5 minutes on 2 cores (the progress bar shows the time left); add "
+                  "--kernels all=torch to use PyTorch's reference kernels instead (about 50x faster).")
     else:
         run.print("tritonnet: no CUDA device; training on the CPU")
     run.print(f"kernels: {describe_kernels()}")

@@ -5,8 +5,8 @@
   same cast at the top of the public functions, so ``--amp`` runs the Triton kernels in bf16/fp16 as it runs
   torch's. LRN, max-pool and dropout follow their input's dtype, as torch's do under autocast.
 - Triton's interpreter multiplies bf16 ``tl.dot`` operands wrongly (triton 3.9: errors around 1e11 on values near
-  1). :func:`interpreter_widens` says when the providers run a bf16 call in fp32 there and round the result to bf16, so CPU runs give
-  right answers (more precise than a GPU's bf16 GEMM); on a GPU bf16 runs natively.
+  1). :func:`interpreter_widens` says when the providers run a bf16 call in fp32 there and round the result to
+  bf16, so CPU runs give right answers (more precise than a GPU's bf16 GEMM); on a GPU bf16 runs natively.
 """
 
 from __future__ import annotations

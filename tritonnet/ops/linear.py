@@ -1,5 +1,7 @@
-"""Fully connected layer ``y = x W^T + b``, with ReLU and dropout optionally fused into the GEMM's epilogue. Under
-torch.autocast the operands are cast as torch's linear's are; bf16 runs in fp32 in the interpreter (see _precision.py)."""
+"""Fully connected layer ``y = x W^T + b``, with ReLU and dropout optionally fused into the GEMM's epilogue.
+
+Under torch.autocast the operands are cast as torch's linear's are; bf16 runs in fp32 in the interpreter (see
+_precision.py)."""
 
 from __future__ import annotations
 
