@@ -15,16 +15,18 @@ with a masked load. Out-of-image taps (padding) read as zero.
 
 Groups are grid dimension 1: group g multiplies in_channels [g*C_in/G, (g+1)*C_in/G) by out_channels
 [g*C_out/G, (g+1)*C_out/G). ReLU's backward is fused: the gradient kernels load the saved output beside the output
-gradient and use ``grad * (output > 0)`` (the prologue), so no masked gradient is ever written out.
+gradient and use ``grad * (output > 0)`` (the prologue), so no masked gradient is ever written out (on a GPU).
 
 Two ways to walk the (channel, kh, kw) reduction, chosen per launch with ``CHANNELS_INNER``:
   * flat: chunks of BLOCK_WINDOW consecutive (channel, kh, kw) indices, the weight's own order. Right for few
     channels (conv1: 3 channels x 11 x 11 = 363, a 32-wide chunk wastes only 6%), but every element needs its own
-    bounds check, since a chunk spans window taps. The interpreter always walks flat, with one chunk covering the
-    whole window where it fits (its cost is per loop step).
+    bounds check, since a chunk spans window taps.
   * channels inner: the window taps outside, BLOCK_WINDOW channels inside. Every element of a chunk shares one tap,
     so bounds checks are per row ([BLOCK_PIXELS, 1]) and an element costs one pointer add. Used on a GPU when the
     channels come in whole 16-wide chunks (conv2-5).
+The interpreter picks the walk that pads the reduction less (the weight gradient always walks flat), and its tile
+sizes from a cost model of loop steps and gathered elements (see use_channels_inner and _interpreter_tiles). It
+also applies ReLU's mask once, before the gradient kernels (FUSE_RELU_GRADIENT).
 
 Layouts: NCHW and channels-last tensors both run natively (every stride is an argument). On a GPU channels-last is
 the fast one: with the channels-inner walk a chunk of channels is then contiguous in the input, the output gradient
