@@ -60,7 +60,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import INTERPRET, INTERPRETER_MAX_BLOCK, autotune, interpreter_block
+from kernels.runtime import INTERPRET, INTERPRETER_MAX_BLOCK, autotune, check_dot_dtype, interpreter_block
 
 INT32_LIMIT = 2 ** 31 - INTERPRETER_MAX_BLOCK  # headroom: a tile's last index must not wrap either
 
@@ -581,6 +581,7 @@ def conv2d_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 
     The output has ``input``'s memory format (NCHW or channels-last), as torch's does.
     """
+    check_dot_dtype("input", input)
     batch, in_channels, height, width = input.shape
     out_channels, in_channels_per_group, kernel_h, kernel_w = weight.shape
     out_height = output_size(height, kernel_h, stride[0], padding[0], padding[1], dilation[0])
@@ -659,6 +660,7 @@ def conv2d_input_grad(grad_output: torch.Tensor, output: torch.Tensor | None, we
                       channels_inner: bool | None = None) -> torch.Tensor:
     """Gradient of conv2d with respect to its 4-D input. ``output`` is the saved ReLU output (None without ReLU);
     ``padding`` is (top, bottom, left, right)."""
+    check_dot_dtype("grad_output", grad_output)
     grad_output = grad_output.contiguous(memory_format=memory_format)
     if output is not None:
         output = _like(output, grad_output)
@@ -715,6 +717,7 @@ def conv2d_weight_grad(input: torch.Tensor, grad_output: torch.Tensor, output: t
                        padding: tuple[int, int, int, int], dilation: tuple[int, int], groups: int, bias: bool,
                        channels_inner: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Gradients of conv2d with respect to its weight and (when ``bias``) its bias, for 4-D ``input``."""
+    check_dot_dtype("input", input)
     input, memory_format = _dense(input)
     grad_output = grad_output.contiguous(memory_format=memory_format)
     if output is not None:

@@ -48,7 +48,7 @@ import triton.language as tl
 
 from kernels.dropout import dropout_keep
 from kernels.gpu_compile import CompileCase, kernel_parameters
-from kernels.runtime import INTERPRET, autotune, check_device, interpreter_block
+from kernels.runtime import INTERPRET, autotune, check_device, check_dot_dtype, interpreter_block
 
 # Interpreter tiles: a whole dimension where it fits (the CPU training demo runs these layers in the interpreter).
 INTERPRETER_TILE = 512
@@ -345,6 +345,7 @@ def linear_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     for name, tensor in (("input", input), ("weight", weight), ("bias", bias)):
         if tensor is not None:
             check_device(name, tensor)
+    check_dot_dtype("input", input)
     rows, in_features = input.shape
     out_features = weight.shape[0]
     output = torch.empty(output_shape or (rows, out_features), device=input.device, dtype=input.dtype)
@@ -382,6 +383,7 @@ def linear_backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torc
     ``dropout_p`` and ``seed`` are the forward's. The bias gradient comes out of the grad-weight kernel, so asking for
     it alone still runs that kernel."""
     check_device("grad_output", grad_output)
+    check_dot_dtype("grad_output", grad_output)
     rows, in_features = input.shape
     out_features = weight.shape[0]
     dropout_scale = dropout_p > 0.0 and relu  # the mask comes with the saved output

@@ -115,3 +115,14 @@ def check_device(name: str, tensor) -> None:
             f"{name} must be a CUDA tensor for the Triton kernels (got device {tensor.device}); move it to the GPU, "
             "use the 'torch' provider, or run with TRITON_INTERPRET=1"
         )
+
+
+def check_dot_dtype(name: str, tensor) -> None:
+    """Triton's interpreter multiplies bf16 ``tl.dot`` operands wrongly (triton 3.9: errors around 1e11), so the
+    GEMM kernels (conv2d, linear) refuse bf16 there rather than answer wrongly. tritonnet's ops compute bf16 in fp32
+    in the interpreter (tritonnet/ops/_precision.py) and never reach this."""
+    import torch
+
+    if INTERPRET and tensor.dtype == torch.bfloat16:
+        raise TypeError(f"{name} is bf16, which Triton's interpreter multiplies wrongly in tl.dot; pass fp32 or fp16 "
+                        "here, or call tritonnet.functional (it computes bf16 in fp32 in the interpreter)")

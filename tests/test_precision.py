@@ -80,3 +80,18 @@ def test_autocast_accepts_operands_of_mixed_dtypes(op):
         assert ours(input.half(), weight, bias).dtype == torch.float16
     with pytest.raises((TypeError, ValueError), match="weight"):
         ours(input.half(), weight, bias)
+
+
+@pytest.mark.skipif(DEVICE.type == "cuda", reason="the interpreter's bf16 tl.dot")
+def test_gemm_kernels_refuse_bf16_in_the_interpreter():
+    """Below the ops, the launch functions refuse bf16 in the interpreter rather than return its wrong products."""
+    from kernels.conv import conv2d_forward
+    from kernels.linear import linear_forward
+
+    input = torch.randn(1, 4, 5, 5, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="input is bf16"):
+        conv2d_forward(input, torch.randn(4, 4, 3, 3, dtype=torch.bfloat16), None, (1, 1), (0, 0, 0, 0), (1, 1), 1,
+                       False)
+    with pytest.raises(TypeError, match="input is bf16"):
+        linear_forward(torch.randn(3, 16, dtype=torch.bfloat16), torch.randn(8, 16, dtype=torch.bfloat16), None,
+                       False, 0.0, 0)
