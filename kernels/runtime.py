@@ -14,6 +14,7 @@ GPU is how the compile-for-GPU report gets real ``JITFunction`` objects to compi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 
@@ -70,8 +71,6 @@ def _interpreter_overflow_checks(enabled: bool) -> None:
     (``TRITON_DEBUG=1``), so by default the interpreter runs integer math as a release build does.
     ``TRITONNET_INTERPRETER_OVERFLOW_CHECKS=1`` turns the checks back on (kernels that must stay inside int32 also
     say so with explicit limits in their launch functions)."""
-    import dataclasses
-
     from triton.runtime import interpreter
 
     builder = getattr(interpreter, "interpreter_builder", None)
@@ -83,6 +82,76 @@ def _interpreter_overflow_checks(enabled: bool) -> None:
 if INTERPRET:
     _interpreter_overflow_checks(os.environ.get("TRITONNET_INTERPRETER_OVERFLOW_CHECKS", "0").strip().lower()
                                  in ("1", "true", "yes", "on"))
+
+def _serialise_interpreter_launches() -> None:
+    """The interpreter runs a kernel by patching ``triton.language`` for the duration of the launch and restoring it
+    afterwards, so two threads launching at once see each other's half-patched module ("Did you forget to add
+    @triton.jit?"). One lock around each launch makes concurrent calls safe (``use_kernels`` is thread-local, so
+    threads are a supported way to use tritonnet); it costs nothing a single thread would notice."""
+    import functools
+    import threading
+
+    from triton.runtime.interpreter import InterpretedFunction
+
+    if getattr(InterpretedFunction.run, "_tritonnet_serialised", False):
+        return
+    lock = threading.RLock()
+    run = InterpretedFunction.run
+
+    @functools.wraps(run)
+    def serialised_run(self, *args, **kwargs):
+        with lock:
+            return run(self, *args, **kwargs)
+
+    serialised_run._tritonnet_serialised = True
+    InterpretedFunction.run = serialised_run
+
+
+if INTERPRET:
+    _serialise_interpreter_launches()
+
+
+@dataclasses.dataclass(frozen=True)
+class Algorithms:
+    """Which algorithm each op uses where the interpreter's costs differ from a GPU's: the one policy for it.
+
+    The interpreter pays per program and per tile operation (numpy), a GPU per byte moved and per instruction, so a
+    few ops have an interpreter-only algorithm beside their GPU kernel. Launch functions take the choice as a keyword
+    whose default comes from :data:`ALGORITHMS`, so a test runs either path in either mode without patching globals.
+    """
+
+    # LRN's window sums as a band-matrix product over tiles spanning samples (GPU: a walk of shifted loads).
+    lrn_band_matrix: bool
+    # Max-pool's backward scatters from the outputs with atomics (GPU: the deterministic gather).
+    maxpool_scatter_backward: bool
+    # Conv masks ReLU's gradient in one pass up front (GPU: the mask is fused into the gradient GEMMs' loads).
+    conv_separate_relu_gradient: bool
+    # Conv picks the reduction walk that pads least (GPU: channels-inner whenever the channels are contiguous).
+    conv_walk_by_padding: bool
+    # bf16 GEMMs computed in fp32 and rounded to bf16 (the interpreter's bf16 tl.dot answers wrongly).
+    bf16_through_fp32: bool
+
+
+GPU_ALGORITHMS = Algorithms(lrn_band_matrix=False, maxpool_scatter_backward=False, conv_separate_relu_gradient=False,
+                            conv_walk_by_padding=False, bf16_through_fp32=False)
+INTERPRETER_ALGORITHMS = Algorithms(lrn_band_matrix=True, maxpool_scatter_backward=True,
+                                    conv_separate_relu_gradient=True, conv_walk_by_padding=True,
+                                    bf16_through_fp32=True)
+ALGORITHMS: Algorithms = INTERPRETER_ALGORITHMS if INTERPRET else GPU_ALGORITHMS
+
+
+def gpu_configs(names: tuple[str, ...], rows: list[tuple[int, ...]]) -> list[triton.Config]:
+    """A kernel's GPU tiles, declared beside it in one style: each row is its block sizes in the order of ``names``,
+    then warps and pipeline stages. A launch with a fixed tile is a list of one row (the autotuner does not time a
+    single config)."""
+    configs = []
+    for row in rows:
+        if len(row) != len(names) + 2:
+            raise ValueError(f"a config row needs {len(names)} block sizes, warps and stages; got {row}")
+        *blocks, warps, stages = row
+        configs.append(triton.Config(dict(zip(names, blocks)), num_warps=warps, num_stages=stages))
+    return configs
+
 
 # Interpreter tiles: one tile op on 2**16 elements costs about a millisecond of numpy; larger tiles only add
 # masked-off work. Kernels cap their interpreter blocks with this.
