@@ -6,9 +6,10 @@ decorated (see ``kernels/runtime.py``).
 
 import kernels  # noqa: F401  (sets TRITON_INTERPRET when there is no GPU, before any kernel is decorated)
 from kernels.runtime import INTERPRET
-from tritonnet import functional
+from tritonnet import functional, models, nn
 from tritonnet.registry import available_kernels, parse_kernels, provider_for, use_kernels
 
 __version__ = "0.1.0"
 
-__all__ = ["INTERPRET", "available_kernels", "functional", "parse_kernels", "provider_for", "use_kernels"]
+__all__ = ["INTERPRET", "available_kernels", "functional", "models", "nn", "parse_kernels", "provider_for",
+           "use_kernels"]

@@ -129,17 +129,19 @@ class Dropout(_ProviderMixin, nn.Dropout):
 
 
 class CrossEntropyLoss(_ProviderMixin, nn.CrossEntropyLoss):
-    """``torch.nn.CrossEntropyLoss`` over logits and class indices (no class weights)."""
+    """``torch.nn.CrossEntropyLoss``: logits against class indices or class probabilities, with optional class
+    ``weight`` (a buffer, as in torch, so state_dicts match)."""
 
     op = "cross_entropy"
 
-    def __init__(self, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0, *,
-                 provider: str | None = None):
-        super().__init__(ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+    def __init__(self, weight: torch.Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
+                 label_smoothing: float = 0.0, *, provider: str | None = None):
+        super().__init__(weight=weight, ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=label_smoothing)
         self._set_provider(provider)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(input, target, None, self.ignore_index, self.reduction, self.label_smoothing,
+        return F.cross_entropy(input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing,
                                provider=self.provider)
 
     def extra_repr(self) -> str:
@@ -173,6 +175,14 @@ class TorchLinear(nn.Linear):
         return torch.nn.functional.dropout(output, self.dropout, self.training) if self.dropout else output
 
 
+def _same_state(twin: nn.Module, layer: nn.Module) -> nn.Module:
+    """``twin`` with ``layer``'s state_dict, ``requires_grad`` flags and training mode."""
+    twin.load_state_dict(layer.state_dict())
+    for twin_parameter, parameter in zip(twin.parameters(), layer.parameters()):
+        twin_parameter.requires_grad_(parameter.requires_grad)
+    return twin.train(layer.training)
+
+
 def _torch_layer(layer: nn.Module) -> nn.Module | None:
     weight = getattr(layer, "weight", None)
     like = {"device": None, "dtype": None} if weight is None else {"device": weight.device, "dtype": weight.dtype}
@@ -190,14 +200,11 @@ def _torch_layer(layer: nn.Module) -> nn.Module | None:
     elif isinstance(layer, Dropout):
         twin = nn.Dropout(layer.p, layer.inplace)
     elif isinstance(layer, CrossEntropyLoss):
-        twin = nn.CrossEntropyLoss(ignore_index=layer.ignore_index, reduction=layer.reduction,
+        twin = nn.CrossEntropyLoss(weight=layer.weight, ignore_index=layer.ignore_index, reduction=layer.reduction,
                                    label_smoothing=layer.label_smoothing)
     else:
         return None
-    twin.load_state_dict(layer.state_dict())
-    for twin_parameter, parameter in zip(twin.parameters(), layer.parameters()):
-        twin_parameter.requires_grad_(parameter.requires_grad)
-    return twin.train(layer.training)
+    return _same_state(twin, layer)
 
 
 def to_torch(module: nn.Module) -> nn.Module:
@@ -215,5 +222,78 @@ def to_torch(module: nn.Module) -> nn.Module:
     return twin
 
 
+def _tritonnet_layer(layer: nn.Module, relu: bool = False) -> nn.Module | None:
+    """Our twin of a plain ``torch.nn`` layer (same arguments and state_dict), ``relu=True`` folding a following
+    ``nn.ReLU`` into conv2d or linear; None for a layer we have no kernel for (or one of ours already)."""
+    if isinstance(layer, _ProviderMixin):
+        return None
+    weight = getattr(layer, "weight", None)
+    like = {} if weight is None else {"device": weight.device, "dtype": weight.dtype}
+    if isinstance(layer, nn.Conv2d) and not isinstance(layer, TorchConv2d):
+        if layer.padding_mode != "zeros":
+            return None  # reflect/replicate/circular padding: tritonnet's conv2d pads with zeros only
+        twin = Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                      layer.dilation, layer.groups, layer.bias is not None, relu=relu, **like)
+    elif isinstance(layer, nn.Linear) and not isinstance(layer, TorchLinear):
+        twin = Linear(layer.in_features, layer.out_features, layer.bias is not None, relu=relu, **like)
+    elif isinstance(layer, nn.LocalResponseNorm):
+        twin = LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k)
+    elif isinstance(layer, nn.MaxPool2d):
+        twin = MaxPool2d(layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.return_indices,
+                         layer.ceil_mode)
+    elif isinstance(layer, nn.Dropout):
+        twin = Dropout(layer.p, layer.inplace)
+    elif isinstance(layer, nn.CrossEntropyLoss):
+        twin = CrossEntropyLoss(layer.weight, layer.ignore_index, layer.reduction, layer.label_smoothing)
+    else:
+        return None
+    return _same_state(twin, layer)
+
+
+def _swap_children(module: nn.Module) -> None:
+    """Replace, depth first, every child of ``module`` that has a tritonnet twin. Inside an ``nn.Sequential`` a
+    conv2d or linear directly followed by ``nn.ReLU`` takes the ReLU into its kernel and the ReLU's slot becomes
+    ``nn.Identity`` (it has no parameters, so state_dict keys do not change). Elsewhere the data flow is the module's
+    own ``forward``, which we cannot see, so nothing is fused."""
+    names = list(module._modules)
+    folded = set()
+    for position, name in enumerate(names):
+        child = module._modules[name]
+        if child is None or name in folded:
+            continue
+        following = module._modules[names[position + 1]] if position + 1 < len(names) else None
+        fuse = (isinstance(module, nn.Sequential) and isinstance(following, nn.ReLU)
+                and isinstance(child, (nn.Conv2d, nn.Linear)))
+        twin = _tritonnet_layer(child, relu=fuse)
+        if twin is None:
+            _swap_children(child)
+            continue
+        module._modules[name] = twin
+        if fuse and twin.relu:
+            module._modules[names[position + 1]] = nn.Identity()
+            folded.add(names[position + 1])
+
+
+def from_torch(module: nn.Module, inplace: bool = False) -> nn.Module:
+    """``module`` with tritonnet's layers in place of ``torch.nn``'s: ``Conv2d`` (zero padding), ``Linear``,
+    ``MaxPool2d``, ``LocalResponseNorm``, ``Dropout`` and ``CrossEntropyLoss``, anywhere in the module tree. A
+    ``nn.ReLU`` right after a conv or linear in an ``nn.Sequential`` is folded into that layer's kernel
+    (``relu=True``). Everything else (BatchNorm, pooling of other kinds, activations elsewhere) is left as it is.
+    The state_dict keys and values are unchanged and the outputs equal the original's, so this is the one-liner for
+    "run my model on tritonnet's kernels" (then swap providers per op with :func:`tritonnet.use_kernels`, or profile).
+
+    ``inplace=False`` (the default) returns a converted deep copy; ``inplace=True`` converts ``module`` itself and
+    returns it (a bare layer, having no parent to be swapped in, is always returned as a new object). The inverse is
+    :func:`to_torch`."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    twin = _tritonnet_layer(module)
+    if twin is not None:
+        return twin
+    converted = module if inplace else copy.deepcopy(module)
+    _swap_children(converted)
+    return converted
+
+
 __all__ = ["Conv2d", "CrossEntropyLoss", "Dropout", "Linear", "LocalResponseNorm", "MaxPool2d", "TorchConv2d",
-           "TorchLinear", "to_torch"]
+           "TorchLinear", "from_torch", "to_torch"]
