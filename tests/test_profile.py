@@ -155,3 +155,26 @@ def test_command_line_errors_name_the_bad_value(capsys, argv, message):
 def test_profile_model_refuses_unknown_providers():
     with pytest.raises(ValueError, match="unknown provider 'cuda'"):
         profile.profile_model(alexnet_small(), 1, ["cuda"])
+
+
+def test_trace_labels_every_layer_with_its_name_and_provider(tmp_path):
+    path = tmp_path / "trace.json"
+    profile.main(["--model", "alexnet-small", "--batch-size", "1", "--repeats", "1", "--warmup", "0", "--no-step",
+                  "--providers", "torch", "--kernels", "max_pool2d=torch", "--trace", str(path)])
+    events = json.loads(path.read_text())["traceEvents"]
+    names = {event.get("name", "") for event in events}
+    assert "features.conv1 conv2d+relu [triton]" in names and "features.pool1 max_pool2d [torch]" in names
+    assert any(name.startswith("loss cross_entropy [") for name in names)
+    assert sum(name.startswith("classifier.fc8 linear [") for name in (event.get("name", "") for event in events)) == 3
+
+
+def test_narrowed_providers_run_only_those_and_still_show_what_each_layer_uses():
+    model = alexnet_small().to(DEVICE)
+    rows = profile.profile_model(model, 1, ["torch"], repeats=1, warmup=0)
+    steps = [row for row in rows if row.kind == profile.STEP]
+    assert [row.provider for row in steps] == ["torch"]  # no Triton whole step behind the user's back
+    assert {row.uses for row in rows if row.kind != profile.STEP} == {"triton"}
+    output = io.StringIO()
+    Console(file=output, width=250).print(profile.table(rows))
+    body = output.getvalue().split("uses:")[0]  # the table above its caption; only the uses column says triton
+    assert body.count(" triton ") == len({row.layer for row in rows if row.kind != profile.STEP})

@@ -65,7 +65,8 @@ class LayerTiming:
     share: float | None = None  # (forward + backward) / the sum over this provider's layers; None for the step
     forward_speedup: float | None = None  # the reference provider's forward_ms / this one's
     backward_speedup: float | None = None
-    configured: bool = False  # the provider this layer uses with the current choices (provider=, --kernels, env)
+    configured: bool = False  # whether ``provider`` is the one this layer uses with the current choices
+    uses: str = ""  # the provider this layer uses with the current choices (provider=, --kernels, env)
     module: str = ""  # the module's qualified name in the model ("" for the loss and the step)
     output_shape: list[int] = dataclasses.field(default_factory=list)
     dtype: str = ""
@@ -301,7 +302,7 @@ def profile_model(model: nn.Module, input: torch.Tensor | Sequence[int] | int, p
                     forward_ms, backward_ms = _time_layer(layer, grad_output, device=device, repeats=repeats,
                                                           warmup=warmup)
             rows.append(LayerTiming(layer.name, _kind(layer.module), list(layer.inputs[0].shape), provider,
-                                    forward_ms, backward_ms, configured=provider == configured,
+                                    forward_ms, backward_ms, configured=provider == configured, uses=configured,
                                     module=layer.module_name, output_shape=layer.output_shape, **common))
     _add_shares_and_speedups(rows)
 
@@ -314,7 +315,10 @@ def profile_model(model: nn.Module, input: torch.Tensor | Sequence[int] | int, p
                     for module, choice in zip(modules, configured_choice)]
 
         step_providers: list[str | None] = list(providers)
-        if all(forced_choice(provider) != configured_choice for provider in providers):
+        # The configured mix is a step of its own only when it mixes providers (else it is one of the forced steps,
+        # or a provider the caller left out on purpose, which is not run).
+        mixed = len(set(configured_choice)) > 1
+        if mixed and all(forced_choice(provider) != configured_choice for provider in providers):
             step_providers.append(None)
         for provider in step_providers:
             with _forced(modules, provider):
@@ -325,6 +329,66 @@ def profile_model(model: nn.Module, input: torch.Tensor | Sequence[int] | int, p
                                     output_shape=list(loss_output.shape), **common))
         _add_shares_and_speedups(rows)
     return rows
+
+
+@contextlib.contextmanager
+def label_layers(model: nn.Module) -> Iterator[None]:
+    """Label every tritonnet layer's forward in ``torch.profiler`` traces with its name in the model, its op and the
+    provider it uses now (``features.conv2 conv2d+relu [triton]``), through ``record_function`` ranges opened and
+    closed by forward hooks. Backward work appears under autograd's own node names."""
+    layers = _profiled_layers(model)
+    open_ranges: list = []
+
+    def pre_hook_for(name: str):
+        def pre_hook(module, args):
+            label = f"{name} {_kind(module)} [{provider_for(module.op, module.provider)}]"
+            labelled = torch.autograd.profiler.record_function(label)
+            labelled.__enter__()
+            open_ranges.append(labelled)
+        return pre_hook
+
+    def hook(module, args, output):
+        open_ranges.pop().__exit__(None, None, None)
+
+    handles = []
+    for name, module in layers:
+        handles.append(module.register_forward_pre_hook(pre_hook_for(name)))
+        handles.append(module.register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        while open_ranges:  # a forward that raised
+            open_ranges.pop().__exit__(None, None, None)
+
+
+def write_trace(model: nn.Module, batch: int, path: str, *, steps: int = 3, seed: int = 0) -> None:
+    """A Chrome trace (``chrome://tracing``, Perfetto) of ``steps`` training steps (forward, loss, backward) of
+    ``model`` with the kernels as configured, after one untimed step; layers labelled by :func:`label_layers`."""
+    parameter = next(model.parameters())
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    images = torch.randn(batch, 3, model.input_size, model.input_size, generator=generator).to(parameter.device,
+                                                                                                 parameter.dtype)
+    loss = CrossEntropyLoss()
+
+    def step():
+        logits = model(images)
+        target = torch.randint(0, logits.shape[-1], logits.shape[:-1], generator=generator).to(logits.device)
+        with torch.autograd.profiler.record_function(f"loss {_kind(loss)} [{provider_for(loss.op, None)}]"):
+            value = loss(logits, target)
+        value.backward()
+
+    step()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if parameter.device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with label_layers(model), torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(steps):
+            step()
+        if parameter.device.type == "cuda":
+            torch.cuda.synchronize(parameter.device)
+    profiler.export_chrome_trace(path)
 
 
 def _add_shares_and_speedups(rows: list[LayerTiming]) -> None:
@@ -393,7 +457,7 @@ def table(rows: list[LayerTiming], title: str = "per-layer profile"):
         for provider in compared:
             row = cells.get(provider)
             values += [_ratio(row.forward_speedup), _ratio(row.backward_speedup)] if row else ["", ""]
-        values.append(next((row.provider for row in cells.values() if row.configured), ""))
+        values.append(first.uses)
         result.add_row(*values)
 
     def summary(label: str, pick: Callable[[str], LayerTiming | None], speedups: bool, end_section: bool = False):
@@ -460,13 +524,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 5 on a GPU, 1 on "
                                                                   "the CPU)")
     parser.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="default: fp32")
-    parser.add_argument("--device", default="cuda" if gpu else "cpu")
+    parser.add_argument("--device", default="cuda" if gpu else "cpu",
+                        help=f"where the model runs (default: {'cuda' if gpu else 'cpu'})")
     parser.add_argument("--eval", action="store_true", help="profile in eval mode (no dropout) instead of training")
     parser.add_argument("--no-step", action="store_true", help="skip the whole-step measurements")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the weights, the images, the targets and the output gradients (default: 0)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch's CPU threads (default: torch's own; on a busy machine 1 gives steadier CPU times)")
     parser.add_argument("--json", metavar="PATH", default=None, help="write the rows as a JSON list")
+    parser.add_argument("--trace", metavar="PATH", default=None,
+                        help="also write a Chrome trace (torch.profiler) of 3 training steps with the kernels as "
+                             "configured, each layer labelled with its name, op and provider")
     return parser
 
 
@@ -509,6 +578,10 @@ def main(argv: Sequence[str] | None = None) -> list[LayerTiming]:
         with open(args.json, "w") as handle:
             json.dump([dataclasses.asdict(row) for row in rows], handle, indent=1)
         console.print(f"wrote {len(rows)} rows to {args.json}")
+    if args.trace:
+        with use_kernels(**args.kernels):
+            write_trace(model, args.batch_size, args.trace, seed=args.seed)
+        console.print(f"wrote a Chrome trace of 3 training steps to {args.trace}")
     return rows
 
 
