@@ -171,16 +171,17 @@ def max_pool2d_forward_kernel(
     # arg-max unless a later one is larger or NaN. Elements outside the input load as -inf, which never wins.
     best_offset = _first_inside(top, DILATION_H) * KERNEL_W + _first_inside(left, DILATION_W)
     best = _widened(tl.full([BLOCK], float("-inf"), input_pointer.dtype.element_ty))
-    plane_start = (input_pointer + first_image * input_stride_batch + image * input_stride_batch
-                   + channel * input_stride_channel)
+    # The window's first position (padding included); each later one is a scalar step away from it.
+    window_start = (input_pointer + first_image * input_stride_batch + image * input_stride_batch
+                    + channel * input_stride_channel + top * input_stride_row + left * input_stride_column)
     for window_row in tl.static_range(KERNEL_H):
-        row = top + window_row * DILATION_H
-        row_inside = inside & (row >= 0) & (row < height)
-        row_start = plane_start + row * input_stride_row
+        row_shift = window_row * DILATION_H
+        row_inside = inside & (top >= -row_shift) & (top < height - row_shift)
+        row_start = window_start + row_shift * input_stride_row
         for window_column in tl.static_range(KERNEL_W):
-            column = left + window_column * DILATION_W
-            valid = row_inside & (column >= 0) & (column < width)
-            value = tl.load(row_start + column * input_stride_column, mask=valid, other=float("-inf"))
+            column_shift = window_column * DILATION_W
+            valid = row_inside & (left >= -column_shift) & (left < width - column_shift)
+            value = tl.load(row_start + column_shift * input_stride_column, mask=valid, other=float("-inf"))
             value = value.to(best.dtype)
             # NaN-propagating, last-NaN-wins comparison: torch's `value > best || isnan(value)`.
             take = (value > best) | (value != value)
@@ -229,28 +230,38 @@ def max_pool2d_backward_kernel(
     first_image, in_chunk, image, channel, row, column, inside = _image_tile(
         batch, images_per_chunk, channels, height, width, CHANNELS_LAST, BLOCK)
     first_out_row = (tl.maximum(row + padding_h - (KERNEL_H - 1) * DILATION_H, 0) + STRIDE_H - 1) // STRIDE_H
-    last_out_row = tl.minimum((row + padding_h) // STRIDE_H, out_height - 1)
+    later_out_rows = tl.minimum((row + padding_h) // STRIDE_H, out_height - 1) - first_out_row
     first_out_column = (tl.maximum(column + padding_w - (KERNEL_W - 1) * DILATION_W, 0) + STRIDE_W - 1) // STRIDE_W
-    last_out_column = tl.minimum((column + padding_w) // STRIDE_W, out_width - 1)
+    later_out_columns = tl.minimum((column + padding_w) // STRIDE_W, out_width - 1) - first_out_column
+    # This element's position in the first covering window; each later window starts a stride further on.
+    first_row_in_window = row + padding_h - first_out_row * STRIDE_H
+    first_column_in_window = column + padding_w - first_out_column * STRIDE_W
+    grad_output_start = (grad_output_pointer + first_image * grad_output_stride_batch
+                         + image * grad_output_stride_batch + channel * grad_output_stride_channel
+                         + first_out_row * grad_output_stride_row + first_out_column * grad_output_stride_column)
+    offset_start = (offset_pointer + first_image * offset_stride_batch + image * offset_stride_batch
+                    + channel * offset_stride_channel + first_out_row * offset_stride_row
+                    + first_out_column * offset_stride_column)
 
     total = _widened(tl.zeros([BLOCK], grad_output_pointer.dtype.element_ty))
-    grad_output_plane = (grad_output_pointer + first_image * grad_output_stride_batch
-                         + image * grad_output_stride_batch + channel * grad_output_stride_channel)
-    offset_plane = offset_pointer + first_image * offset_stride_batch + image * offset_stride_batch \
-        + channel * offset_stride_channel
     for row_step in tl.static_range(((KERNEL_H - 1) * DILATION_H + STRIDE_H) // STRIDE_H):
-        out_row = first_out_row + row_step
-        row_in_window = row + padding_h - out_row * STRIDE_H
-        row_covers = inside & (out_row <= last_out_row) & (row_in_window % DILATION_H == 0)
+        row_in_window = first_row_in_window - row_step * STRIDE_H
+        row_covers = inside & (later_out_rows >= row_step)
+        if DILATION_H > 1:  # only windows whose dilated grid lands on this row
+            row_covers = row_covers & (row_in_window % DILATION_H == 0)
+            row_in_window = row_in_window // DILATION_H
+        window_row_offset = row_in_window * KERNEL_W
         for column_step in tl.static_range(((KERNEL_W - 1) * DILATION_W + STRIDE_W) // STRIDE_W):
-            out_column = first_out_column + column_step
-            column_in_window = column + padding_w - out_column * STRIDE_W
-            covers = row_covers & (out_column <= last_out_column) & (column_in_window % DILATION_W == 0)
-            arg_max = tl.load(offset_plane + out_row * offset_stride_row + out_column * offset_stride_column,
+            column_in_window = first_column_in_window - column_step * STRIDE_W
+            covers = row_covers & (later_out_columns >= column_step)
+            if DILATION_W > 1:
+                covers = covers & (column_in_window % DILATION_W == 0)
+                column_in_window = column_in_window // DILATION_W
+            arg_max = tl.load(offset_start + (row_step * offset_stride_row + column_step * offset_stride_column),
                               mask=covers, other=0).to(tl.int32)
-            wins = covers & (arg_max == (row_in_window // DILATION_H) * KERNEL_W + column_in_window // DILATION_W)
-            grad = tl.load(grad_output_plane + out_row * grad_output_stride_row
-                           + out_column * grad_output_stride_column, mask=wins, other=0.0)
+            wins = covers & (arg_max == window_row_offset + column_in_window)
+            grad = tl.load(grad_output_start + (row_step * grad_output_stride_row
+                                                + column_step * grad_output_stride_column), mask=wins, other=0.0)
             total += grad.to(total.dtype)
 
     grad_input = total.to(grad_input_pointer.dtype.element_ty)
