@@ -218,8 +218,8 @@ def max_pool2d_backward_kernel(
     batch, images_per_chunk,  # images, and images handled by one grid row (program_id(1)); see INDEX_CHUNK
     channels, height, width,  # input extent per image
     out_height, out_width,  # output plane extent
-    grad_output_stride_batch, grad_output_stride_channel, grad_output_stride_row, grad_output_stride_column,
-    offset_stride_batch, offset_stride_channel, offset_stride_row, offset_stride_column,
+    grad_output_stride_batch, grad_output_stride_channel, grad_output_stride_row, grad_output_stride_column,  # strides
+    offset_stride_batch, offset_stride_channel, offset_stride_row, offset_stride_column,  # strides
     padding_h, padding_w,  # the forward's padding
     KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr,  # window extent, in elements
     STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,  # window step
@@ -283,8 +283,8 @@ def max_pool2d_backward_scatter_kernel(
     batch, images_per_chunk,  # images, and images handled by one grid row (program_id(1)); see INDEX_CHUNK
     channels, height, width,  # input extent per image
     out_height, out_width,  # output plane extent
-    grad_output_stride_batch, grad_output_stride_channel, grad_output_stride_row, grad_output_stride_column,
-    grad_sum_stride_batch, grad_sum_stride_channel, grad_sum_stride_row, grad_sum_stride_column,
+    grad_output_stride_batch, grad_output_stride_channel, grad_output_stride_row, grad_output_stride_column,  # strides
+    grad_sum_stride_batch, grad_sum_stride_channel, grad_sum_stride_row, grad_sum_stride_column,  # strides
     padding_h, padding_w,  # the forward's padding
     KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr,  # window extent, in elements
     STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,  # window step
