@@ -290,14 +290,15 @@ def test_max_pool2d_gradgradcheck_fp64():
 
 def test_double_backward_matches_torch_through_backward_and_grad():
     """``autograd.grad(..., create_graph=True)`` then ``.backward()``: the output gradient's gradient is torch's."""
-    input = torch.randn(2, 3, 7, 6, generator=torch.Generator().manual_seed(1)).contiguous(
-        memory_format=torch.channels_last).requires_grad_()
+    input = in_layout(torch.randn(2, 3, 7, 6, generator=torch.Generator().manual_seed(1)), "channels last")
+    input.requires_grad_()
+    weights = torch.arange(float(input.numel()), device=DEVICE).reshape(input.shape)
     results = []
     for provider in ("triton", "torch"):
         output = max_pool2d(input, 3, 2, padding=1, dilation=(1, 2), provider=provider)
-        grad_output = torch.linspace(-1, 1, output.numel()).reshape(output.shape).requires_grad_()
+        grad_output = torch.linspace(-1, 1, output.numel(), device=DEVICE).reshape(output.shape).requires_grad_()
         (grad_input,) = torch.autograd.grad(output, input, grad_output, create_graph=True)
-        (grad_input * torch.arange(float(input.numel())).reshape(input.shape)).sum().backward()
+        (grad_input * weights).sum().backward()
         results.append(grad_output.grad)
     assert_identical(results[0], results[1], "grad of grad_output")
 
@@ -329,8 +330,9 @@ def test_forward_and_backward_read_any_strides_without_copying(layout):
 
     with mock.patch.object(torch.Tensor, "contiguous", refuse_copy):
         # The output gradient is a zero-stride view, as ``output.sum().backward()`` passes.
-        _, _, _, gradients = pool_with_both_gradients(input, lambda output: torch.ones(()).expand(output.shape),
-                                                      kernel_size=3, stride=2, padding=1)
+        _, _, _, gradients = pool_with_both_gradients(
+            input, lambda output: torch.ones((), device=DEVICE).expand(output.shape), kernel_size=3, stride=2,
+            padding=1)
     leaf = input.detach().requires_grad_()
     torch_functional.max_pool2d(leaf, 3, 2, 1).sum().backward()
     for scatter, gradient in gradients.items():
