@@ -1,17 +1,24 @@
-"""2-D max pooling with torch's semantics (padding with -inf, ceil_mode, return_indices, NaN propagation).
+"""2-D max pooling with torch's semantics: padding with -inf, dilation, ceil_mode, return_indices, NaN propagation
+(a window with a NaN pools to NaN, and its index points at the window's last NaN), and torch's errors.
 
-The "triton" provider saves only a uint8 arg-max offset per output for the backward (see ``kernels/maxpool.py``).
-Its limits, refused with a ValueError: dilation 1 only, windows of at most 256 elements. Its outputs are contiguous
-NCHW even for a channels-last input (torch keeps channels-last); the values and indices are the same.
+The "triton" provider saves only a uint8 arg-max offset per output for the backward (see ``kernels/maxpool.py``),
+so its windows are limited to 256 elements (refused with a ValueError beyond that; dilation does not count). It
+reads any input strides without a copy and returns outputs, indices and the input gradient in the memory format
+torch gives them (channels-last for a channels-last input).
+
+Double backward: the backward is linear in the output gradient, ``grad_input = S grad_output`` with ``S`` sending
+each output's gradient to its arg-max. So the gradient of ``grad_input`` with respect to ``grad_output`` is
+``S^T``: each output picks the incoming gradient at its arg-max (:func:`_select_at_arg_max`, a torch gather on the
+indices rebuilt from the saved offsets). With respect to the input it is zero (the arg-max is piecewise constant),
+which autograd reports as unused (None) rather than as a tensor of zeros.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
-from kernels import maxpool as kernels
+from kernels.maxpool import max_pool2d_backward, max_pool2d_forward, output_memory_format, pooled_size
 from tritonnet.ops._checks import as_pair, check_tensor
 from tritonnet.registry import lookup, register
 
@@ -29,19 +36,19 @@ def max_pool2d(input: torch.Tensor, kernel_size, stride=None, padding=0, dilatio
     stride = kernel_size if stride is None or stride == [] or stride == () else as_pair("stride", stride, minimum=1)
     padding = as_pair("padding", padding, minimum=0)
     dilation = as_pair("dilation", dilation, minimum=1)
-    for axis in range(2):  # torch's rule: at most half the dilated window
-        if padding[axis] > (dilation[axis] * (kernel_size[axis] - 1) + 1) // 2:
-            raise ValueError(f"padding must be at most half of kernel_size (dilated), got padding={padding} for "
-                             f"kernel_size={kernel_size} and dilation={dilation}")
+    if padding[0] > kernel_size[0] // 2 or padding[1] > kernel_size[1] // 2:  # torch's rule: the undilated kernel
+        raise ValueError(f"padding must be at most half of kernel_size, got padding={padding} for "
+                         f"kernel_size={kernel_size}")
     if not isinstance(ceil_mode, bool):
         raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
     if not isinstance(return_indices, bool):
         raise TypeError(f"return_indices must be a bool, got {return_indices!r}")
-    for axis, name in enumerate(("height", "width")):
-        extent = input.shape[-2 + axis] + 2 * padding[axis]
-        if extent < dilation[axis] * (kernel_size[axis] - 1) + 1:
-            raise ValueError(f"input {name} {input.shape[-2 + axis]} with padding {padding[axis]} is smaller than "
-                             f"the window ({kernel_size[axis]}); the output would be empty")
+    out_size = tuple(pooled_size(input.shape[-2 + axis], kernel_size[axis], stride[axis], padding[axis],
+                                 dilation[axis], ceil_mode) for axis in range(2))
+    if min(out_size) < 1:
+        raise ValueError(f"input of height x width {tuple(input.shape[-2:])} with padding {padding} is smaller than "
+                         f"the window (kernel_size {kernel_size}, dilation {dilation}): the output size "
+                         f"{out_size} is too small")
     return lookup(OP, provider)(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
 
 
@@ -51,38 +58,70 @@ def torch_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, r
                         return_indices=return_indices)
 
 
+def _select_at_arg_max(values: torch.Tensor, offsets: torch.Tensor, kernel_size, stride, padding,
+                       dilation) -> torch.Tensor:
+    """Each output's arg-max element of ``values`` (shaped like the input): ``S^T values``. A window holding no
+    input element selects 0, as its gradient went nowhere."""
+    height, width = values.shape[-2:]
+    out_height, out_width = offsets.shape[-2:]
+    window = offsets.long()
+    rows = (torch.arange(out_height, device=offsets.device)[:, None] * stride[0] - padding[0]
+            + window // kernel_size[1] * dilation[0])
+    columns = (torch.arange(out_width, device=offsets.device) * stride[1] - padding[1]
+               + window % kernel_size[1] * dilation[1])
+    inside = (rows < height) & (columns < width)
+    flat_index = torch.where(inside, rows * width + columns, 0).flatten(-2)
+    selected = values.flatten(-2).gather(-1, flat_index).view(offsets.shape)
+    return torch.where(inside, selected, torch.zeros((), dtype=values.dtype, device=values.device))
+
+
+class MaxPool2dBackwardFunction(torch.autograd.Function):
+    """The backward as a differentiable function of the output gradient, so that double backward works."""
+
+    @staticmethod
+    def forward(ctx, grad_output, offsets, input_shape, window, memory_format):
+        ctx.save_for_backward(offsets)
+        ctx.window = window
+        return max_pool2d_backward(grad_output, offsets, input_shape, *window, memory_format)
+
+    @staticmethod
+    def backward(ctx, grad_grad_input):
+        (offsets,) = ctx.saved_tensors
+        return _select_at_arg_max(grad_grad_input, offsets, *ctx.window), None, None, None, None
+
+
 class MaxPool2dFunction(torch.autograd.Function):
     """Forward in one pass saving a uint8 arg-max offset per output; backward from those offsets (a gather over input
     elements on a GPU, a scatter from output elements in the interpreter)."""
 
     @staticmethod
-    def forward(ctx, input, kernel_size, stride, padding, ceil_mode, return_indices):
-        output, offsets, indices = kernels.max_pool2d_forward(input, kernel_size, stride, padding, ceil_mode,
-                                                              return_indices)
+    def forward(ctx, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, memory_format):
+        output, offsets, indices = max_pool2d_forward(input, kernel_size, stride, padding, dilation, ceil_mode,
+                                                      return_indices, memory_format)
         ctx.save_for_backward(offsets)
         ctx.input_shape = input.shape
-        ctx.window = (kernel_size, stride, padding)
+        ctx.window = (kernel_size, stride, padding, dilation)
+        ctx.memory_format = memory_format
         if indices is None:
             return output
         ctx.mark_non_differentiable(indices)
         return output, indices
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output, grad_indices=None):
         (offsets,) = ctx.saved_tensors
-        grad_input = kernels.max_pool2d_backward(grad_output, offsets, ctx.input_shape, *ctx.window)
-        return grad_input, None, None, None, None, None
+        grad_input = MaxPool2dBackwardFunction.apply(grad_output, offsets, ctx.input_shape, ctx.window,
+                                                     ctx.memory_format)
+        return grad_input, None, None, None, None, None, None, None
 
 
 @register(OP, "triton")
 def triton_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
-    if dilation != (1, 1):
-        raise ValueError(f"dilation must be 1 for the Triton max_pool2d, got dilation={dilation} "
-                         f"(use provider='torch' for dilated pooling)")
     unbatched = input.dim() == 3
+    # torch returns contiguous outputs for an unbatched input whatever its strides.
+    memory_format = torch.contiguous_format if unbatched else output_memory_format(input)
     result = MaxPool2dFunction.apply(input.unsqueeze(0) if unbatched else input, kernel_size, stride, padding,
-                                     ceil_mode, return_indices)
+                                     dilation, ceil_mode, return_indices, memory_format)
     if unbatched:
         result = tuple(part.squeeze(0) for part in result) if return_indices else result.squeeze(0)
     return result
