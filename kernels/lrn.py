@@ -94,9 +94,19 @@ def _program_positions(positions, size1, size2, size3, BLOCK_POSITIONS: tl.const
 @triton.jit
 def _power(base, exponent, negative_base_sign):
     """``base ** exponent`` as ``torch.pow`` gives it for a nonzero exponent: ``|base| ** exponent`` times
-    ``negative_base_sign`` where the base is negative (``(-1) ** exponent`` for an integer exponent, NaN otherwise)."""
+    ``negative_base_sign`` where the base is negative (``(-1) ** exponent`` for an integer exponent, NaN otherwise),
+    except that ``-inf`` to a fractional power is ``+inf`` or ``+0``, as C's ``pow`` has it."""
     magnitude = tl.exp2(exponent * tl.log2(tl.abs(base)))
-    return tl.where(base < 0, negative_base_sign * magnitude, magnitude)
+    sign = tl.where((base == -float("inf")) & (negative_base_sign != negative_base_sign), 1.0, negative_base_sign)
+    return tl.where(base < 0, sign * magnitude, magnitude)
+
+
+@triton.jit
+def _base_power(power, base, beta):
+    """``u = base ** (-beta - 1)`` (as ``power / base``) for the backward, NaN where the base is infinite and
+    ``beta > 1``: there torch's chain rule multiplies ``x / base ** (2 beta) = 0`` by ``beta * base ** (beta - 1) =
+    inf``, a NaN that reaches every gradient whose window holds this channel; ``u = 0`` would hide it."""
+    return tl.where((tl.abs(base) == float("inf")) & (beta > 1), float("nan"), power / base)
 
 
 @autotune(GPU_CONFIGS, key=TUNING_KEY)
@@ -141,8 +151,8 @@ def lrn_forward_kernel(
         value = _load_rows(input_pointer, channel, input_channel_stride, input_position, channels, inside)
         _store_rows(output_pointer, value * power, channel, output_channel_stride, output_position, channels, inside)
         if save_for_backward:
-            _store_rows(base_power_pointer, power / base, channel, output_channel_stride, output_position, channels,
-                        inside)
+            _store_rows(base_power_pointer, _base_power(power, base, beta), channel, output_channel_stride,
+                        output_position, channels, inside)
 
 
 # The backward. out[c] = x[c] * base[c]^-beta with base[c] = k + alpha/size * sum_{i in window(c)} x[i]^2, so
@@ -292,7 +302,7 @@ def lrn_forward_band_matrix_kernel(
         power = tl.exp2(-beta * tl.log2(base))
     tl.store(output_pointer + output_offsets, (value * power).to(output_pointer.dtype.element_ty), mask=inside)
     if save_for_backward:
-        tl.store(base_power_pointer + output_offsets, power / base, mask=inside)
+        tl.store(base_power_pointer + output_offsets, _base_power(power, base, beta), mask=inside)
 
 
 @triton.jit
