@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels.dropout import apply_dropout, dropout_keep
+from kernels.layout import collapse_dims
 from tests.helpers import DEVICE, FLOAT_DTYPES
 from tritonnet import available_kernels
 from tritonnet.ops.dropout import OP, dropout
@@ -221,6 +222,18 @@ def test_dropout_mask_follows_the_logical_index_in_every_layout(provider, shape,
     output.backward(grad_output)
     expected = torch.where(output != 0, scaled(grad_output, 0.4), torch.zeros_like(grad_output))
     assert torch.equal(x.grad, expected)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_dropout_beyond_four_dims_of_strides_follows_the_logical_index(provider):
+    """Every other element of each of six dims (no two merge, more than the kernel addresses): walked through a
+    contiguous copy, the same mask as the contiguous input's."""
+    x = nonzero_input((4, 4, 4, 4, 4, 4), torch.float32, 3)[::2, ::2, ::2, ::2, ::2, ::2]
+    assert collapse_dims(x.shape, [torch.empty_like(x).stride(), x.stride()]) is None
+    torch.manual_seed(8)
+    output = dropout(x, 0.5, provider=provider)
+    torch.manual_seed(8)
+    assert torch.equal(output, dropout(x.contiguous(), 0.5, provider=provider))
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

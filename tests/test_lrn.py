@@ -161,6 +161,17 @@ def test_lrn_kernels_match_torch_on_both_paths(band_matrix, case, data):
     assert_forward_and_backward_match_torch(x, size, alpha, beta, k, data.draw(gradients(x)), run)
 
 
+@pytest.mark.parametrize("band_matrix", [True, False])
+def test_lrn_kernels_take_layouts_beyond_four_position_dims(band_matrix):
+    """A 7-D view, every other element of each spatial dim, whose six position dims do not merge to four: read
+    through a copy in the output's layout, still torch's values, in torch's memory format."""
+    data = torch.randn(2, 3, 4, 4, 4, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    x = data.to(DEVICE)[:, :, ::2, ::2, ::2, ::2, ::2]
+    assert lrn_kernels._position_walk(torch.empty_like(x), [x]) is None
+    assert_forward_and_backward_match_torch(x, 3, 0.5, 0.75, 1.0, fixed_gradient(x),
+                                            through_kernels(3, 0.5, 0.75, 1.0, band_matrix))
+
+
 def fixed_gradient(x, seed=0):
     return torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)).to(x)
 
@@ -219,8 +230,9 @@ def test_lrn_alexnet_constants_match_torch(provider):
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-def test_lrn_saves_only_the_input_and_one_accumulator_per_element(provider, dtype):
-    x = torch.randn(2, 6, 4, 5, dtype=dtype, device=DEVICE).requires_grad_()
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_lrn_saves_only_the_input_and_one_accumulator_per_element(provider, dtype, memory_format):
+    x = torch.randn(2, 6, 4, 5, dtype=dtype, device=DEVICE).contiguous(memory_format=memory_format).requires_grad_()
     saved = []
 
     def pack(tensor):
@@ -232,7 +244,7 @@ def test_lrn_saves_only_the_input_and_one_accumulator_per_element(provider, dtyp
     saved_bytes = sum(tensor.numel() * tensor.element_size() for tensor in saved)
     accumulator_bytes = 8 if dtype == torch.float64 else 4
     assert saved_bytes <= x.numel() * (x.element_size() + accumulator_bytes), [(t.shape, t.dtype) for t in saved]
-    assert any(tensor.data_ptr() == x.data_ptr() for tensor in saved), "the contiguous input is saved, not copied"
+    assert any(tensor.data_ptr() == x.data_ptr() for tensor in saved), "the input is saved, not copied"
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
