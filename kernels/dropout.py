@@ -26,7 +26,8 @@ import triton
 import triton.language as tl
 
 from kernels.gpu_compile import CompileCase
-from kernels.layout import DIMS, collapse_dims, contiguous_strides, coordinates, may_overlap, strided_offset
+from kernels.layout import collapse_dims, contiguous_strides, coordinates, may_overlap, needs_wide_index, \
+    program_indices, strided_offset
 from kernels.runtime import INTERPRET, autotune, check_device, gpu_configs, interpreter_block
 
 # An elementwise kernel: 1024 elements per program (8 per thread, 16-byte accesses in fp16) is near the best block
@@ -54,10 +55,11 @@ def dropout_kernel(
     scale,  # 1 / (1 - p), or 0 when p == 1
     seed,  # Philox seed of this dropout call
     BLOCK: tl.constexpr,  # elements per program
+    WIDE_INDEX: tl.constexpr,  # the flat index in int64 (kernels/layout.py: needs_wide_index)
 ):
     """``output[i] = input[i] * keep(i) * scale`` with ``i`` the logical index. The forward applies it to the input,
     the backward to the output's gradient with the same seed: the same mask."""
-    flat = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    flat = program_indices(BLOCK, WIDE_INDEX)
     inside = flat < numel
     coordinate0, coordinate1, coordinate2, coordinate3 = coordinates(flat, size1, size2, size3)
     value = tl.load(input_pointer + strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, input_stride0,
@@ -88,7 +90,7 @@ def apply_dropout(input: torch.Tensor, p: float, seed: int, *, inplace: bool = F
         return output
     sizes, (output_strides, input_strides, index_strides) = layout
     scale = 0.0 if p == 1 else 1.0 / (1.0 - p)
-    meta = {"BLOCK": interpreter_block(numel)} if INTERPRET else {}
+    meta = {"WIDE_INDEX": needs_wide_index(numel)} | ({"BLOCK": interpreter_block(numel)} if INTERPRET else {})
     grid = lambda tiles: (triton.cdiv(numel, tiles["BLOCK"]),)  # noqa: E731
     dropout_kernel[grid](input, output, numel, *sizes[1:], *input_strides, *output_strides, *index_strides, p, scale,
                          seed, **meta)
@@ -114,9 +116,9 @@ def compile_cases() -> list[CompileCase]:
                     **{f"index_stride{dim}": stride for dim, stride in enumerate(index_strides)}}
         signature = {"input_pointer": f"*{dtype}", "output_pointer": f"*{dtype}", "numel": numel,
                      **{name: "constexpr" if value == 1 else "i32" for name, value in integers.items()},
-                     "p": "fp32", "scale": "fp32", "seed": "i32", "BLOCK": "constexpr"}
+                     "p": "fp32", "scale": "fp32", "seed": "i32", "BLOCK": "constexpr", "WIDE_INDEX": "constexpr"}
         for config in GPU_CONFIGS:
-            constants = {name: 1 for name, value in integers.items() if value == 1}
+            constants = {name: 1 for name, value in integers.items() if value == 1} | {"WIDE_INDEX": numel == "i64"}
             cases.append(CompileCase(f"dropout_{layout}", dropout_kernel, signature, {**constants, **config.kwargs},
                                      dtype, num_warps=config.num_warps, num_stages=config.num_stages))
     return cases

@@ -69,6 +69,25 @@ def may_overlap(sizes: Sequence[int], strides: Sequence[int]) -> bool:
     return False
 
 
+# The largest tile of flat indices a kernel walks with (the last program's tile runs past the count).
+MAX_INDEX_BLOCK = 1 << 20
+
+
+def needs_wide_index(count: int) -> bool:
+    """Whether a flat index over ``count`` elements, in tiles of up to :data:`MAX_INDEX_BLOCK`, needs 64 bits
+    (kernels divide it in 32 bits otherwise: a 64-bit division is a long software sequence on a GPU)."""
+    return count + MAX_INDEX_BLOCK >= 2**31
+
+
+@triton.jit
+def program_indices(BLOCK: tl.constexpr, WIDE_INDEX: tl.constexpr):
+    """This program's ``BLOCK`` flat indices, in int64 when ``WIDE_INDEX`` (see :func:`needs_wide_index`)."""
+    first = tl.program_id(0)
+    if WIDE_INDEX:
+        first = first.to(tl.int64)
+    return first * BLOCK + tl.arange(0, BLOCK)
+
+
 @triton.jit
 def coordinates(index, size1, size2, size3):
     """The four coordinates (outermost first) of flat ``index`` over dims of sizes ``(*, size1, size2, size3)``."""
@@ -81,5 +100,6 @@ def coordinates(index, size1, size2, size3):
 
 @triton.jit
 def strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, stride0, stride1, stride2, stride3):
-    """The memory offset of the element at these coordinates, in a tensor with these strides."""
-    return coordinate0 * stride0 + coordinate1 * stride1 + coordinate2 * stride2 + coordinate3 * stride3
+    """The (int64) memory offset of the element at these coordinates, in a tensor with these strides."""
+    return (coordinate0.to(tl.int64) * stride0 + coordinate1.to(tl.int64) * stride1
+            + coordinate2.to(tl.int64) * stride2 + coordinate3.to(tl.int64) * stride3)

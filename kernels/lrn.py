@@ -49,7 +49,7 @@ import triton
 import triton.language as tl
 
 from kernels.gpu_compile import CompileCase
-from kernels.layout import collapse_dims, coordinates, strided_offset
+from kernels.layout import collapse_dims, coordinates, needs_wide_index, program_indices, strided_offset
 from kernels.runtime import ALGORITHMS, INTERPRET, INTERPRETER_MAX_BLOCK, autotune, check_device, gpu_configs, \
     interpreter_block
 
@@ -84,9 +84,9 @@ def _store_rows(pointer, values, channel, channel_stride, position_offset, chann
 
 
 @triton.jit
-def _program_positions(positions, size1, size2, size3, BLOCK_POSITIONS: tl.constexpr):
+def _program_positions(positions, size1, size2, size3, BLOCK_POSITIONS: tl.constexpr, WIDE_INDEX: tl.constexpr):
     """This program's ``BLOCK_POSITIONS`` positions: which are inside the tensor, and their four coordinates."""
-    position = tl.program_id(0).to(tl.int64) * BLOCK_POSITIONS + tl.arange(0, BLOCK_POSITIONS)
+    position = program_indices(BLOCK_POSITIONS, WIDE_INDEX)
     coordinate0, coordinate1, coordinate2, coordinate3 = coordinates(position, size1, size2, size3)
     return position < positions, coordinate0, coordinate1, coordinate2, coordinate3
 
@@ -129,9 +129,10 @@ def lrn_forward_kernel(
     save_for_backward,  # 1: write base_power_pointer; 0: inference, it is not touched
     BLOCK_CHANNELS: tl.constexpr,  # channels per chunk of the walk across channels
     BLOCK_POSITIONS: tl.constexpr,  # positions per program
+    WIDE_INDEX: tl.constexpr,  # the positions' flat index in int64 (kernels/layout.py: needs_wide_index)
 ):
     inside, coordinate0, coordinate1, coordinate2, coordinate3 = _program_positions(positions, size1, size2, size3,
-                                                                                    BLOCK_POSITIONS)
+                                                                                    BLOCK_POSITIONS, WIDE_INDEX)
     input_position = strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, input_stride0, input_stride1,
                                     input_stride2, input_stride3)
     output_position = strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, output_stride0,
@@ -184,9 +185,10 @@ def lrn_backward_kernel(
     gradient_coefficient,  # 2 * alpha * beta / size
     BLOCK_CHANNELS: tl.constexpr,  # channels per chunk of the walk across channels
     BLOCK_POSITIONS: tl.constexpr,  # positions per program
+    WIDE_INDEX: tl.constexpr,  # the positions' flat index in int64 (kernels/layout.py: needs_wide_index)
 ):
     inside, coordinate0, coordinate1, coordinate2, coordinate3 = _program_positions(positions, size1, size2, size3,
-                                                                                    BLOCK_POSITIONS)
+                                                                                    BLOCK_POSITIONS, WIDE_INDEX)
     input_position = strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, input_stride0, input_stride1,
                                     input_stride2, input_stride3)
     grad_position = strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, grad_output_stride0,
@@ -229,12 +231,12 @@ def lrn_backward_kernel(
 
 @triton.jit
 def _band_tile(positions, channels, size1, size2, size3, BLOCK_CHANNELS: tl.constexpr,
-               BLOCK_POSITIONS: tl.constexpr):
+               BLOCK_POSITIONS: tl.constexpr, WIDE_INDEX: tl.constexpr):
     """This program's (all channels x ``BLOCK_POSITIONS`` positions) tile: the channel indices, which elements are
     inside the tensor, and the positions' four coordinates."""
     channel = tl.arange(0, BLOCK_CHANNELS)
     position_inside, coordinate0, coordinate1, coordinate2, coordinate3 = _program_positions(
-        positions, size1, size2, size3, BLOCK_POSITIONS)
+        positions, size1, size2, size3, BLOCK_POSITIONS, WIDE_INDEX)
     inside = (channel < channels)[:, None] & position_inside[None, :]
     return channel, inside, coordinate0, coordinate1, coordinate2, coordinate3
 
@@ -286,10 +288,11 @@ def lrn_forward_band_matrix_kernel(
     window_before, window_after, alpha_over_size, k, beta, negative_base_sign, save_for_backward,
     BLOCK_CHANNELS: tl.constexpr,  # every channel (a power of two >= 16: tl.dot's smallest operand)
     BLOCK_POSITIONS: tl.constexpr,  # positions per program
+    WIDE_INDEX: tl.constexpr,  # the positions' flat index in int64 (kernels/layout.py: needs_wide_index)
 ):
     """:func:`lrn_forward_kernel`'s arguments and result, the window sums by :func:`_window_sum`."""
     channel, inside, coordinate0, coordinate1, coordinate2, coordinate3 = _band_tile(
-        positions, channels, size1, size2, size3, BLOCK_CHANNELS, BLOCK_POSITIONS)
+        positions, channels, size1, size2, size3, BLOCK_CHANNELS, BLOCK_POSITIONS, WIDE_INDEX)
     input_offsets = _band_offsets(channel, coordinate0, coordinate1, coordinate2, coordinate3, input_channel_stride,
                                   input_stride0, input_stride1, input_stride2, input_stride3)
     output_offsets = _band_offsets(channel, coordinate0, coordinate1, coordinate2, coordinate3, output_channel_stride,
@@ -315,11 +318,12 @@ def lrn_backward_band_matrix_kernel(
     window_before, window_after, alpha_over_size, k, gradient_coefficient,
     BLOCK_CHANNELS: tl.constexpr,  # every channel (a power of two >= 16: tl.dot's smallest operand)
     BLOCK_POSITIONS: tl.constexpr,  # positions per program
+    WIDE_INDEX: tl.constexpr,  # the positions' flat index in int64 (kernels/layout.py: needs_wide_index)
 ):
     """:func:`lrn_backward_kernel`'s arguments and result, each sum over its own window by :func:`_window_sum`:
     window(j) for base[j], mirrored(j) for the weighted sum."""
     channel, inside, coordinate0, coordinate1, coordinate2, coordinate3 = _band_tile(
-        positions, channels, size1, size2, size3, BLOCK_CHANNELS, BLOCK_POSITIONS)
+        positions, channels, size1, size2, size3, BLOCK_CHANNELS, BLOCK_POSITIONS, WIDE_INDEX)
     input_offsets = _band_offsets(channel, coordinate0, coordinate1, coordinate2, coordinate3, input_channel_stride,
                                   input_stride0, input_stride1, input_stride2, input_stride3)
     grad_offsets = _band_offsets(channel, coordinate0, coordinate1, coordinate2, coordinate3,
@@ -377,17 +381,19 @@ def _in_layout_of(reference: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor
 
 
 def _launch(walk_kernel, band_kernel, band_matrix: bool, positions: int, channels: int, *args) -> None:
+    wide_index = needs_wide_index(positions)
     if band_matrix and channels <= INTERPRETER_MATMUL_MAX_CHANNELS:
         block_channels = interpreter_block(channels)  # at least 16: tl.dot's smallest operand
         block_positions = interpreter_block(positions, cap=max(16, INTERPRETER_TILE // block_channels))
         band_kernel[(triton.cdiv(positions, block_positions),)](*args, BLOCK_CHANNELS=block_channels,
-                                                                 BLOCK_POSITIONS=block_positions)
+                                                                 BLOCK_POSITIONS=block_positions, WIDE_INDEX=wide_index)
         return
-    meta = {}
+    meta = {"WIDE_INDEX": wide_index}
     if INTERPRET:
-        meta["BLOCK_POSITIONS"] = interpreter_block(positions)
-        meta["BLOCK_CHANNELS"] = interpreter_block(channels, cap=max(1, INTERPRETER_MAX_BLOCK // meta["BLOCK_POSITIONS"]),
-                                                   minimum=1)
+        block_positions = interpreter_block(positions)
+        meta |= {"BLOCK_POSITIONS": block_positions,
+                "BLOCK_CHANNELS": interpreter_block(channels, cap=max(1, INTERPRETER_MAX_BLOCK // block_positions),
+                                                    minimum=1)}
     grid = lambda tiles: (triton.cdiv(positions, tiles["BLOCK_POSITIONS"]),)  # noqa: E731
     walk_kernel[grid](*args, **meta)
 
@@ -453,15 +459,18 @@ def lrn_backward(input: torch.Tensor, base_power: torch.Tensor, grad_output: tor
 
 def compile_cases() -> list[CompileCase]:
     """The GPU kernels for every tile config, in contiguous NCHW (positions walk (batch, pixels), channels a runtime
-    stride apart, pixels stride 1) and channels-last (one dim of positions, channels stride 1). Sizes and strides of 1
-    are constants, as Triton specialises them at launch."""
+    stride apart, pixels stride 1) and channels-last (one dim of positions, channels stride 1), and NCHW with 2**31
+    positions or more (a 64-bit flat index). Sizes and strides of 1 are constants, as Triton specialises them at
+    launch."""
     walks = {  # (size1, size2, size3), then (channel stride, position strides) of every tensor
         "nchw": ((1, "i32", "i32"), ("i32", 0, 0, "i32", 1)),
         "nhwc": ((1, 1, "i32"), (1, 0, 0, 0, "i32")),
     }
     cases = []
-    for dtype in ("fp32", "bf16"):
+    for dtype, wide_index in (("fp32", False), ("bf16", False), ("fp32", True)):
         for layout, (sizes, strides) in walks.items():
+            if wide_index and layout == "nhwc":
+                continue  # one layout shows the 64-bit index's cost
             for config in GPU_CONFIGS:
                 for name, kernel, pointers, strided, scalars in (
                         ("lrn_forward", lrn_forward_kernel, ("input", "output", "base_power"), ("input", "output"),
@@ -473,13 +482,15 @@ def compile_cases() -> list[CompileCase]:
                                    zip(("channel_stride", "stride0", "stride1", "stride2", "stride3"), strides)}}
                     signature = {f"{pointer}_pointer": "*fp32" if pointer == "base_power" else f"*{dtype}"
                                  for pointer in pointers}
-                    signature |= {"positions": "i32", "channels": "i32"}
+                    signature |= {"positions": "i64" if wide_index else "i32", "channels": "i32"}
                     signature |= {name: "constexpr" if value == 1 else "i32" for name, value in integers.items()}
                     signature |= {"window_before": "i32", "window_after": "i32", "alpha_over_size": "fp32",
                                   "k": "fp32"}
                     signature |= {scalar: "i32" if scalar == "save_for_backward" else "fp32" for scalar in scalars}
-                    signature |= {name: "constexpr" for name in config.kwargs}
+                    signature |= {name: "constexpr" for name in (*config.kwargs, "WIDE_INDEX")}
                     constants = {name: 1 for name, value in integers.items() if value == 1}
-                    cases.append(CompileCase(f"{name}_{layout}", kernel, signature, {**constants, **config.kwargs},
-                                             dtype, num_warps=config.num_warps, num_stages=config.num_stages))
+                    constants |= {"WIDE_INDEX": wide_index, **config.kwargs}
+                    suffix = "_wide_index" if wide_index else ""
+                    cases.append(CompileCase(f"{name}_{layout}{suffix}", kernel, signature, constants, dtype,
+                                             num_warps=config.num_warps, num_stages=config.num_stages))
     return cases

@@ -4,6 +4,7 @@ p = 0, p = 1, in place, empty, non-contiguous, too large) behave as torch's drop
 interpreter: tensors stay at a few thousand elements."""
 
 import math
+from unittest import mock
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels.dropout import apply_dropout, dropout_keep
+from kernels import layout
 from kernels.layout import collapse_dims
 from tests.helpers import DEVICE, FLOAT_DTYPES
 from tritonnet import available_kernels
@@ -222,6 +224,14 @@ def test_dropout_mask_follows_the_logical_index_in_every_layout(provider, shape,
     output.backward(grad_output)
     expected = torch.where(output != 0, scaled(grad_output, 0.4), torch.zeros_like(grad_output))
     assert torch.equal(x.grad, expected)
+
+
+def test_dropout_gives_the_same_mask_with_a_64_bit_index():
+    """The flat index is int32 unless a tensor needs 64 bits; forced wide, the same result."""
+    x = in_layout(nonzero_input((3, 4, 5), torch.float32, 5), "channels_last")
+    narrow = apply_dropout(x, 0.5, 99)
+    with mock.patch.object(layout, "MAX_INDEX_BLOCK", 2**31):
+        assert torch.equal(apply_dropout(x, 0.5, 99), narrow)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

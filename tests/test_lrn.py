@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 
+from kernels import layout
 from kernels import lrn as lrn_kernels
 from kernels.runtime import interpreter_block
 from tests.helpers import DEVICE, FLOAT_DTYPES, assert_close
@@ -170,6 +171,18 @@ def test_lrn_kernels_take_layouts_beyond_four_position_dims(band_matrix):
     assert lrn_kernels._position_walk(torch.empty_like(x), [x]) is None
     assert_forward_and_backward_match_torch(x, 3, 0.5, 0.75, 1.0, fixed_gradient(x),
                                             through_kernels(3, 0.5, 0.75, 1.0, band_matrix))
+
+
+@pytest.mark.parametrize("band_matrix", [True, False])
+def test_lrn_kernels_give_the_same_result_with_a_64_bit_index(band_matrix):
+    """The flat index over positions is int32 unless a tensor needs 64 bits; forced wide, the same result."""
+    x = torch.randn(2, 5, 3, 4, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    x = x.contiguous(memory_format=torch.channels_last)
+    run = through_kernels(3, 0.5, 0.75, 1.0, band_matrix)
+    narrow = run(x, fixed_gradient(x))
+    with mock.patch.object(layout, "MAX_INDEX_BLOCK", 2**31):
+        wide = run(x, fixed_gradient(x))
+    assert all(torch.equal(a, b) for a, b in zip(narrow, wide))
 
 
 def fixed_gradient(x, seed=0):
