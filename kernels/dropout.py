@@ -85,7 +85,7 @@ def apply_dropout(input: torch.Tensor, p: float, seed: int, *, inplace: bool = F
     if numel == 0:
         return output
     layout = collapse_dims(input.shape, [output.stride(), input.stride(), contiguous_strides(input.shape)])
-    if layout is None:  # more than DIMS dims that no two strides merge: walk a contiguous copy
+    if layout is None:  # more dims than the kernel addresses (kernels/layout.py): walk a contiguous copy
         output.copy_(apply_dropout(input.contiguous(), p, seed))
         return output
     sizes, (output_strides, input_strides, index_strides) = layout
