@@ -2,8 +2,14 @@
 
 The scheme, shared with every kernel that fuses dropout (linear's epilogue): element ``i`` of a tensor (its flat,
 row-major index in the logical shape) survives iff ``tl.rand(seed, i) >= p``; survivors are scaled by
-``1 / (1 - p)``. The backward regenerates the same mask from the same seed. So a fused dropout and a standalone
-dropout over the same output, with the same seed, drop exactly the same elements.
+``1 / (1 - p)``. The mask is a function of (seed, logical index), not of where the element lies in memory: a
+channels-last, transposed, sliced or expanded tensor drops the same elements as its contiguous copy, and the
+backward, whatever the strides of the gradient it receives, regenerates exactly the forward's mask. So a fused
+dropout and a standalone dropout over the same output, with the same seed, drop exactly the same elements.
+
+The kernel walks the elements in the output's memory order (coalesced), addresses the input and the output through
+their own strides and computes each element's logical index from its coordinates (``kernels/layout.py``): no copy
+for any layout, and the output keeps the input's memory format (``torch.empty_like``), as torch's dropout does.
 
 The index may be int32 or int64: since triton 3.4 (triton-lang/triton#6832) ``tl.rand`` runs the 32-bit Philox for
 both, a 64-bit offset filling two counter words with its halves, so both give the same mask wherever an int32 index
@@ -11,7 +17,8 @@ reaches. (Older triton ran a 64-bit Philox for int64 offsets: a different stream
 int64, so any size works.
 
 The scale ``1 / (1 - p)`` is rounded to fp32 and the product computed in fp32 (fp64 for fp64), as torch's CUDA
-kernel does; ``p == 1`` scales by 0 instead of dividing by 0.
+kernel does; ``p == 1`` scales by 0 instead of dividing by 0. A multiply, not a select, so NaN and inf propagate as
+in torch (a dropped inf or NaN becomes NaN).
 """
 
 import torch
@@ -19,12 +26,13 @@ import triton
 import triton.language as tl
 
 from kernels.gpu_compile import CompileCase
-from kernels.runtime import INTERPRET, check_device, interpreter_block
+from kernels.layout import collapse_dims, contiguous_strides, coordinates, may_overlap, needs_wide_index, \
+    program_indices, strided_offset
+from kernels.runtime import INTERPRET, autotune, check_device, gpu_configs, interpreter_block
 
 # An elementwise kernel: 1024 elements per program (8 per thread, 16-byte accesses in fp16) is near the best block
-# on every recent GPU, so there is no autotuning (which would also replay an in-place launch).
-GPU_BLOCK = 1024
-GPU_WARPS = 4
+# on every recent GPU, so one config (the autotuner does not time it, so an in-place launch is never replayed).
+GPU_CONFIGS = gpu_configs(("BLOCK",), [(1024, 4, 1)])
 
 
 @triton.jit
@@ -33,48 +41,84 @@ def dropout_keep(seed, index, p):
     return tl.rand(seed, index) >= p
 
 
+@autotune(GPU_CONFIGS, key=["numel"])
 @triton.jit
 def dropout_kernel(
-    input_ptr,  # contiguous, numel elements
-    output_ptr,  # contiguous, numel elements, same dtype (may be input_ptr: in place)
+    input_pointer,  # numel elements, read through input_stride0..3
+    output_pointer,  # numel elements, same dtype, written through output_stride0..3 (may be input_pointer: in place)
     numel,  # number of elements
+    size1, size2, size3,  # the walk's dims after the outermost (kernels/layout.py), in the output's memory order
+    input_stride0, input_stride1, input_stride2, input_stride3,  # the input's stride along each dim of the walk
+    output_stride0, output_stride1, output_stride2, output_stride3,  # the output's
+    index_stride0, index_stride1, index_stride2, index_stride3,  # the logical (row-major) index's
     p,  # probability of dropping an element
     scale,  # 1 / (1 - p), or 0 when p == 1
     seed,  # Philox seed of this dropout call
     BLOCK: tl.constexpr,  # elements per program
+    WIDE_INDEX: tl.constexpr,  # the flat index in int64 (kernels/layout.py: needs_wide_index)
 ):
-    """``output[i] = input[i] * keep(i) * scale``. The forward applies it to the input, the backward to the output's
-    gradient with the same seed: the same mask. A multiply (not a select), so NaN and inf propagate as in torch."""
-    index = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inside = index < numel
-    value = tl.load(input_ptr + index, mask=inside)
+    """``output[i] = input[i] * keep(i) * scale`` with ``i`` the logical index. The forward applies it to the input,
+    the backward to the output's gradient with the same seed: the same mask."""
+    flat = program_indices(BLOCK, WIDE_INDEX)
+    inside = flat < numel
+    coordinate0, coordinate1, coordinate2, coordinate3 = coordinates(flat, size1, size2, size3)
+    value = tl.load(input_pointer + strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, input_stride0,
+                                                   input_stride1, input_stride2, input_stride3), mask=inside)
+    index = strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, index_stride0, index_stride1,
+                           index_stride2, index_stride3)
     factor = dropout_keep(seed, index, p).to(tl.float32) * scale
-    tl.store(output_ptr + index, (value * factor).to(output_ptr.dtype.element_ty), mask=inside)
+    output_offset = strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, output_stride0, output_stride1,
+                                   output_stride2, output_stride3)
+    tl.store(output_pointer + output_offset, (value * factor).to(output_pointer.dtype.element_ty), mask=inside)
 
 
 def apply_dropout(input: torch.Tensor, p: float, seed: int, *, inplace: bool = False) -> torch.Tensor:
-    """``input`` with seed ``seed``'s dropout mask for probability ``p`` applied (0 < p <= 1). A non-contiguous input
-    is read through a contiguous copy (the mask follows the logical row-major index); with ``inplace`` the result is
-    written back into ``input``, which is returned."""
+    """``input`` with seed ``seed``'s dropout mask for probability ``p`` applied (0 < p <= 1), in any layout: the
+    result has the input's memory format (``torch.empty_like``); with ``inplace`` it is written into ``input``, which
+    is returned. The mask follows the logical row-major index."""
     check_device("input", input)
-    source = input.contiguous()
-    output = source if inplace else torch.empty_like(source)
-    numel = source.numel()
-    if numel:
-        block = interpreter_block(numel) if INTERPRET else GPU_BLOCK
-        warps = {} if INTERPRET else {"num_warps": GPU_WARPS}
-        scale = 0.0 if p == 1 else 1.0 / (1.0 - p)
-        dropout_kernel[(triton.cdiv(numel, block),)](source, output, numel, p, scale, seed, BLOCK=block, **warps)
-    if inplace and output is not input:
-        input.copy_(output)
-        return input
+    if inplace and may_overlap(input.shape, input.stride()):
+        raise ValueError("input has elements sharing memory (an expanded tensor), so dropout cannot write it in "
+                         "place; clone() it first or pass inplace=False")
+    output = input if inplace else torch.empty_like(input)
+    numel = input.numel()
+    if numel == 0:
+        return output
+    layout = collapse_dims(input.shape, [output.stride(), input.stride(), contiguous_strides(input.shape)])
+    if layout is None:  # more dims than the kernel addresses (kernels/layout.py): walk a contiguous copy
+        output.copy_(apply_dropout(input.contiguous(), p, seed))
+        return output
+    sizes, (output_strides, input_strides, index_strides) = layout
+    scale = 0.0 if p == 1 else 1.0 / (1.0 - p)
+    meta = {"WIDE_INDEX": needs_wide_index(numel)} | ({"BLOCK": interpreter_block(numel)} if INTERPRET else {})
+    grid = lambda tiles: (triton.cdiv(numel, tiles["BLOCK"]),)  # noqa: E731
+    dropout_kernel[grid](input, output, numel, *sizes[1:], *input_strides, *output_strides, *index_strides, p, scale,
+                         seed, **meta)
     return output
 
 
 def compile_cases() -> list[CompileCase]:
-    """Each dtype, plus the specialisation for 2**31 elements or more (numel passed as i64)."""
-    return [CompileCase("dropout", dropout_kernel,
-                        {"input_ptr": f"*{dtype}", "output_ptr": f"*{dtype}", "numel": numel, "p": "fp32",
-                         "scale": "fp32", "seed": "i32", "BLOCK": "constexpr"},
-                        {"BLOCK": GPU_BLOCK}, dtype, num_warps=GPU_WARPS)
-            for dtype, numel in (("fp32", "i32"), ("fp16", "i32"), ("bf16", "i32"), ("fp32", "i64"))]
+    """Each dtype, contiguous (the walk is one dim) and channels-last NCHW (three: batch, pixels, channels; the
+    logical index keeps pixels and channels apart), plus 2**31 elements or more (numel passed as i64). Sizes and
+    strides of 1 are constants, as Triton specialises them at launch."""
+    walks = {  # (size1, size2, size3), then the input's = output's strides, then the logical index's
+        "contiguous": ((1, 1, "i32"), (0, 0, 0, 1), (0, 0, 0, 1)),
+        "channels_last": (("i32", "i32", "i32"), (0, "i32", "i32", 1), (0, "i32", 1, "i32")),
+    }
+    cases = []
+    for dtype, numel, layout in (("fp32", "i32", "contiguous"), ("fp16", "i32", "contiguous"),
+                                 ("bf16", "i32", "contiguous"), ("fp32", "i64", "contiguous"),
+                                 ("fp32", "i32", "channels_last"), ("bf16", "i32", "channels_last")):
+        sizes, strides, index_strides = walks[layout]
+        integers = {**dict(zip(("size1", "size2", "size3"), sizes)),
+                    **{f"{tensor}_stride{dim}": stride for tensor in ("input", "output")
+                       for dim, stride in enumerate(strides)},
+                    **{f"index_stride{dim}": stride for dim, stride in enumerate(index_strides)}}
+        signature = {"input_pointer": f"*{dtype}", "output_pointer": f"*{dtype}", "numel": numel,
+                     **{name: "constexpr" if value == 1 else "i32" for name, value in integers.items()},
+                     "p": "fp32", "scale": "fp32", "seed": "i32", "BLOCK": "constexpr", "WIDE_INDEX": "constexpr"}
+        for config in GPU_CONFIGS:
+            constants = {name: 1 for name, value in integers.items() if value == 1} | {"WIDE_INDEX": numel == "i64"}
+            cases.append(CompileCase(f"dropout_{layout}", dropout_kernel, signature, {**constants, **config.kwargs},
+                                     dtype, num_warps=config.num_warps, num_stages=config.num_stages))
+    return cases

@@ -4,15 +4,18 @@ p = 0, p = 1, in place, empty, non-contiguous, too large) behave as torch's drop
 interpreter: tensors stay at a few thousand elements."""
 
 import math
+from unittest import mock
 
 import pytest
 import torch
 import triton
 import triton.language as tl
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels.dropout import apply_dropout, dropout_keep
+from kernels import layout
+from kernels.layout import collapse_dims
 from tests.helpers import DEVICE, FLOAT_DTYPES
 from tritonnet import available_kernels
 from tritonnet.ops.dropout import OP, dropout
@@ -108,17 +111,19 @@ def test_dropout_saves_no_tensor_for_backward(provider):
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_dropout_gradcheck_and_gradgradcheck_fp64(provider):
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_dropout_gradcheck_and_gradgradcheck_fp64(provider, layout):
     if DEVICE.type == "cuda":
         pytest.skip("fp64 gradcheck is for the interpreter")
-    x = torch.randn(3, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    x = torch.randn(2, 3, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = in_layout(x.to(DEVICE), layout).requires_grad_()
 
     def seeded(t):
         torch.manual_seed(5)  # the same mask on every call gradcheck makes
         return dropout(t, 0.3, provider=provider)
 
-    assert torch.autograd.gradcheck(seeded, (x,))
-    assert torch.autograd.gradgradcheck(seeded, (x,))
+    assert torch.autograd.gradcheck(seeded, (x,), fast_mode=True)
+    assert torch.autograd.gradgradcheck(seeded, (x,), fast_mode=True)
 
 
 @pytest.mark.parametrize("provider", ["torch", *PROVIDERS])
@@ -183,14 +188,96 @@ def test_dropout_in_place_writes_the_input_and_backpropagates(provider, contiguo
     assert torch.equal(leaf.grad, torch.where(kept, scaled(torch.ones_like(leaf), 0.25), 0.0))
 
 
+def in_layout(data, layout):
+    """``data``'s values in ``layout``: contiguous, channels-last (channels innermost in memory, any number of dims),
+    every other element of the last dim, transposed (first and last dims), or expanded along the first dim (stride
+    0: several elements share memory)."""
+    if layout == "channels_last" and data.dim() >= 3:
+        return data.movedim(1, -1).contiguous().movedim(-1, 1)
+    if layout == "strided":
+        wide = torch.zeros(*data.shape[:-1], 2 * data.shape[-1], dtype=data.dtype, device=data.device)
+        wide[..., ::2] = data
+        return wide[..., ::2]
+    if layout == "transposed" and data.dim() >= 2:
+        return data.transpose(0, -1).contiguous().transpose(0, -1)
+    if layout == "expanded":
+        return data[:1].expand(data.shape)
+    return data
+
+
+DROPOUT_LAYOUTS = ["contiguous", "channels_last", "strided", "transposed", "expanded"]
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_dropout_of_a_non_contiguous_input_follows_the_logical_index(provider):
-    base = nonzero_input((30, 40), torch.float32, 5)
-    torch.manual_seed(11)
-    output = dropout(base.t(), 0.5, provider=provider)
-    torch.manual_seed(11)
-    assert torch.equal(output, dropout(base.t().contiguous(), 0.5, provider=provider))
-    assert output.is_contiguous()
+@settings(max_examples=20)
+@given(shape=st.lists(st.integers(1, 7), min_size=1, max_size=5).filter(lambda s: math.prod(s) <= 2048),
+       layout=st.sampled_from(DROPOUT_LAYOUTS), grad_layout=st.sampled_from(DROPOUT_LAYOUTS),
+       dtype=st.sampled_from(FLOAT_DTYPES), seed=st.integers(0, 2**31 - 1))
+def test_dropout_mask_follows_the_logical_index_in_every_layout(provider, shape, layout, grad_layout, dtype, seed):
+    """The mask is a function of (seed, logical index): the output of any layout equals the output of its contiguous
+    copy, keeps torch's memory format, and the backward (its gradient in any layout) drops the same elements."""
+    x = in_layout(nonzero_input(shape, dtype, seed), layout).requires_grad_()
+    torch.manual_seed(seed)
+    output = dropout(x, 0.4, provider=provider)
+    torch.manual_seed(seed)
+    assert torch.equal(output, dropout(x.detach().contiguous(), 0.4, provider=provider))
+    assert output.stride() == torch.nn.functional.dropout(x.detach(), 0.4).stride()
+    grad_output = in_layout(nonzero_input(shape, dtype, seed + 1), grad_layout)
+    output.backward(grad_output)
+    expected = torch.where(output != 0, scaled(grad_output, 0.4), torch.zeros_like(grad_output))
+    assert torch.equal(x.grad, expected)
+
+
+def test_dropout_gives_the_same_mask_with_a_64_bit_index():
+    """The flat index is int32 unless a tensor needs 64 bits; forced wide, the same result."""
+    x = in_layout(nonzero_input((3, 4, 5), torch.float32, 5), "channels_last")
+    narrow = apply_dropout(x, 0.5, 99)
+    with mock.patch.object(layout, "MAX_INDEX_BLOCK", 2**31):
+        assert torch.equal(apply_dropout(x, 0.5, 99), narrow)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_dropout_beyond_four_dims_of_strides_follows_the_logical_index(provider):
+    """Every other element of each of six dims (no two merge, more than the kernel addresses): walked through a
+    contiguous copy, the same mask as the contiguous input's."""
+    x = nonzero_input((4, 4, 4, 4, 4, 4), torch.float32, 3)[::2, ::2, ::2, ::2, ::2, ::2]
+    assert collapse_dims(x.shape, [torch.empty_like(x).stride(), x.stride()]) is None
+    torch.manual_seed(8)
+    output = dropout(x, 0.5, provider=provider)
+    torch.manual_seed(8)
+    assert torch.equal(output, dropout(x.contiguous(), 0.5, provider=provider))
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("layout", ["channels_last", "strided", "transposed"])
+def test_dropout_in_place_keeps_the_layout_and_the_mask(provider, layout):
+    x = in_layout(nonzero_input((2, 3, 4, 5), torch.float32, 1), layout)
+    torch.manual_seed(4)
+    expected = dropout(x.contiguous(), 0.5, provider=provider)
+    strides = x.stride()
+    torch.manual_seed(4)
+    assert dropout(x, 0.5, inplace=True, provider=provider) is x
+    assert x.stride() == strides and torch.equal(x, expected)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_dropout_in_place_refuses_an_expanded_input(provider):
+    x = torch.ones(1, 6, device=DEVICE).expand(4, 6)
+    with pytest.raises(ValueError, match="sharing memory"):
+        dropout(x, 0.5, inplace=True, provider=provider)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_dropout_double_backward_matches_the_formula(provider):
+    """d/dx of grad(sum(dropout(x)^2), x) = 2 mask scale^2: the backward is itself differentiable, also when the
+    first gradient's seed comes from a grad_output that does not require grad."""
+    x = nonzero_input((6, 7), torch.float64, 2).requires_grad_()
+    torch.manual_seed(6)
+    output = dropout(x, 0.3, provider=provider)
+    (first,) = torch.autograd.grad(output.square().sum(), x, create_graph=True)
+    (second,) = torch.autograd.grad(first.sum(), x)
+    scale = torch.tensor(1 / 0.7, dtype=torch.float32).double()
+    assert torch.allclose(second, (output != 0).double() * 2 * scale * scale)
 
 
 @triton.jit

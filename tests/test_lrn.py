@@ -7,9 +7,12 @@ from unittest import mock
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+
+from kernels import layout
 from kernels import lrn as lrn_kernels
 from kernels.runtime import interpreter_block
 from tests.helpers import DEVICE, FLOAT_DTYPES, assert_close
@@ -19,10 +22,33 @@ from tritonnet.ops.lrn import OP, local_response_norm
 PROVIDERS = [name for name in available_kernels()[OP] if name != "torch"]
 
 
+LAYOUTS = ["contiguous", "channels_last", "strided", "channel_slice", "expanded", "transposed"]
+
+
+def draw_layout(draw, data: torch.Tensor, layout: str) -> torch.Tensor:
+    """``data``'s values in ``layout``: contiguous; channels innermost in memory (NHWC-like, any number of dims); every
+    other position of the last dim; channels 1.. of a larger tensor; expanded from one sample, or from one position of
+    the last dim, where ``data`` allows (stride 0: several elements share memory); or the last two dims transposed."""
+    if layout == "channels_last":
+        return data.movedim(1, -1).contiguous().movedim(-1, 1)
+    if layout == "strided":
+        wide = torch.zeros(*data.shape[:-1], 2 * data.shape[-1], dtype=data.dtype, device=data.device)
+        wide[..., ::2] = data
+        return wide[..., ::2]
+    if layout == "channel_slice":
+        return torch.cat([torch.zeros_like(data[:, :1]), data], 1)[:, 1:]
+    if layout == "expanded":
+        dim = draw(st.sampled_from([0, data.dim() - 1]))
+        return data.narrow(dim, 0, 1).expand(data.shape)
+    if layout == "transposed" and data.dim() >= 4:
+        return data.transpose(-1, -2).contiguous().transpose(-1, -2)
+    return data
+
+
 @st.composite
 def lrn_inputs(draw, dtypes=FLOAT_DTYPES):
     """(input, size, alpha, beta, k): 3-D to 5-D inputs with odd, tiny and non-square extents, windows from 1 to
-    past the channel count (odd and even), contiguous or not (channels-last-like, strided slice, sliced channels)."""
+    past the channel count (odd and even), in every layout of :data:`LAYOUTS`."""
     batch = draw(st.integers(1, 3))
     channels = draw(st.integers(1, 20))
     spatial = draw(st.lists(st.integers(1, 9), min_size=1, max_size=3))
@@ -32,31 +58,42 @@ def lrn_inputs(draw, dtypes=FLOAT_DTYPES):
     k = draw(st.floats(0.25, 3.0))
     dtype = draw(st.sampled_from(dtypes))
     scale = draw(st.sampled_from([0.1, 1.0, 4.0]))
-    layout = draw(st.sampled_from(["contiguous", "channels_last", "strided", "channel_slice"]))
     generator = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    x = (torch.randn([batch, channels, *spatial], generator=generator, dtype=torch.float64) * scale).to(dtype)
+    return draw_layout(draw, x.to(DEVICE), draw(st.sampled_from(LAYOUTS))), size, alpha, beta, k
 
-    def sample(shape):
-        return (torch.randn(shape, generator=generator, dtype=torch.float64) * scale).to(dtype).to(DEVICE)
 
-    if layout == "channels_last":  # channels innermost in memory
-        x = sample([batch, *spatial, channels]).movedim(-1, 1)
-    elif layout == "strided":  # every other position of the last dimension
-        x = sample([batch, channels, *spatial[:-1], 2 * spatial[-1]])[..., ::2]
-    elif layout == "channel_slice":  # channels 1.. of a larger tensor
-        x = sample([batch, channels + 1, *spatial])[:, 1:]
-    else:
-        x = sample([batch, channels, *spatial])
-    return x, size, alpha, beta, k
+@st.composite
+def gradients(draw, output: torch.Tensor) -> torch.Tensor:
+    """A gradient for ``output`` in any layout of :data:`LAYOUTS` (``sum().backward()`` sends an expanded one)."""
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    values = torch.randn(output.shape, generator=generator, dtype=torch.float64).to(output.dtype).to(DEVICE)
+    return draw_layout(draw, values, draw(st.sampled_from(LAYOUTS)))
 
 
 def reference(x, size, alpha, beta, k, grad_output=None):
     """torch's local_response_norm in fp64 on the same values: the output, and the input's gradient."""
-    x64 = x.detach().to(torch.float64).requires_grad_(grad_output is not None)
+    x64 = x.detach().to(torch.float64).contiguous().requires_grad_(grad_output is not None)
     output = local_response_norm(x64, size, alpha, beta, k, provider="torch")
     if grad_output is None:
         return output, None
-    (grad_input,) = torch.autograd.grad(output, x64, grad_output.to(torch.float64))
+    (grad_input,) = torch.autograd.grad(output, x64, grad_output.to(torch.float64).contiguous())
     return output, grad_input
+
+
+def layout_of(tensor_or_strides, shape):
+    """The strides that matter (those of dims longer than 1: a size-1 dim's stride is arbitrary)."""
+    strides = tensor_or_strides if isinstance(tensor_or_strides, tuple) else tensor_or_strides.stride()
+    return tuple(stride for stride, extent in zip(strides, shape) if extent > 1)
+
+
+def torch_strides(x, size, alpha, beta, k):
+    """The strides of torch's output for ``x`` in its layout (values in fp64, which keeps a dense layout as it is;
+    where torch's own decomposition cannot view a layout, ``torch.empty_like``'s)."""
+    try:
+        return F.local_response_norm(x.detach().to(torch.float64), size, alpha, beta, k).stride()
+    except RuntimeError:
+        return torch.empty_like(x).stride()
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -68,54 +105,101 @@ def test_lrn_forward_matches_torch(provider, case):
     expected, _ = reference(x, size, alpha, beta, k)
     assert output.dtype == x.dtype and output.shape == x.shape
     assert_close(output, expected, dtype=x.dtype, reduction_length=size)
+    assert layout_of(output, x.shape) == layout_of(torch_strides(x, size, alpha, beta, k), x.shape)
 
 
-def assert_forward_and_backward_match_torch(x, size, alpha, beta, k, provider):
-    """``provider``'s output and input gradient against torch's in fp64; returns the output and the input."""
-    x = x.detach().requires_grad_()
-    output = local_response_norm(x, size, alpha, beta, k, provider=provider)
-    grad_output = torch.randn(output.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(size))
-    grad_output = grad_output.to(x.dtype).to(DEVICE)
-    output.backward(grad_output)
+def assert_forward_and_backward_match_torch(x, size, alpha, beta, k, grad_output, run):
+    """``run(x, grad_output) -> (output, grad_input)`` against torch's in fp64, values and memory formats."""
+    output, grad_input = run(x, grad_output)
     expected_output, expected_grad = reference(x, size, alpha, beta, k, grad_output)
     assert_close(output, expected_output, dtype=x.dtype, reduction_length=size)
     # Each input gradient sums over the two windows around its channel.
-    assert_close(x.grad, expected_grad, dtype=x.dtype, reduction_length=2 * size, name="grad_input")
-    return output, x
+    assert_close(grad_input, expected_grad, dtype=x.dtype, reduction_length=2 * size, name="grad_input")
+    output_strides = torch_strides(x, size, alpha, beta, k)
+    assert layout_of(output, x.shape) == layout_of(output_strides, x.shape), (output.stride(), output_strides)
+    # The gradient in the input's memory format, whatever the layout of the gradient it came from.
+    assert layout_of(grad_input, x.shape) == layout_of(output_strides, x.shape), (grad_input.stride(), output_strides)
+    return output, grad_input
+
+
+def through_provider(size, alpha, beta, k, provider):
+    def run(x, grad_output):
+        x = x.detach().requires_grad_()
+        output = local_response_norm(x, size, alpha, beta, k, provider=provider)
+        output.backward(grad_output)
+        return output, x.grad
+    return run
+
+
+def through_kernels(size, alpha, beta, k, band_matrix):
+    """The launch functions called with the path chosen by keyword (``beta != 0``)."""
+    def run(x, grad_output):
+        output, base_power = lrn_kernels.lrn_forward(x, size, alpha, beta, k, True, band_matrix=band_matrix)
+        return output, lrn_kernels.lrn_backward(x, base_power, grad_output, size, alpha, beta, k,
+                                                band_matrix=band_matrix)
+    return run
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-@given(case=lrn_inputs())
-def test_lrn_backward_matches_torch(provider, case):
-    output, x = assert_forward_and_backward_match_torch(*case, provider)
+@given(case=lrn_inputs(), data=st.data())
+def test_lrn_backward_matches_torch(provider, case, data):
+    x, size, alpha, beta, k = case
+    grad_output = data.draw(gradients(x))
+    output, _ = assert_forward_and_backward_match_torch(*case, grad_output, through_provider(*case[1:], provider))
     with torch.no_grad():  # the inference path (nothing saved) gives the same output
         assert torch.equal(local_response_norm(x, *case[1:], provider=provider), output)
 
 
-@pytest.mark.skipif(DEVICE.type == "cuda", reason="the interpreter's choice between the two kernel paths")
-@pytest.mark.parametrize("provider", PROVIDERS)
-@settings(max_examples=6)
-@given(case=lrn_inputs())
-def test_lrn_channel_walk_path_matches_torch_in_the_interpreter(provider, case):
-    """The interpreter takes the band-matrix path whenever the channels fit; with that path switched off, the
-    shifted-load walk across channels (the GPU's path) still gives torch's output and gradient."""
-    with mock.patch.object(lrn_kernels, "INTERPRETER_MATMUL_MAX_CHANNELS", 0):
-        assert_forward_and_backward_match_torch(*case, provider)
+@pytest.mark.parametrize("band_matrix", [True, False])
+@settings(max_examples=10)
+@given(case=lrn_inputs(), data=st.data())
+def test_lrn_kernels_match_torch_on_both_paths(band_matrix, case, data):
+    """Each path (the interpreter's band-matrix product, the GPU's channel walk), chosen by the launch functions'
+    keyword, in every layout of the input and of the gradient."""
+    x, size, alpha, beta, k = case
+    beta = beta or 0.5
+    run = through_kernels(size, alpha, beta, k, band_matrix)
+    assert_forward_and_backward_match_torch(x, size, alpha, beta, k, data.draw(gradients(x)), run)
 
 
-@pytest.mark.skipif(DEVICE.type == "cuda", reason="the interpreter's tiles")
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("band_matrix", [True, False])
+def test_lrn_kernels_take_layouts_beyond_four_position_dims(band_matrix):
+    """A 7-D view, every other element of each spatial dim, whose six position dims do not merge to four: read
+    through a copy in the output's layout, still torch's values, in torch's memory format."""
+    data = torch.randn(2, 3, 4, 4, 4, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    x = data.to(DEVICE)[:, :, ::2, ::2, ::2, ::2, ::2]
+    assert lrn_kernels._position_walk(torch.empty_like(x), [x]) is None
+    assert_forward_and_backward_match_torch(x, 3, 0.5, 0.75, 1.0, fixed_gradient(x),
+                                            through_kernels(3, 0.5, 0.75, 1.0, band_matrix))
+
+
+@pytest.mark.parametrize("band_matrix", [True, False])
+def test_lrn_kernels_give_the_same_result_with_a_64_bit_index(band_matrix):
+    """The flat index over positions is int32 unless a tensor needs 64 bits; forced wide, the same result."""
+    x = torch.randn(2, 5, 3, 4, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    x = x.contiguous(memory_format=torch.channels_last)
+    run = through_kernels(3, 0.5, 0.75, 1.0, band_matrix)
+    narrow = run(x, fixed_gradient(x))
+    with mock.patch.object(layout, "MAX_INDEX_BLOCK", 2**31):
+        wide = run(x, fixed_gradient(x))
+    assert all(torch.equal(a, b) for a, b in zip(narrow, wide))
+
+
+def fixed_gradient(x, seed=0):
+    return torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)).to(x)
+
+
 @settings(max_examples=6)
 @given(case=lrn_inputs(), tile=st.sampled_from([2**8, 2**9, 2**10]))
-def test_lrn_band_path_tiles_spanning_samples_match_torch_in_the_interpreter(provider, case, tile):
-    """The band-matrix path's tiles are (sample, position) columns across the batch: with tiles small enough that a
-    batch takes several programs, wherever their boundaries fall, the result is torch's."""
+def test_lrn_band_path_tiles_spanning_samples_match_torch(case, tile):
+    """The band-matrix path's tiles are positions across the batch: with tiles small enough that a batch takes
+    several programs, wherever their boundaries fall, the result is torch's."""
+    x, size, alpha, beta, k = case
     with mock.patch.object(lrn_kernels, "INTERPRETER_TILE", tile):
-        assert_forward_and_backward_match_torch(*case, provider)
+        assert_forward_and_backward_match_torch(x, size, alpha, beta or 0.5, k, fixed_gradient(x),
+                                                through_kernels(size, alpha, beta or 0.5, k, band_matrix=True))
 
 
-@pytest.mark.skipif(DEVICE.type == "cuda", reason="the interpreter's tiles")
-@pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("shape, size", [
     ((5, 3, 7), 3),  # tiles cut samples in two (7 does not divide 16)
@@ -123,13 +207,14 @@ def test_lrn_band_path_tiles_spanning_samples_match_torch_in_the_interpreter(pro
     ((37, 6, 1), 4),  # spatial size 1: every column is a sample; even window
     ((3, 17, 2, 3, 3), 6),  # 5-D, 17 channels
 ])
-def test_lrn_band_path_tiles_of_16_columns_match_torch_in_the_interpreter(provider, dtype, shape, size):
-    """Tiles of 16 (sample, position) columns: several per batch and a partial last one, on odd channel counts."""
+def test_lrn_band_path_tiles_of_16_positions_match_torch(dtype, shape, size):
+    """Tiles of 16 positions: several per batch and a partial last one, on odd channel counts."""
     columns = shape[0] * math.prod(shape[2:])
     assert columns > 16 and columns % 16, "several tiles, the last one partial"
     x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(size)).to(dtype).to(DEVICE)
     with mock.patch.object(lrn_kernels, "INTERPRETER_TILE", 16 * interpreter_block(shape[1])):
-        assert_forward_and_backward_match_torch(x, size, 0.5, 0.75, 1.5, provider)
+        assert_forward_and_backward_match_torch(x, size, 0.5, 0.75, 1.5, fixed_gradient(x),
+                                                through_kernels(size, 0.5, 0.75, 1.5, band_matrix=True))
 
 
 @pytest.mark.skipif(DEVICE.type == "cuda", reason="fp64 gradcheck is for the interpreter")
@@ -141,7 +226,7 @@ def test_lrn_gradcheck_fp64(provider, shape, size, tile):
     x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(size)).to(DEVICE)
     with mock.patch.object(lrn_kernels, "INTERPRETER_TILE", tile or lrn_kernels.INTERPRETER_TILE):
         assert torch.autograd.gradcheck(lambda t: local_response_norm(t, size, 0.7, 0.75, 1.3, provider=provider),
-                                        (x.requires_grad_(),))
+                                        (x.requires_grad_(),), fast_mode=True)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -158,8 +243,9 @@ def test_lrn_alexnet_constants_match_torch(provider):
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-def test_lrn_saves_only_the_input_and_one_accumulator_per_element(provider, dtype):
-    x = torch.randn(2, 6, 4, 5, dtype=dtype, device=DEVICE).requires_grad_()
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_lrn_saves_only_the_input_and_one_accumulator_per_element(provider, dtype, memory_format):
+    x = torch.randn(2, 6, 4, 5, dtype=dtype, device=DEVICE).contiguous(memory_format=memory_format).requires_grad_()
     saved = []
 
     def pack(tensor):
@@ -171,7 +257,7 @@ def test_lrn_saves_only_the_input_and_one_accumulator_per_element(provider, dtyp
     saved_bytes = sum(tensor.numel() * tensor.element_size() for tensor in saved)
     accumulator_bytes = 8 if dtype == torch.float64 else 4
     assert saved_bytes <= x.numel() * (x.element_size() + accumulator_bytes), [(t.shape, t.dtype) for t in saved]
-    assert any(tensor.data_ptr() == x.data_ptr() for tensor in saved), "the contiguous input is saved, not copied"
+    assert any(tensor.data_ptr() == x.data_ptr() for tensor in saved), "the input is saved, not copied"
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -220,34 +306,28 @@ def test_lrn_negative_base_matches_torch_nan_for_nan(provider, beta):
     assert_close(x.grad[finite], expected_grad[finite], reduction_length=2 * size, name="grad_input")
 
 
-INTERPRETER_PATHS = ["band matrix", "channel walk"] if DEVICE.type != "cuda" else ["gpu"]
-
-
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy, in the interpreter, on purpose-made NaN/inf
-@pytest.mark.parametrize("provider", PROVIDERS)
-@pytest.mark.parametrize("path", INTERPRETER_PATHS)
-@pytest.mark.parametrize("alpha, beta", [(1e-4, 0.75), (0.5, 2.0), (0.0, 0.75)])
-def test_lrn_nan_and_inf_inputs_match_torch(provider, path, alpha, beta):
-    """NaN, +inf and -inf inputs (alone and side by side in one window) reach exactly the outputs torch's do; the
-    input gradient is NaN only where torch's is (torch's is NaN in more places: beside an infinity, for some
-    betas) and equal wherever torch's is not NaN. The band-matrix path sums windows by a matrix product, where an
-    infinity would reach every channel through the band's zeros unless handled."""
+@pytest.mark.parametrize("band_matrix", [True, False])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("alpha, beta", [(1e-4, 0.75), (0.5, 2.0), (0.0, 0.75), (0.5, 1.0), (-0.01, 1.5)])
+def test_lrn_nan_and_inf_inputs_match_torch(band_matrix, layout, alpha, beta):
+    """NaN, +inf and -inf inputs (alone and side by side in one window) give NaN and infinities exactly where torch's
+    output and input gradient have them (for beta > 1 torch's chain rule also makes NaN beside an infinity, as
+    0 * inf), and torch's values elsewhere. The band-matrix path sums windows by a matrix product, where an infinity
+    would reach every channel through the band's zeros unless handled."""
     x = torch.randn(3, 7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     x[0, 2, 1], x[1, 4, 3], x[2, 0, 0] = math.inf, -math.inf, math.nan
     x[0, 5, 4], x[0, 6, 4] = math.inf, -math.inf
-    x = x.to(torch.float32).to(DEVICE).requires_grad_()
-    grad_output = torch.randn(x.shape, generator=torch.Generator().manual_seed(8)).to(DEVICE)
-    with mock.patch.object(lrn_kernels, "INTERPRETER_MATMUL_MAX_CHANNELS", 0 if path == "channel walk" else 1024):
-        output = local_response_norm(x, 3, alpha, beta, 1.0, provider=provider)
-        output.backward(grad_output)
+    x = x.to(torch.float32).to(DEVICE)[..., None]
+    x = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+    grad_output = fixed_gradient(x, 8)
+    output, grad_input = through_kernels(3, alpha, beta, 1.0, band_matrix)(x, grad_output)
     expected_output, expected_grad = reference(x, 3, alpha, beta, 1.0, grad_output)
-    for actual, expected, name in ((output, expected_output, "output"), (x.grad, expected_grad, "grad_input")):
-        defined = ~expected.isnan()
-        assert not (actual.isnan() & defined).any(), f"{name}: NaN where torch's is not"
-        assert torch.equal(actual[defined].isinf(), expected[defined].isinf()), f"{name}: infinities differ"
-        finite = expected.isfinite()
-        assert_close(actual[finite], expected[finite], reduction_length=6, name=name)
-    assert torch.equal(output.isnan(), expected_output.isnan()) and output.isnan().any()
+    for actual, expected, name in ((output, expected_output, "output"), (grad_input, expected_grad, "grad_input")):
+        assert torch.equal(actual.isnan(), expected.isnan()), f"{name}: NaN in other places than torch's"
+        assert torch.equal(actual.isinf(), expected.isinf()), f"{name}: infinities in other places than torch's"
+        assert actual.isnan().any()
+        assert_close(actual, expected, reduction_length=6, name=name)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy, in the interpreter, on purpose-made NaN/inf
@@ -273,11 +353,39 @@ def test_lrn_beta_zero_is_the_identity_even_where_the_base_is_zero(provider):
     assert torch.equal(output, expected_output.float()) and torch.equal(x.grad, expected_grad.float())
 
 
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_lrn_refuses_samples_of_2_to_the_31_elements(provider):
-    x = torch.zeros(1, 1, 1, device=DEVICE).expand(1, 2**16, 2**15)  # no memory behind it
-    with pytest.raises(ValueError, match="fewer than 2\\*\\*31"):
-        local_response_norm(x, 5, provider=provider)
+@pytest.mark.parametrize("grad_output_requires_grad", [False, True])
+@pytest.mark.parametrize("call", ["backward", "autograd.grad"])
+def test_lrn_refuses_double_backward_with_a_clear_error(provider, grad_output_requires_grad, call):
+    """The Triton backward is not differentiable: create_graph=True is refused, never answered with a gradient that
+    silently does not depend on the input."""
+    x = torch.randn(2, 5, 3, dtype=torch.float64, device=DEVICE).requires_grad_()
+    output = local_response_norm(x, 3, 0.5, 0.75, 1.0, provider=provider)
+    grad_output = torch.randn_like(output).requires_grad_(grad_output_requires_grad)
+    with pytest.raises(RuntimeError, match="double backward .* provider='torch'"):
+        if call == "backward":
+            output.backward(grad_output, create_graph=True)
+        else:
+            torch.autograd.grad(output, x, grad_output, create_graph=True)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("shape", [(2, 6, 5), (2, 6, 3, 4), (1, 6, 2, 3, 2)])
+def test_lrn_under_autocast_returns_torch_dtype(provider, autocast_dtype, dtype, shape):
+    """Under autocast torch's LRN returns fp32 for fp16/bf16 inputs where its decomposition hits an fp32-listed op
+    (CPU: avg_pool3d, for 4-D and up; CUDA: pow); the gradient comes back in the input's dtype."""
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(dtype).to(DEVICE)
+    x.requires_grad_()
+    with torch.autocast(DEVICE.type, dtype=autocast_dtype):
+        output = local_response_norm(x, 3, 0.5, 0.75, 1.0, provider=provider)
+        expected = F.local_response_norm(x, 3, 0.5, 0.75, 1.0)
+    assert output.dtype == expected.dtype
+    assert_close(output, expected.detach(), dtype=x.dtype, reduction_length=3)
+    output.sum().backward()
+    assert x.grad.dtype == x.dtype
 
 
 @pytest.mark.parametrize("provider", ["torch", *PROVIDERS])

@@ -3,7 +3,8 @@
 - Under ``torch.autocast`` torch casts conv2d's and linear's floating-point operands (except fp64) to the autocast
   dtype. Our autograd Functions are not torch ops, so autocast never sees them: :func:`autocast_operands` does the
   same cast at the top of the public functions, so ``--amp`` runs the Triton kernels in bf16/fp16 as it runs
-  torch's. LRN, max-pool and dropout follow their input's dtype, as torch's do under autocast.
+  torch's. Max-pool and dropout follow their input's dtype, as torch's do under autocast; LRN returns the dtype
+  torch's returns (fp32 for some inputs, see tritonnet/ops/lrn.py).
 - Triton's interpreter multiplies bf16 ``tl.dot`` operands wrongly (triton 3.9: errors around 1e11 on values near
   1). :func:`interpreter_widens` says when the providers run a bf16 call in fp32 there and round the result to
   bf16, so CPU runs give right answers (more precise than a GPU's bf16 GEMM); on a GPU bf16 runs natively.

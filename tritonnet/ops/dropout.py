@@ -6,8 +6,10 @@ refuses it on a leaf that requires grad.
 
 The ``"triton"`` provider draws one seed per call from torch's default generator (:func:`draw_seed`, so
 ``torch.manual_seed`` reproduces a run) and saves only that seed and ``p`` for the backward, which regenerates the
-mask (the scheme is in ``kernels/dropout.py``). A non-contiguous input is read through a contiguous copy and the
-output is contiguous.
+mask (the scheme is in ``kernels/dropout.py``). The mask is a function of the seed and each element's logical
+(row-major) index, so it is the same for an element whatever the layout of the input or of the gradient the backward
+receives. Any strides are read in place (no copy), and the output has the input's memory format, as torch's has.
+The backward is dropout of the gradient with the same seed, itself differentiable: double backward works.
 """
 
 from __future__ import annotations

@@ -8,17 +8,19 @@ exactly as ``torch.nn.functional.local_response_norm`` pads).
 Any ``k`` is accepted, as torch accepts it. Where the base ``k + alpha / size * sum`` is negative, its power is NaN for
 a fractional ``beta`` and signed for an integer one, as ``torch.pow`` gives; where it is 0 the output is ``x / 0``.
 
-The ``"triton"`` provider computes in fp32 (fp64 for fp64) and returns a contiguous output; a non-contiguous input
-(channels-last, permuted, sliced) is copied to a contiguous one first.
+The ``"triton"`` provider computes in fp32 (fp64 for fp64), reads any layout in place (channels-last, sliced,
+transposed, expanded) and returns the input's memory format, as torch does; the input's gradient likewise. Under
+``torch.autocast`` it returns the dtype torch's returns (see :func:`_autocast_dtype`). Its backward is a Triton
+kernel that is not itself differentiable: double backward (``create_graph=True``) is refused with an error rather
+than answered through torch ops; the ``"torch"`` provider has it.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
-from kernels.lrn import lrn_backward, lrn_forward, lrn_geometry
+from kernels.lrn import lrn_backward, lrn_forward
 from tritonnet.ops._checks import check_float, check_int, check_tensor
 from tritonnet.registry import lookup, register
 
@@ -41,13 +43,25 @@ def torch_local_response_norm(input, size, alpha, beta, k):
     return F.local_response_norm(input, size, alpha=alpha, beta=beta, k=k)
 
 
+def _autocast_dtype(input: torch.Tensor) -> torch.dtype:
+    """The dtype torch's ``local_response_norm`` returns for ``input`` under the current autocast state. torch builds
+    it from ops of which one is on an autocast fp32 list, so fp16/bf16 inputs come back fp32: on CUDA ``pow`` (every
+    input), on the CPU ``avg_pool3d`` (which it uses for inputs of 4 dims or more; 3-D inputs pool with
+    ``avg_pool2d``, not on the list, and stay in their dtype)."""
+    device_type = input.device.type
+    if input.dtype not in (torch.float16, torch.bfloat16) or device_type not in ("cpu", "cuda"):
+        return input.dtype
+    if not torch.is_autocast_enabled(device_type):
+        return input.dtype
+    return torch.float32 if device_type == "cuda" or input.dim() >= 4 else input.dtype
+
+
 class LocalResponseNormFunction(torch.autograd.Function):
-    """Saves the input (by reference when it is contiguous) and ``base ** (-beta - 1)`` in fp32: the least the
-    backward needs without recomputing a pow per neighbour (see ``kernels/lrn.py``)."""
+    """Saves the input (by reference, in its own layout) and ``base ** (-beta - 1)`` in fp32: the least the backward
+    needs without recomputing a pow per neighbour (see ``kernels/lrn.py``)."""
 
     @staticmethod
     def forward(ctx, input, size, alpha, beta, k):
-        input = input.contiguous()
         needs_grad = ctx.needs_input_grad[0]
         output, base_power = lrn_forward(input, size, alpha, beta, k, save_for_backward=needs_grad)
         if needs_grad:
@@ -56,17 +70,18 @@ class LocalResponseNormFunction(torch.autograd.Function):
         return output
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output):
+        if torch.is_grad_enabled():  # create_graph=True: the gradient would have to be differentiable
+            raise RuntimeError("local_response_norm's Triton backward is not differentiable, so double backward "
+                               "(create_graph=True) is not supported; use provider='torch' for higher derivatives")
         input, base_power = ctx.saved_tensors
-        grad_input = lrn_backward(input, base_power, grad_output.contiguous().to(input.dtype),
-                                  *ctx.hyperparameters)
+        grad_input = lrn_backward(input, base_power, grad_output.to(input.dtype), *ctx.hyperparameters)
         return grad_input, None, None, None, None
 
 
 @register(OP, "triton")
 def triton_local_response_norm(input, size, alpha, beta, k):
+    input = input.to(_autocast_dtype(input))
     if beta == 0:  # x / base ** 0 == x everywhere, even where the base is 0, inf or NaN (torch: pow(b, 0) == 1)
-        return input.clone(memory_format=torch.contiguous_format)
-    lrn_geometry(input.shape, size)  # refuse what the kernels cannot index before copying to contiguous
+        return input.clone()
     return LocalResponseNormFunction.apply(input, size, alpha, beta, k)
