@@ -28,7 +28,7 @@ import pytest
 import torch
 
 import tritonnet.nn
-from tests.helpers import DEVICE, ON_GPU, assert_close
+from tests.helpers import DEVICE, ON_GPU, assert_close, compare_with_torch, random_cotangent
 from tritonnet import functional
 
 pytest.importorskip("expecttest", reason="torch's OpInfo database needs the expecttest package")
@@ -97,78 +97,6 @@ def matching(entries: list[Entry], arguments: dict) -> Entry | None:
 # Running one call and comparing it with torch
 
 
-def _leaf(value, dtype: torch.dtype | None = None):
-    """A fresh copy of a sample's tensor (floating tensors converted to ``dtype`` and requiring grad as the sample
-    does); anything else unchanged."""
-    if not isinstance(value, torch.Tensor):
-        return value
-    if not value.is_floating_point():
-        return value.detach().clone()
-    copy = value.detach().to(dtype or value.dtype).clone()
-    return copy.requires_grad_(value.requires_grad)
-
-
-def _grad_leaves(values) -> list[torch.Tensor]:
-    return [value for value in values if isinstance(value, torch.Tensor) and value.requires_grad]
-
-
-def _differentiable_output(output):
-    """The floating-point output gradients flow from (max_pool2d's return_indices gives (values, indices))."""
-    return output[0] if isinstance(output, tuple) else output
-
-
-def _cotangent(output: torch.Tensor, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(output.shape, generator=generator, dtype=torch.float64).to(output.device)
-
-
-def _gradients(output, leaves: list[torch.Tensor], cotangent: torch.Tensor) -> list[torch.Tensor | None]:
-    output = _differentiable_output(output)
-    if not leaves or not output.requires_grad:
-        return [None] * len(leaves)
-    return list(torch.autograd.grad(output, leaves, cotangent.to(output.dtype), allow_unused=True))
-
-
-def _reduction_length(tensors) -> int:
-    """A bound on the number of terms any output or gradient element sums: all elements of the call's tensors."""
-    return max(1, sum(tensor.numel() for tensor in tensors if isinstance(tensor, torch.Tensor)))
-
-
-def compare_with_torch(ours: Callable, reference: Callable, args: list, kwargs: dict, dtype: torch.dtype, seed: int,
-                       name: str, gradients: bool = True) -> None:
-    """``ours(*args, **kwargs)`` against ``reference`` on the same values in fp64: floating outputs within the
-    tolerance, integer outputs exactly, and (with ``gradients``) the gradients of every tensor that requires grad
-    under one random cotangent. Each side gets its own copies of the tensors."""
-    our_args, our_kwargs = [_leaf(value) for value in args], {key: _leaf(value) for key, value in kwargs.items()}
-    reference_args = [_leaf(value, torch.float64) for value in args]
-    reference_kwargs = {key: _leaf(value, torch.float64) for key, value in kwargs.items()}
-    output = ours(*our_args, **our_kwargs)
-    expected = reference(*reference_args, **reference_kwargs)
-    length = _reduction_length([*args, *kwargs.values()])
-    outputs = output if isinstance(output, tuple) else (output,)
-    expected_outputs = expected if isinstance(expected, tuple) else (expected,)
-    assert len(outputs) == len(expected_outputs), f"{name}: {len(outputs)} outputs, torch gives {len(expected_outputs)}"
-    for index, (actual, wanted) in enumerate(zip(outputs, expected_outputs)):
-        assert actual.dtype == (dtype if wanted.is_floating_point() else wanted.dtype), \
-            f"{name}: output {index} has dtype {actual.dtype}"
-        if wanted.is_floating_point():
-            assert_close(actual, wanted, dtype=dtype, reduction_length=length, name=f"{name} output {index}")
-        else:
-            assert torch.equal(actual.cpu(), wanted.cpu()), f"{name}: output {index} differs from torch's"
-    if not gradients:
-        return
-    cotangent = _cotangent(_differentiable_output(expected), seed)
-    our_leaves = _grad_leaves([*our_args, *our_kwargs.values()])
-    reference_leaves = _grad_leaves([*reference_args, *reference_kwargs.values()])
-    for index, (actual, wanted) in enumerate(zip(_gradients(output, our_leaves, cotangent),
-                                                 _gradients(expected, reference_leaves, cotangent))):
-        if wanted is None:
-            assert actual is None or not actual.any(), f"{name}: gradient {index} should be zero"
-            continue
-        assert actual is not None, f"{name}: no gradient for differentiable argument {index}"
-        assert_close(actual, wanted, dtype=dtype, reduction_length=length, name=f"{name} gradient {index}")
-
-
 def check_dropout(ours: Callable, input: torch.Tensor, p: float, training: bool, name: str) -> None:
     """Dropout's output and gradient, structurally: training=False (or p=0) returns the input; otherwise each
     element is 0 or input/(1-p), and the gradient is the cotangent through the same mask."""
@@ -184,7 +112,7 @@ def check_dropout(ours: Callable, input: torch.Tensor, p: float, training: bool,
     expected = torch.where(kept, input.detach().double() / (1 - p), torch.zeros((), dtype=torch.float64))
     assert_close(output, expected, dtype=input.dtype, name=f"{name} kept values")
     if input.requires_grad:
-        cotangent = _cotangent(output, seed=0).to(input.dtype)
+        cotangent = random_cotangent(output, seed=0).to(input.dtype)
         (gradient,) = torch.autograd.grad(output, input, cotangent)
         expected_gradient = torch.where(kept, cotangent.double() / (1 - p), torch.zeros((), dtype=torch.float64))
         assert_close(gradient, expected_gradient, dtype=input.dtype, name=f"{name} gradient")
