@@ -94,7 +94,7 @@ def in_layout(data: torch.Tensor, layout: str) -> torch.Tensor:
 # One call against torch's, forward and backward
 
 
-def _leaf(value, dtype: torch.dtype | None = None):
+def fresh_leaf(value, dtype: torch.dtype | None = None):
     """A fresh copy of a sample's tensor (floating tensors converted to ``dtype`` and requiring grad as the sample
     does); anything else unchanged."""
     if not isinstance(value, torch.Tensor):
@@ -136,9 +136,10 @@ def compare_with_torch(ours: Callable, reference: Callable, args: list, kwargs: 
     """``ours(*args, **kwargs)`` against ``reference`` on the same values in fp64: floating outputs within the
     tolerance, integer outputs exactly, and (with ``gradients``) the gradients of every tensor that requires grad
     under one random cotangent. Each side gets its own copies of the tensors."""
-    our_args, our_kwargs = [_leaf(value) for value in args], {key: _leaf(value) for key, value in kwargs.items()}
-    reference_args = [_leaf(value, torch.float64) for value in args]
-    reference_kwargs = {key: _leaf(value, torch.float64) for key, value in kwargs.items()}
+    our_args = [fresh_leaf(value) for value in args]
+    our_kwargs = {key: fresh_leaf(value) for key, value in kwargs.items()}
+    reference_args = [fresh_leaf(value, torch.float64) for value in args]
+    reference_kwargs = {key: fresh_leaf(value, torch.float64) for key, value in kwargs.items()}
     output = ours(*our_args, **our_kwargs)
     expected = reference(*reference_args, **reference_kwargs)
     length = _reduction_length([*args, *kwargs.values()])

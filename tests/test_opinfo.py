@@ -28,7 +28,7 @@ import pytest
 import torch
 
 import tritonnet.nn
-from tests.helpers import DEVICE, ON_GPU, assert_close, compare_with_torch, random_cotangent
+from tests.helpers import DEVICE, ON_GPU, assert_close, compare_with_torch, fresh_leaf, random_cotangent
 from tritonnet import functional
 
 pytest.importorskip("expecttest", reason="torch's OpInfo database needs the expecttest package")
@@ -100,7 +100,7 @@ def matching(entries: list[Entry], arguments: dict) -> Entry | None:
 def check_dropout(ours: Callable, input: torch.Tensor, p: float, training: bool, name: str) -> None:
     """Dropout's output and gradient, structurally: training=False (or p=0) returns the input; otherwise each
     element is 0 or input/(1-p), and the gradient is the cotangent through the same mask."""
-    input = _leaf(input)
+    input = fresh_leaf(input)
     output = ours(input)
     assert output.shape == input.shape and output.dtype == input.dtype, f"{name}: shape or dtype differs"
     if not training or p == 0:
