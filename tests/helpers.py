@@ -1,11 +1,14 @@
-"""What every test shares: the device and dtypes of this mode, the one tolerance rule, and a comparison that says
-where the largest mismatch is."""
+"""What every test shares: the device and dtypes of this mode, the one tolerance rule, a comparison that says
+where the largest mismatch is, one call compared with torch's forward and backward, and a strategy that sprinkles
+NaN and infinities into a tensor."""
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
+from hypothesis import strategies as st
 
 from kernels.runtime import INTERPRET
 
@@ -85,3 +88,101 @@ def in_layout(data: torch.Tensor, layout: str) -> torch.Tensor:
         wide[..., ::2] = data
         return wide.to(DEVICE)[..., ::2]
     return data.to(DEVICE)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One call against torch's, forward and backward
+
+
+def fresh_leaf(value, dtype: torch.dtype | None = None):
+    """A fresh copy of a sample's tensor (floating tensors converted to ``dtype`` and requiring grad as the sample
+    does); anything else unchanged."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    if not value.is_floating_point():
+        return value.detach().clone()
+    copy = value.detach().to(dtype or value.dtype).clone()
+    return copy.requires_grad_(value.requires_grad)
+
+
+def _grad_leaves(values) -> list[torch.Tensor]:
+    return [value for value in values if isinstance(value, torch.Tensor) and value.requires_grad]
+
+
+def _differentiable_output(output):
+    """The floating-point output gradients flow from (max_pool2d's return_indices gives (values, indices))."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def random_cotangent(output: torch.Tensor, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(output.shape, generator=generator, dtype=torch.float64).to(output.device)
+
+
+def _gradients(output, leaves: list[torch.Tensor], cotangent: torch.Tensor) -> list[torch.Tensor | None]:
+    output = _differentiable_output(output)
+    if not leaves or not output.requires_grad:
+        return [None] * len(leaves)
+    return list(torch.autograd.grad(output, leaves, cotangent.to(output.dtype), allow_unused=True))
+
+
+def _reduction_length(tensors) -> int:
+    """A bound on the number of terms any output or gradient element sums: all elements of the call's tensors."""
+    return max(1, sum(tensor.numel() for tensor in tensors if isinstance(tensor, torch.Tensor)))
+
+
+def compare_with_torch(ours: Callable, reference: Callable, args: list, kwargs: dict, dtype: torch.dtype, seed: int,
+                       name: str, gradients: bool = True) -> None:
+    """``ours(*args, **kwargs)`` against ``reference`` on the same values in fp64: floating outputs within the
+    tolerance, integer outputs exactly, and (with ``gradients``) the gradients of every tensor that requires grad
+    under one random cotangent. Each side gets its own copies of the tensors."""
+    our_args = [fresh_leaf(value) for value in args]
+    our_kwargs = {key: fresh_leaf(value) for key, value in kwargs.items()}
+    reference_args = [fresh_leaf(value, torch.float64) for value in args]
+    reference_kwargs = {key: fresh_leaf(value, torch.float64) for key, value in kwargs.items()}
+    output = ours(*our_args, **our_kwargs)
+    expected = reference(*reference_args, **reference_kwargs)
+    length = _reduction_length([*args, *kwargs.values()])
+    outputs = output if isinstance(output, tuple) else (output,)
+    expected_outputs = expected if isinstance(expected, tuple) else (expected,)
+    assert len(outputs) == len(expected_outputs), f"{name}: {len(outputs)} outputs, torch gives {len(expected_outputs)}"
+    for index, (actual, wanted) in enumerate(zip(outputs, expected_outputs)):
+        assert actual.dtype == (dtype if wanted.is_floating_point() else wanted.dtype), \
+            f"{name}: output {index} has dtype {actual.dtype}"
+        if wanted.is_floating_point():
+            assert_close(actual, wanted, dtype=dtype, reduction_length=length, name=f"{name} output {index}")
+        else:
+            assert torch.equal(actual.cpu(), wanted.cpu()), f"{name}: output {index} differs from torch's"
+    if not gradients:
+        return
+    cotangent = random_cotangent(_differentiable_output(expected), seed)
+    our_leaves = _grad_leaves([*our_args, *our_kwargs.values()])
+    reference_leaves = _grad_leaves([*reference_args, *reference_kwargs.values()])
+    for index, (actual, wanted) in enumerate(zip(_gradients(output, our_leaves, cotangent),
+                                                 _gradients(expected, reference_leaves, cotangent))):
+        if wanted is None:
+            assert actual is None or not actual.any(), f"{name}: gradient {index} should be zero"
+            continue
+        assert actual is not None, f"{name}: no gradient for differentiable argument {index}"
+        assert_close(actual, wanted, dtype=dtype, reduction_length=length, name=f"{name} gradient {index}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Non-finite inputs
+
+NONFINITE_VALUES = (math.nan, math.inf, -math.inf)
+
+
+@st.composite
+def with_nonfinite(draw, data: torch.Tensor, max_count: int = 4) -> torch.Tensor:
+    """A copy of ``data`` (any layout; the copy keeps its strides) with 1 to ``max_count`` elements, at drawn
+    positions, replaced by drawn values among NaN, inf and -inf. The rest of the values are unchanged."""
+    if data.numel() == 0:
+        return data.clone()
+    count = draw(st.integers(1, min(max_count, data.numel())))
+    positions = draw(st.lists(st.integers(0, data.numel() - 1), min_size=count, max_size=count, unique=True))
+    values = draw(st.lists(st.sampled_from(NONFINITE_VALUES), min_size=count, max_size=count))
+    sprinkled = data.detach().clone()
+    indices = torch.unravel_index(torch.tensor(positions), data.shape)
+    sprinkled[indices] = torch.tensor(values, dtype=data.dtype, device=data.device)
+    return sprinkled.requires_grad_(data.requires_grad)
