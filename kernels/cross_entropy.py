@@ -62,19 +62,10 @@ INT64_MIN = tl.constexpr(-(2**63))
 
 
 @triton.jit
-def _row_offset(row, spatial, stride_batch, stride_spatial):
-    """Element offset of row ``n * spatial + s`` in a tensor with these batch and spatial strides."""
-    return (row // spatial) * stride_batch + (row % spatial) * stride_spatial
-
-
-@triton.jit
-def _class_targets(target_pointer, row, rows, spatial, target_stride_batch, target_stride_spatial, ignore_index,
-                   classes):
+def _class_targets(target_row, row_in_range, ignore_index, classes):
     """(class index as int64, whether the row counts: in range and not ignore_index, whether its index is bad: not
-    ignore_index and outside [0, classes))."""
-    row_in_range = row < rows
-    target = tl.load(target_pointer + _row_offset(row, spatial, target_stride_batch, target_stride_spatial),
-                     mask=row_in_range, other=0).to(tl.int64)
+    ignore_index and outside [0, classes)) of the rows at ``target_row``."""
+    target = tl.load(target_row, mask=row_in_range, other=0).to(tl.int64)
     not_ignored = row_in_range & (target != ignore_index)
     out_of_range = not_ignored & ((target < 0) | (target >= classes))
     return target, not_ignored & ~out_of_range, out_of_range
@@ -126,8 +117,9 @@ def cross_entropy_forward_kernel(
     """Loss and softmax statistics of BLOCK_ROWS rows, with an online max / sum-exp over the classes."""
     row = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS).to(tl.int64)
     row_in_range = row < rows
-    logits_row = logits_pointer + _row_offset(row, spatial, logits_stride_batch, logits_stride_spatial)
-    target_row = target_pointer + _row_offset(row, spatial, target_stride_batch, target_stride_spatial)
+    batch_index, spatial_index = row // spatial, row % spatial
+    logits_row = logits_pointer + batch_index * logits_stride_batch + spatial_index * logits_stride_spatial
+    target_row = target_pointer + batch_index * target_stride_batch + spatial_index * target_stride_spatial
     compute_dtype = tl.float64 if logits_pointer.dtype.element_ty == tl.float64 else tl.float32
     label_smoothing = tl.cast(label_smoothing, compute_dtype) + tl.cast(label_smoothing_rest, compute_dtype)
     running_max = tl.full((BLOCK_ROWS,), float("-inf"), compute_dtype)
@@ -160,8 +152,7 @@ def cross_entropy_forward_kernel(
     if SOFT_TARGETS:
         row_weight = tl.where(row_in_range, 1.0, 0.0).to(compute_dtype)
     else:
-        target, valid, out_of_range = _class_targets(target_pointer, row, rows, spatial, target_stride_batch,
-                                                     target_stride_spatial, ignore_index, classes)
+        target, valid, out_of_range = _class_targets(target_row, row_in_range, ignore_index, classes)
         target_logit = tl.load(logits_row + target * logits_stride_class, mask=valid, other=0.0).to(compute_dtype)
         row_weight = tl.where(valid, 1.0, 0.0).to(compute_dtype)
         if WEIGHTED:
@@ -206,7 +197,7 @@ def cross_entropy_reduce_kernel(
     result = tl.sum(total, axis=0)
     if MEAN:  # torch divides 0 by 0 (NaN) when no row counts, also when only the smoothing term is nonzero
         weight_sum = tl.sum(total_weight, axis=0)
-        result = tl.where(weight_sum == 0, float("nan"), result / weight_sum)
+        result = tl.where(weight_sum == 0, float("nan"), result / tl.where(weight_sum == 0, 1.0, weight_sum))
         tl.store(total_weight_pointer, weight_sum)
     tl.store(result_pointer, result.to(result_pointer.dtype.element_ty))
 
@@ -248,37 +239,36 @@ def cross_entropy_backward_kernel(
     NaN for rows with a bad class index."""
     row = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS).to(tl.int64)
     row_in_range = row < rows
+    batch_index, spatial_index = row // spatial, row % spatial
+    logits_row = logits_pointer + batch_index * logits_stride_batch + spatial_index * logits_stride_spatial
+    target_row = target_pointer + batch_index * target_stride_batch + spatial_index * target_stride_spatial
+    grad_logits_row = (grad_logits_pointer + batch_index * grad_logits_stride_batch
+                       + spatial_index * grad_logits_stride_spatial)
+    grad_target_row = (grad_target_pointer + batch_index * grad_target_stride_batch
+                       + spatial_index * grad_target_stride_spatial)
     compute_dtype = tl.float64 if logits_pointer.dtype.element_ty == tl.float64 else tl.float32
     label_smoothing = tl.cast(label_smoothing, compute_dtype) + tl.cast(label_smoothing_rest, compute_dtype)
     row_max = tl.load(row_max_pointer + row, mask=row_in_range, other=0.0)
     log_denominator = tl.load(log_denominator_pointer + row, mask=row_in_range, other=0.0)
     target_mass = tl.load(target_mass_pointer + row, mask=row_in_range, other=0.0)
-    scale = tl.load(grad_output_pointer + _row_offset(row, spatial, grad_output_stride_batch,
-                                                      grad_output_stride_spatial),
-                    mask=row_in_range, other=0.0).to(compute_dtype)
+    scale = tl.load(grad_output_pointer + batch_index * grad_output_stride_batch
+                    + spatial_index * grad_output_stride_spatial, mask=row_in_range, other=0.0).to(compute_dtype)
     if MEAN:
         total_weight = tl.load(total_weight_pointer)
-        scale = tl.where(total_weight == 0, float("nan"), scale / total_weight)
+        scale = tl.where(total_weight == 0, float("nan"), scale / tl.where(total_weight == 0, 1.0, total_weight))
     target = tl.zeros((BLOCK_ROWS,), tl.int64)
     target_share = tl.zeros((BLOCK_ROWS,), compute_dtype)
     if not SOFT_TARGETS:
-        target, valid, out_of_range = _class_targets(target_pointer, row, rows, spatial, target_stride_batch,
-                                                     target_stride_spatial, ignore_index, classes)
+        target, valid, out_of_range = _class_targets(target_row, row_in_range, ignore_index, classes)
         scale = tl.where(out_of_range, float("nan"), tl.where(valid, scale, 0.0))
         target_share = tl.where(valid, 1.0 - label_smoothing, 0.0).to(compute_dtype)
         if WEIGHTED:
             target_share *= tl.load(weight_pointer + target * weight_stride, mask=valid, other=0.0).to(compute_dtype)
-    logits_row = logits_pointer + _row_offset(row, spatial, logits_stride_batch, logits_stride_spatial)
-    target_row = target_pointer + _row_offset(row, spatial, target_stride_batch, target_stride_spatial)
-    grad_logits_row = grad_logits_pointer + _row_offset(row, spatial, grad_logits_stride_batch,
-                                                        grad_logits_stride_spatial)
-    grad_target_row = grad_target_pointer + _row_offset(row, spatial, grad_target_stride_batch,
-                                                        grad_target_stride_spatial)
     for start in range(0, classes, BLOCK_CLASSES):
         class_index = start + tl.arange(0, BLOCK_CLASSES).to(tl.int64)
         in_range = row_in_range[:, None] & (class_index < classes)[None, :]
         logits = tl.load(logits_row[:, None] + class_index[None, :] * logits_stride_class, mask=in_range,
-                         other=0.0).to(compute_dtype)
+                         other=float("-inf")).to(compute_dtype)
         log_probability = (logits - row_max[:, None]) - log_denominator[:, None]
         grad = tl.exp(log_probability) * target_mass[:, None]
         if SOFT_TARGETS or SMOOTHING:
