@@ -129,17 +129,18 @@ class Dropout(_ProviderMixin, nn.Dropout):
 
 
 class CrossEntropyLoss(_ProviderMixin, nn.CrossEntropyLoss):
-    """``torch.nn.CrossEntropyLoss`` over logits and class indices (no class weights)."""
+    """``torch.nn.CrossEntropyLoss`` over logits and class indices or probabilities, with optional class weights."""
 
     op = "cross_entropy"
 
-    def __init__(self, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0, *,
-                 provider: str | None = None):
-        super().__init__(ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+    def __init__(self, weight: torch.Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
+                 label_smoothing: float = 0.0, *, provider: str | None = None):
+        super().__init__(weight=weight, ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=label_smoothing)
         self._set_provider(provider)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(input, target, None, self.ignore_index, self.reduction, self.label_smoothing,
+        return F.cross_entropy(input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing,
                                provider=self.provider)
 
     def extra_repr(self) -> str:
