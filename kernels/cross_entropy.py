@@ -75,7 +75,7 @@ def _class_targets(target_row, row_in_range, ignore_index, classes):
 def _smoothing_share(target_row, weight_pointer, class_index, in_range, logits, classes, target_stride_class,
                      weight_stride, label_smoothing, SOFT_TARGETS: tl.constexpr, WEIGHTED: tl.constexpr):
     """``s_c`` of a block of classes (0 outside ``in_range``): ``w_c e / C``, or ``w_c ((1 - e) y_c + e / C)``."""
-    share = tl.zeros(logits.shape, logits.dtype) + label_smoothing / classes.to(logits.dtype)
+    share = tl.zeros(logits.shape, logits.dtype) + label_smoothing / tl.cast(classes, logits.dtype)
     if SOFT_TARGETS:
         probability = tl.load(target_row[:, None] + class_index[None, :] * target_stride_class, mask=in_range,
                               other=0.0).to(logits.dtype)
@@ -358,8 +358,8 @@ def cross_entropy_forward(logits: torch.Tensor, target: torch.Tensor, weight: to
         cross_entropy_forward_kernel[grid](
             logits, target, logits if weight is None else weight, per_row, row_weight, *statistics, error_record,
             rows, classes, spatial, *logits.stride(), *target_strides, _strides(weight, 1)[0], ignore_index,
-            *_split_float(label_smoothing), SOFT_TARGETS=soft_targets, WEIGHTED=weight is not None, SMOOTHING=label_smoothing > 0.0,
-            MEAN=reduction == "mean", **_row_tiles(rows, classes))
+            *_split_float(label_smoothing), SOFT_TARGETS=soft_targets, WEIGHTED=weight is not None,
+            SMOOTHING=label_smoothing > 0.0, MEAN=reduction == "mean", **_row_tiles(rows, classes))
     saved = (*statistics, total_weight)
     if reduction == "none":
         return per_row, saved

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from kernels import cross_entropy as cross_entropy_kernels
 from kernels.runtime import INTERPRET
-from tests.helpers import DEVICE, FLOAT_DTYPES, assert_close
+from tests.helpers import DEVICE, FLOAT_DTYPES, ON_GPU, assert_close
 from tritonnet.ops import cross_entropy as cross_entropy_ops
 from tritonnet.ops.cross_entropy import REDUCTIONS, cross_entropy, raise_deferred_target_errors
 
@@ -312,10 +312,11 @@ def test_cross_entropy_saves_three_numbers_per_row_beside_its_inputs():
 
 
 @pytest.mark.parametrize("target_dtype", TARGET_DTYPES)
-def test_cross_entropy_names_bad_class_indices_at_once_off_the_gpu(target_dtype):
+def test_cross_entropy_names_bad_class_indices(target_dtype):
     """Bad indices (even 10**12, which an unmasked gather would read far outside the logits) raise a ValueError
-    naming target, the bad values' range and the class count; a uint8 target of 156 is not ignore_index=-100 (the
-    wrapped -100), as torch's."""
+    naming target, the bad values' range and the class count: at once off the GPU, at the next
+    raise_deferred_target_errors() on it. A uint8 target of 156 is not ignore_index=-100 (the wrapped -100), as in
+    torch."""
     logits = torch.randn(4, 5, device=DEVICE)
     if target_dtype == torch.uint8:
         target, message = torch.tensor([0, 156, 3, 4], dtype=torch.uint8), r"1 class index in \[156, 156\]"
@@ -324,7 +325,8 @@ def test_cross_entropy_names_bad_class_indices_at_once_off_the_gpu(target_dtype)
     for reduction in REDUCTIONS:
         with pytest.raises(ValueError, match=message + r" outside \[0, 5\) \(input has 5 classes\)"):
             cross_entropy(logits, target.to(DEVICE), reduction=reduction, provider="triton")
-    raise_deferred_target_errors()  # the immediate check cleared the record
+            raise_deferred_target_errors()
+    raise_deferred_target_errors()  # raising cleared the record
 
 
 def test_cross_entropy_defers_bad_class_indices_to_raise_deferred_target_errors():
@@ -347,6 +349,24 @@ def test_cross_entropy_defers_bad_class_indices_to_raise_deferred_target_errors(
     with pytest.raises(ValueError, match=r"target held 6 class indices in \[-2, 9\] outside \[0, 5\) \(input has 5 "
                                          r"classes\) other than ignore_index=-100"):
         raise_deferred_target_errors()
+    raise_deferred_target_errors()
+
+
+@pytest.mark.skipif(not ON_GPU, reason="host syncs exist on a GPU only")
+def test_cross_entropy_step_never_waits_for_the_gpu():
+    """Forward and backward (after the autotuner's first, timing, launch) make no host sync: targets are checked on
+    the device."""
+    logits = torch.randn(128, 1000, device=DEVICE, requires_grad=True)
+    target = torch.randint(0, 1000, (128,), device=DEVICE)
+    for reduction in REDUCTIONS:
+        cross_entropy(logits, target, reduction=reduction, label_smoothing=0.1).sum().backward()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for reduction in REDUCTIONS:
+            cross_entropy(logits, target, reduction=reduction, label_smoothing=0.1).sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
     raise_deferred_target_errors()
 
 

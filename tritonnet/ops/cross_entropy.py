@@ -11,7 +11,12 @@ logs the loss); it raises a ``ValueError`` naming ``target``, the range of the b
 clears the records.
 
 Target dtypes are torch's: int64 or uint8 class indices (compared with ``ignore_index`` as integers, so a uint8
-target of 156 is a bad index, not ``ignore_index=-100``), or probabilities in the input's dtype.
+target of 156 is a bad index, not ``ignore_index=-100``), or probabilities in the input's dtype (torch would promote
+mixed dtypes; here they are refused), as are the class weights.
+
+Autograd: gradients flow to the logits and to probability targets. The backward is one kernel that is not itself
+differentiable, so double backward (``create_graph=True``) is refused with an error rather than answered with
+zeros; the "torch" provider serves higher-order gradients.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch.nn.functional as F
 from kernels.cross_entropy import (clear_target_errors, cross_entropy_backward, cross_entropy_forward,
                                    new_target_error_record, read_target_errors)
 from kernels.runtime import INTERPRET
-from tritonnet.ops._checks import FLOAT_DTYPES, check_float, check_int, check_tensor
+from tritonnet.ops._checks import check_float, check_int, check_tensor
 from tritonnet.registry import lookup, register
 
 OP = "cross_entropy"
