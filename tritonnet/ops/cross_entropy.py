@@ -1,77 +1,181 @@
-"""Cross-entropy over logits: log-softmax and negative log-likelihood in one pass."""
+"""Cross-entropy over logits: torch's ``cross_entropy`` (class indices or probabilities, class weights,
+``ignore_index``, label smoothing, K-dimensional and unbatched inputs, every reduction) with the Triton kernels.
+
+Bad class indices without host syncs. Checking targets on the host costs a device-to-host read each step. The
+forward kernel checks them instead (see ``kernels/cross_entropy.py``): a class index outside ``[0, C)`` that is not
+``ignore_index`` never addresses memory, makes its row's loss (hence a reduced loss) and gradient NaN, and is
+counted in a small error record on the device, one per (device, class count, ignore_index). On the CPU (and in
+Triton's interpreter) reading the record is free, so the call raises at once. On a GPU the record is read by
+:func:`raise_deferred_target_errors`, which a training loop calls where it waits for the device anyway (when it
+logs the loss); it raises a ``ValueError`` naming ``target``, the range of the bad values and the class count, and
+clears the records.
+
+Target dtypes are torch's: int64 or uint8 class indices (compared with ``ignore_index`` as integers, so a uint8
+target of 156 is a bad index, not ``ignore_index=-100``), or probabilities in the input's dtype (torch would promote
+mixed dtypes; here they are refused), as are the class weights.
+
+Autograd: gradients flow to the logits and to probability targets. The backward is one kernel that is not itself
+differentiable, so double backward (``create_graph=True``) is refused with an error rather than answered with
+zeros; the "torch" provider serves higher-order gradients.
+"""
 
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
 
-from kernels.cross_entropy import cross_entropy_backward, cross_entropy_forward
+from kernels.cross_entropy import (clear_target_errors, cross_entropy_backward, cross_entropy_forward,
+                                   new_target_error_record, read_target_errors)
+from kernels.runtime import INTERPRET
 from tritonnet.ops._checks import check_float, check_int, check_tensor
 from tritonnet.registry import lookup, register
 
 OP = "cross_entropy"
 REDUCTIONS = ("mean", "sum", "none")
+CLASS_INDEX_DTYPES = (torch.int64, torch.uint8)  # what torch's cross_entropy accepts
+AUTOCAST_WIDENED_DTYPES = (torch.float16, torch.bfloat16)  # torch's autocast runs cross_entropy in fp32
 
 
 def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
                   ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
                   *, provider: str | None = None) -> torch.Tensor:
-    """``torch.nn.functional.cross_entropy`` for logits ``input`` (N, C) or (C,) and class-index ``target``
-    (N,) or (). Class weights and probability targets are not supported and are refused."""
-    check_tensor("input", input, ndim=(1, 2), layout="N, C or C")
-    if weight is not None:
-        raise ValueError("weight (class weights) is not supported by tritonnet's cross_entropy; pass weight=None")
-    check_tensor("target", target, ndim=input.dim() - 1, layout="N class indices" if input.dim() == 2 else "()",
-                 dtypes=(torch.int64, torch.int32, torch.int16, torch.uint8))
+    """``torch.nn.functional.cross_entropy`` for logits ``input`` (N, C), (N, C, d1, ..., dk) or (C,), and
+    ``target`` either class indices ((N,), (N, d1, ..., dk) or (), int64 or uint8) or probabilities (the input's
+    shape and dtype). ``weight`` (C,) weighs the classes. Under ``torch.autocast`` fp16/bf16 tensors are computed in
+    fp32, as torch does."""
+    check_tensor("input", input)
+    if input.dim() == 0:
+        raise ValueError("input must be a 1-D (C) or N-D (N, C, d1, ..., dk) tensor of logits, got a 0-D tensor")
+    if torch.is_autocast_enabled(input.device.type):
+        input, target, weight = (tensor.float() if tensor is not None and tensor.dtype in AUTOCAST_WIDENED_DTYPES
+                                 else tensor for tensor in (input, target, weight))
+    classes = input.shape[0 if input.dim() == 1 else 1]
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
     if target.device != input.device:
         raise ValueError(f"target is on {target.device} but input is on {input.device}")
-    if input.dim() == 2 and target.shape[0] != input.shape[0]:
-        raise ValueError(f"target has {target.shape[0]} entries but input has batch size {input.shape[0]}")
+    soft_targets = target.shape == input.shape
+    if soft_targets:
+        check_tensor("target", target, dtypes=(input.dtype,))
+    else:
+        index_shape = input.shape[:1] + input.shape[2:] if input.dim() > 1 else ()
+        if target.shape != index_shape:
+            raise ValueError(f"target must hold class indices of shape {tuple(index_shape)} or probabilities of the "
+                             f"input's shape {tuple(input.shape)}; got shape {tuple(target.shape)}")
+        check_tensor("target", target, dtypes=CLASS_INDEX_DTYPES)
+    if weight is not None:
+        check_tensor("weight", weight, ndim=1, layout="C class weights", dtypes=(input.dtype,))
+        if weight.shape[0] != classes:
+            raise ValueError(f"weight has {weight.shape[0]} entries but input has {classes} classes")
+        if weight.device != input.device:
+            raise ValueError(f"weight is on {weight.device} but input is on {input.device}")
+        if weight.requires_grad:
+            raise ValueError("weight requires grad, but cross_entropy is not differentiable with respect to weight "
+                             "(as torch's nll_loss); pass weight.detach()")
     ignore_index = check_int("ignore_index", ignore_index)
+    if soft_targets and ignore_index >= 0:
+        raise ValueError(f"ignore_index={ignore_index} needs class-index targets; target holds probabilities")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}")
     label_smoothing = check_float("label_smoothing", label_smoothing, minimum=0.0, maximum=1.0)
-    classes = input.shape[-1]
-    valid = target[target != ignore_index]
-    if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= classes):
-        raise ValueError(f"target holds class indices outside [0, {classes}) (input has {classes} classes) other "
-                         f"than ignore_index={ignore_index}")
-    return lookup(OP, provider)(input, target, ignore_index, reduction, label_smoothing)
+    return lookup(OP, provider)(input, target, weight, ignore_index, reduction, label_smoothing)
 
 
 @register(OP, "torch")
-def torch_cross_entropy(input, target, ignore_index, reduction, label_smoothing):
-    return F.cross_entropy(input, target.long(), ignore_index=ignore_index, reduction=reduction,
-                           label_smoothing=label_smoothing)
+def torch_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing):
+    return F.cross_entropy(input, target if target.is_floating_point() else target.long(), weight,
+                           ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+
+
+# Error records of bad class indices, one per (device, class count, ignore_index): each names its class count.
+_error_records: dict[tuple[torch.device, int, int], torch.Tensor] = {}
+_error_records_lock = threading.Lock()
+
+
+def _error_record(device: torch.device, classes: int, ignore_index: int) -> torch.Tensor:
+    with _error_records_lock:
+        key = (device, classes, ignore_index)
+        if key not in _error_records:
+            _error_records[key] = new_target_error_record(device)
+        return _error_records[key]
+
+
+def _raise_target_errors(records: list[tuple[tuple[torch.device, int, int], torch.Tensor]]) -> None:
+    problems = []
+    for (device, classes, ignore_index), record in records:
+        count, low, high = read_target_errors(record)
+        if count:
+            clear_target_errors(record)
+            problems.append(f"target held {count} class {'index' if count == 1 else 'indices'} in [{low}, {high}] "
+                            f"outside [0, {classes}) (input has {classes} classes) other than "
+                            f"ignore_index={ignore_index}, on {device}")
+    if problems:
+        raise ValueError("; ".join(problems) + " (their losses are NaN)")
+
+
+def raise_deferred_target_errors() -> None:
+    """Raise a ``ValueError`` for the bad class indices that cross_entropy calls on a GPU recorded since the last
+    call (and clear them). Waits for the device: call it where the host waits anyway, e.g. when logging the loss."""
+    with _error_records_lock:
+        records = list(_error_records.items())
+    _raise_target_errors(records)
+
+
+def _as_rows(tensor: torch.Tensor, unbatched: bool, with_classes: bool) -> torch.Tensor:
+    """``tensor`` as (batch, classes, spatial) (``with_classes``) or (batch, spatial): a view where the dimensions
+    after the class dimension can be walked with one stride (always for contiguous and channels-last tensors)."""
+    if unbatched:
+        tensor = tensor.unsqueeze(0)
+    leading = 2 if with_classes else 1
+    shape = (*tensor.shape[:leading], math.prod(tensor.shape[leading:]))
+    try:
+        return tensor.view(shape)
+    except RuntimeError:  # no single spatial stride (e.g. an expanded middle dimension): the kernels need one
+        return tensor.reshape(shape)
 
 
 class CrossEntropyFunction(torch.autograd.Function):
-    """Fused log-softmax + NLL with the Triton kernels. Saves the logits, the targets, each row's max and
-    log-denominator and the count of non-ignored rows; the backward recomputes the softmax from them (see
-    ``kernels/cross_entropy.py``)."""
+    """Fused log-softmax + NLL with the Triton kernels. Saves the logits, the targets, the weights, each row's max,
+    log-denominator and target mass, and mean's denominator; the backward recomputes the softmax from them (see
+    ``kernels/cross_entropy.py``). The backward is not itself differentiable: double backward is refused."""
 
     @staticmethod
-    def forward(ctx, input, target, ignore_index, reduction, label_smoothing):
-        logits = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
-        flat_target = target.reshape(-1)
+    def forward(ctx, input, target, weight, ignore_index, reduction, label_smoothing):
+        unbatched = input.dim() == 1
+        soft_targets = target.shape == input.shape
+        logits = _as_rows(input, unbatched, with_classes=True)
+        rows_target = _as_rows(target, unbatched, with_classes=soft_targets)
+        record = _error_record(input.device, logits.shape[1], ignore_index)
+        loss_shape = input.shape[:1] + input.shape[2:] if not unbatched else ()
         # The loss is allocated in its final shape: returning a view of a tensor made here would forbid in-place use.
-        loss, (row_max, log_denominator), valid_count = cross_entropy_forward(
-            logits, flat_target, ignore_index, reduction, label_smoothing, loss_shape=target.shape)
-        ctx.save_for_backward(logits, flat_target, row_max, log_denominator, valid_count)
-        ctx.input_shape = input.shape
+        loss, saved = cross_entropy_forward(logits, rows_target, weight, record, ignore_index=ignore_index,
+                                            reduction=reduction, label_smoothing=label_smoothing,
+                                            loss_shape=loss_shape)
+        if INTERPRET or input.device.type != "cuda":
+            _raise_target_errors([((input.device, logits.shape[1], ignore_index), record)])
+        ctx.save_for_backward(logits, rows_target, weight, *saved)
+        ctx.input_shape, ctx.target_shape = input.shape, target.shape
         ctx.ignore_index, ctx.reduction, ctx.label_smoothing = ignore_index, reduction, label_smoothing
         return loss
 
     @staticmethod
     def backward(ctx, grad_output):
-        logits, flat_target, row_max, log_denominator, valid_count = ctx.saved_tensors
-        grad_input = cross_entropy_backward(grad_output.reshape(-1), logits, flat_target, (row_max, log_denominator),
-                                            valid_count, ctx.ignore_index, ctx.reduction, ctx.label_smoothing)
-        return grad_input.view(ctx.input_shape), None, None, None, None
+        if torch.is_grad_enabled():
+            raise RuntimeError("cross_entropy's Triton backward is not differentiable: double backward "
+                               "(create_graph=True) is not supported; use provider='torch' for higher-order gradients")
+        logits, rows_target, weight, *saved = ctx.saved_tensors
+        if ctx.reduction == "none":
+            grad_output = _as_rows(grad_output, len(ctx.input_shape) == 1, with_classes=False)
+        grad_input, grad_target = cross_entropy_backward(
+            grad_output, logits, rows_target, weight, tuple(saved), ignore_index=ctx.ignore_index,
+            reduction=ctx.reduction, label_smoothing=ctx.label_smoothing, grad_target=ctx.needs_input_grad[1])
+        return (grad_input.view(ctx.input_shape), None if grad_target is None else grad_target.view(ctx.target_shape),
+                None, None, None, None)
 
 
 @register(OP, "triton")
-def triton_cross_entropy(input, target, ignore_index, reduction, label_smoothing):
-    return CrossEntropyFunction.apply(input, target, ignore_index, reduction, label_smoothing)
+def triton_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing):
+    return CrossEntropyFunction.apply(input, target, weight, ignore_index, reduction, label_smoothing)
