@@ -63,16 +63,6 @@ REFUSALS: dict[str, list[Entry]] = {
         Entry("fp64 runs in the interpreter only; the GPU kernels take fp32, fp16 and bf16",
               lambda arguments: ON_GPU and arguments["input"].dtype == torch.float64),
     ],
-    "max_pool2d": [
-        Entry("dilation other than 1 is not implemented by the Triton max_pool2d",
-              lambda arguments: _pair(arguments.get("dilation", 1)) != (1, 1)),
-    ],
-    "cross_entropy": [
-        Entry("class weights are not implemented", lambda arguments: arguments.get("weight") is not None),
-        Entry("probability (soft) targets are not implemented", lambda arguments: _is_floating(arguments["target"])),
-        Entry("(N, C, d1, ...) inputs are not implemented; only (N, C) and (C,)",
-              lambda arguments: arguments["input"].dim() > 2),
-    ],
 }
 
 # Samples that answer silently wrong today: strict expected failures (each must still mismatch).
@@ -357,7 +347,9 @@ def test_module_samples_match_torch(torch_class, dtype):
                 p = our_module.p
                 check_dropout(our_module, forward.args[0], p, training, name)
                 return
-            parameters = {PARAMETER + key: value for key, value in torch_module.named_parameters()}
+            # Buffers too (CrossEntropyLoss's class weight), so the fp64 reference sees them in fp64.
+            parameters = {PARAMETER + key: value for key, value in
+                          [*torch_module.named_parameters(), *torch_module.named_buffers()]}
             compare_with_torch(module_call(our_module), module_call(torch_module.train(training)),
                                list(forward.args), {**forward.kwargs, **parameters}, dtype, seed=index, name=name)
 
