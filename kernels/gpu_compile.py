@@ -131,15 +131,9 @@ def data_dtype(launch: Launch) -> str:
     return (floats or kinds or ["-"])[0]
 
 
-def compile_launch(launch: Launch, config: Config, arch: int) -> dict[str, Any]:
-    """Compile one recorded launch with one of its configs for ``sm_<arch>``; return a report row."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from kernels.runtime import ARCHITECTURES
-
-    function = jit_function(kernel_object(launch))
+def compile_inputs(launch: Launch, config: Config) -> tuple[dict, dict, dict]:
+    """``triton.compile``'s signature, constexprs and attributes for a launch with one of its configs: the config's
+    meta-parameters and the specialized constants as constexprs, the 16-divisible arguments marked."""
     blocks = dict(config.blocks)
     signature, constexprs, attrs = {}, {}, {}
     for index, argument in enumerate(launch.arguments):
@@ -151,13 +145,31 @@ def compile_launch(launch: Launch, config: Config, arch: int) -> dict[str, Any]:
             signature[argument.name] = argument.kind
             if argument.divisible_by_16:
                 attrs[(index,)] = [["tt.divisibility", 16]]
+    return signature, constexprs, attrs
+
+
+def specialization_label(launch: Launch, config: Config) -> str:
+    """One line naming every argument's compiled type (``name:i32/16`` is divisible by 16, ``name:constexpr=1``)."""
+    signature, constexprs, attrs = compile_inputs(launch, config)
+    return ",".join(f"{name}:{kind}" + (f"={constexprs[name]}" if name in constexprs else "")
+                    + ("/16" if (index,) in attrs else "") for index, (name, kind) in enumerate(signature.items()))
+
+
+def compile_launch(launch: Launch, config: Config, arch: int) -> dict[str, Any]:
+    """Compile one recorded launch with one of its configs for ``sm_<arch>``; return a report row."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from kernels.runtime import ARCHITECTURES
+
+    function = jit_function(kernel_object(launch))
+    signature, constexprs, attrs = compile_inputs(launch, config)
     row: dict[str, Any] = {
         "module": launch.module, "kernel": launch.kernel, "arch": f"sm_{arch}", "dtype": data_dtype(launch),
         "config": config.label, "expects_tensor_cores": _expects_tensor_cores(launch, function.src),
         "must_keep_nans": _must_keep_nans(launch), "shared_limit": ARCHITECTURES[arch].shared_memory_per_block,
-        "specialization": ",".join(f"{name}:{kind}" + (f"={constexprs[name]}" if name in constexprs else "")
-                                   + ("/16" if (index,) in attrs else "")
-                                   for index, (name, kind) in enumerate(signature.items())),
+        "specialization": specialization_label(launch, config),
     }
     started = time.perf_counter()
     try:
@@ -198,14 +210,17 @@ def record(steps=STEPS, archs=ARCHS) -> dict[tuple[Step, int], list[Launch]]:
             for step in steps for arch in archs}
 
 
-def compile_recorded(recorded: dict[tuple[Step, int], list[Launch]], workers: int | None = None) -> list[dict]:
+def compile_recorded(recorded: dict[tuple[Step, int], list[Launch]], workers: int | None = None,
+                     chosen_only: bool = False) -> list[dict]:
     """Compile every distinct (launch specialization, surviving config) per architecture, in ``workers`` processes
-    (default: the CPU count, at most 2). Each row names the steps that launch it."""
+    (default: the CPU count, at most 2); with ``chosen_only``, only each launch's chosen config. Each row names the
+    steps that launch it."""
     from concurrent.futures import ProcessPoolExecutor
 
     jobs, owners = {}, {}
     for (step, arch), launches in recorded.items():
-        for launch, config in distinct(launches):
+        pairs = [(launch, launch.chosen) for launch in launches] if chosen_only else distinct(launches)
+        for launch, config in pairs:
             key = (launch.specialization(config), arch)
             if key not in jobs:
                 jobs[key] = (launch.to_json(), dataclasses.asdict(config), arch)
@@ -221,7 +236,7 @@ def compile_recorded(recorded: dict[tuple[Step, int], list[Launch]], workers: in
     return rows
 
 
-def compile_steps_in_subprocess(steps=STEPS, archs=ARCHS) -> list[dict[str, Any]]:
+def compile_steps_in_subprocess(steps=STEPS, archs=ARCHS, chosen_only: bool = False) -> list[dict[str, Any]]:
     """Record and compile ``steps`` for ``archs`` in a fresh ``TRITON_INTERPRET=0`` process (works from an
     interpreter-mode process, such as the test suite on a CPU machine). Returns report rows."""
     with tempfile.TemporaryDirectory() as folder:
@@ -229,7 +244,7 @@ def compile_steps_in_subprocess(steps=STEPS, archs=ARCHS) -> list[dict[str, Any]
         with open(steps_path, "w") as handle:
             json.dump([dataclasses.asdict(step) for step in steps], handle)
         command = [sys.executable, "-m", "kernels.gpu_compile", "--json", path, "--steps", steps_path,
-                   "--archs", *map(str, archs)]
+                   "--archs", *map(str, archs), *(["--chosen-only"] if chosen_only else [])]
         done = subprocess.run(command, env=gpu_mode_environment(), capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"compiling kernels for GPU failed:\n{done.stdout[-4000:]}\n{done.stderr[-8000:]}")
@@ -245,12 +260,13 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", default=None, help="a JSON list of kernels.launches.Step fields (default: STEPS)")
     parser.add_argument("--archs", nargs="+", type=int, default=list(ARCHS))
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--chosen-only", action="store_true", help="only each launch's chosen (first) config")
     args = parser.parse_args(argv)
     steps = STEPS
     if args.steps:
         with open(args.steps) as handle:
             steps = tuple(Step(**fields) for fields in json.load(handle))
-    rows = compile_recorded(record(steps, tuple(args.archs)), args.workers)
+    rows = compile_recorded(record(steps, tuple(args.archs)), args.workers, args.chosen_only)
     with open(args.json, "w") as handle:
         json.dump(rows, handle, indent=1)
 
