@@ -269,10 +269,18 @@ def test_model_goal_is_bf16_tritonnet_over_eager():
     rows = [{"model": "alexnet", "provider": "tritonnet", "dtype": "bf16", "ms": 1.0, "speedup_vs_eager": 1.1},
             {"model": "alexnet-torchvision", "provider": "tritonnet", "dtype": "bf16", "ms": 1.0,
              "speedup_vs_eager": 1.3}]
-    (goal,) = bench_model.evaluate_goals(rows)
+    goal, _ = bench_model.evaluate_goals(rows)
     assert goal.status == "FAIL" and "alexnet" in goal.measured
     rows[0]["speedup_vs_eager"] = 1.25
     assert bench_model.evaluate_goals(rows)[0].status == "pass"
+
+
+def test_loss_goal_passes_only_when_the_loss_falls():
+    row = {"model": "alexnet", "provider": "tritonnet", "dtype": "bf16", "first_loss": 6.9, "last_loss": 6.9}
+    assert bench_model.evaluate_goals([row])[1].status == "FAIL"
+    row["last_loss"] = 6.5
+    assert bench_model.evaluate_goals([row])[1].status == "pass"
+    assert bench_model.evaluate_goals([])[1].status == "no data"
 
 
 @pytest.mark.skipif(harness.ON_GPU, reason="the CPU timer")
