@@ -13,14 +13,13 @@ from triton._C.libtriton import native_specialize_impl
 from triton.backends.compiler import BaseBackend
 
 from kernels import runtime
-from kernels.launches import Config, Launch, LaunchRecorder, Step, distinct, record_steps, specialize
-
-SMALL_STEP = Step("alexnet-small", 2, "fp32")
-
+from kernels.launches import Config, Launch, LaunchRecorder, distinct, specialize
+from tests.recorded import gpu_check_stages
 
 @pytest.fixture(scope="module")
-def small_step_launches() -> list[Launch]:
-    return record_steps([SMALL_STEP])[SMALL_STEP]
+def step_launches() -> list[Launch]:
+    """One alexnet training step, bf16, channels-last, batch 128, as an H200 would launch it."""
+    return gpu_check_stages()["training"]
 
 
 @given(st.one_of(st.integers(-2**40, 2**40), st.sampled_from([1, 16, 729, 1000, 3025, 2**31 - 16, 2**31])))
@@ -53,8 +52,8 @@ def test_recording_names_a_known_architecture():
         LaunchRecorder(architecture=75)
 
 
-def test_training_step_records_forward_loss_and_backward(small_step_launches):
-    kernels = [launch.kernel for launch in small_step_launches]
+def test_training_step_records_forward_loss_and_backward(step_launches):
+    kernels = [launch.kernel for launch in step_launches]
     assert kernels.count("conv2d_forward_kernel") == 5
     assert kernels.count("conv2d_weight_grad_kernel") == 5
     assert kernels.count("conv2d_input_grad_kernel") == 4  # conv1's input (the images) gets no gradient
@@ -64,8 +63,8 @@ def test_training_step_records_forward_loss_and_backward(small_step_launches):
         assert name in kernels, name
 
 
-def test_recorded_launches_are_specialized_as_triton_would(small_step_launches):
-    for launch in small_step_launches:
+def test_recorded_launches_are_specialized_as_triton_would(step_launches):
+    for launch in step_launches:
         for argument in launch.arguments:
             if argument.kind in ("i32", "i64") and argument.specialized:
                 assert argument.value != 1, f"{launch.name}.{argument.name} equal to 1 must be a constant"
@@ -73,21 +72,21 @@ def test_recorded_launches_are_specialized_as_triton_would(small_step_launches):
         assert all(len(grid) == 3 and min(grid) >= 1 for grid in launch.grids)
         assert 1 <= len(launch.configs) <= launch.total_configs
     # stride 1 of the innermost dimension is specialized to a constant somewhere in every GEMM's launch
-    conv = next(launch for launch in small_step_launches if launch.kernel == "conv2d_forward_kernel")
+    conv = next(launch for launch in step_launches if launch.kernel == "conv2d_forward_kernel")
     assert any(argument.kind == "constexpr" and argument.value == 1 for argument in conv.arguments
                if argument.name.endswith("stride"))
 
 
-def test_launches_round_trip_through_json(small_step_launches):
-    for launch in small_step_launches:
+def test_launches_round_trip_through_json(step_launches):
+    for launch in step_launches:
         again = Launch.from_json(launch.to_json())
         assert [again.specialization(config) for config in again.configs] == \
             [launch.specialization(config) for config in launch.configs]
 
 
-def test_distinct_dedupes_by_specialization(small_step_launches):
-    pairs = list(distinct(small_step_launches + small_step_launches))
-    assert len(pairs) == len(list(distinct(small_step_launches)))
+def test_distinct_dedupes_by_specialization(step_launches):
+    pairs = list(distinct(step_launches + step_launches))
+    assert len(pairs) == len(list(distinct(step_launches)))
     assert len({launch.specialization(config) for launch, config in pairs}) == len(pairs)
 
 

@@ -12,14 +12,14 @@ import pytest
 
 from benchmarks import bench_kernels, budget, plan
 from kernels import runtime
+from tests.recorded import gpu_check_stages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def stages():
-    """The launches of every recorded stage of gpu_check.sh, at batch 128 on sm_90 (one subprocess)."""
-    return budget.record_in_subprocess(128)
+    return gpu_check_stages()
 
 
 @pytest.fixture(scope="module")
