@@ -103,7 +103,8 @@ def benchmark(model_name: str, dtype: torch.dtype, provider: str, args) -> dict:
     else:
         row["peak_mem_mb"] = None
     timing = harness.measure(step, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms, min_reps=1 if args.smoke else 3)
-    row.update(first_loss=round(first_loss[0], 5), last_loss=round(float(losses[0]), 5), ms=harness.significant(timing.ms),
+    row.update(first_loss=round(first_loss[0], 5), last_loss=round(float(losses[0]), 5),
+               ms=harness.significant(timing.ms),
                p20=harness.significant(timing.p20), p80=harness.significant(timing.p80), timer=timing.method,
                images_per_sec=harness.significant(args.batch_size / timing.ms * 1000.0),
                parameters=sum(parameter.numel() for parameter in model.parameters()), error=None)

@@ -104,10 +104,6 @@ def _resource_usage(cubin: bytes) -> dict[str, int]:
 
 
 
-def _source_of(launch: Launch) -> str:
-    return jit_function(kernel_object(launch)).src
-
-
 def _expects_tensor_cores(launch: Launch, source: str) -> bool:
     """A GEMM kernel (conv, linear: ``tl.dot``) on fp16/bf16 data, or on fp32 data with TF32 precision."""
     if launch.module not in GEMM_MODULES or "tl.dot(" not in source:

@@ -179,8 +179,10 @@ class Architecture:
 
 
 ARCHITECTURES = {
-    80: Architecture(80, multiprocessors=108, shared_memory_per_block=166_912, shared_memory_per_multiprocessor=167_936),
-    90: Architecture(90, multiprocessors=132, shared_memory_per_block=232_448, shared_memory_per_multiprocessor=233_472),
+    80: Architecture(80, multiprocessors=108, shared_memory_per_block=166_912,
+                     shared_memory_per_multiprocessor=167_936),
+    90: Architecture(90, multiprocessors=132, shared_memory_per_block=232_448,
+                     shared_memory_per_multiprocessor=233_472),
 }
 
 # The architecture a launch recorder (kernels.launches) stands in for while it records: launch functions see it
