@@ -7,8 +7,8 @@ Each case of ``bench_kernels.alexnet_cases`` runs through the public functional 
 the dtype, and with ``torch`` on the same inputs in fp32, then backward of the same random output gradient. The
 relative error ``||ours - torch|| / ||torch||`` of the output and of each input gradient must stay within the
 dtype's bound (bf16: 2e-2, fp32 with TF32: 5e-3, fp32: 1e-4). Ops that draw random numbers (dropout, linear with
-dropout) are checked for shapes, finiteness and the fraction of zeros instead. The JSON is rewritten after every case, so a cut run keeps
-what it checked; the exit status is 1 if any case failed.
+dropout) are checked for shapes, finiteness and the fraction of zeros instead. The JSON is rewritten after every
+case, so a cut run keeps what it checked; the exit status is 1 if any case failed.
 """
 
 from __future__ import annotations
