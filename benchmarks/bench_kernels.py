@@ -19,8 +19,8 @@ What is counted (s = bytes per element, n = elements of the op's input, m = of i
   counted. Reported as TFLOP/s, against the dtype's tensor-core peak (TF32 for fp32 unless ``--no-tf32``).
 - linear (+ ReLU + dropout): 2 * M * N * K forward, 3x that forward+backward. TFLOP/s, as for conv.
 - The memory-bound ops report GB/s: the fewest bytes each pass must move through HBM, over the time.
-  - local_response_norm: forward reads x and writes y: 2 n s. Forward+backward adds reading x and dy and writing
-    dx (the normalizer is recomputed from x, nothing is saved): 5 n s.
+  - local_response_norm: forward reads x, writes y and saves u = base^(-beta-1) in fp32 (kernels/lrn.py):
+    2 n s + 4 n. Forward+backward adds reading dy, x and u and writing dx: 5 n s + 8 n (bf16: 18 bytes/element).
   - max_pool2d: forward reads x, writes y and a 1-byte window offset per output for the backward: (n + m) s + m.
     Forward+backward adds reading dy and the offsets and writing dx: (2 n + 2 m) s + 2 m.
   - dropout: forward reads x and writes y (the mask is regenerated from a seed, never stored): 2 n s.
@@ -162,8 +162,15 @@ def lrn_case(batch: int, layer: str, channels: int, side: int) -> Case:
         lambda t, provider: functional.local_response_norm(t[0], LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K,
                                                            provider=provider),
         lambda x: torch_functional.local_response_norm(x, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K),
-        bytes_moved=lambda pass_, size: (2 if pass_ == "fwd" else 5) * elements * size,
+        bytes_moved=lambda pass_, size: lrn_bytes_per_element(pass_, size) * elements,
     )
+
+
+def lrn_bytes_per_element(pass_: str, size: int) -> int:
+    """What kernels/lrn.py moves per element: the forward reads x and writes y and the saved ``u`` (in the fp32
+    accumulator; fp64 for fp64); the backward reads dy, x and ``u`` and writes dx. bf16: 8 forward, 18 both."""
+    saved = max(size, 4)
+    return 2 * size + saved if pass_ == "fwd" else 5 * size + 2 * saved
 
 
 def pool_case(batch: int, layer: str, channels: int, side: int) -> Case:

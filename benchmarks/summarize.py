@@ -1,5 +1,7 @@
-"""Write OUTDIR/summary.md from what gpu_check.sh left in OUTDIR: the machine, each stage's exit status, the test
-result line, the goals, the key ratios, and a row for the results table of benchmarks/README.md.
+"""Write OUTDIR/summary.md from what gpu_check.sh left in OUTDIR: the goals table first (each performance goal, the
+worst measured value, pass/fail), then the machine, each stage's exit status, the correctness cases, the test result
+line, the profile beside the roofline plan (benchmarks/results/plan.json), the key ratios, and a row for the results
+table of benchmarks/README.md.
 
     python benchmarks/summarize.py OUTDIR [--stages STAGES.tsv] [--tests-log tests.log]
 """
@@ -108,11 +110,61 @@ def readme_row(environment: dict, kernels: dict | None, model: dict | None) -> s
             f"| {worst('conv2d', 'fwd')} | {worst('linear', 'fwd+bwd')} | {passed}/{len(goals)} |")
 
 
+PLAN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "plan.json")
+PLAN_MODULES = {"conv2d": "conv.", "local_response_norm": "lrn.", "max_pool2d": "maxpool.", "linear": "linear.",
+                "cross_entropy": "cross_entropy."}
+
+
+def _correctness(correctness: dict) -> list[str]:
+    rows = correctness["rows"]
+    failed = [row for row in rows if not row.get("passed")]
+    lines = [f"{len(rows) - len(failed)} of {len(rows)} cases within bounds."]
+    for row in failed:
+        detail = row.get("error") or f"fwd {row.get('forward_error')}, bwd {row.get('backward_errors')}"
+        lines.append(f"- FAIL {row['dtype']} {row['layer']} {row['op']} {row['shape']}: {detail}")
+    return lines
+
+
+def _profile_beside_plan(profile: list, plan: dict | None) -> list[str]:
+    """Each layer's measured forward time beside the plan's floor for the forward kernels of that op at that input
+    shape, and the measured step beside the plan's step floor."""
+    floors: dict[tuple[str, str], float] = {}
+    for row in (plan or {}).get("rows", []):
+        if "forward" in row["kernel"]:
+            key = (row["kernel"].split(".")[0] + ".", row["layer"])
+            floors[key] = floors.get(key, 0.0) + row["padded_floor_us"] / 1e3
+    lines = ["| layer | kind | provider | fwd ms | plan fwd floor ms | bwd ms |", "|---|---|---|---|---|---|"]
+    for row in profile:
+        if not row.get("configured") and row.get("kind") != "step":
+            continue
+        op = row["kind"].split("+")[0]
+        shape = "x".join(map(str, row.get("shape") or []))
+        if row["kind"] == "step":
+            floor = (plan or {}).get("floor_us")
+            floor = floor / 1e3 if floor else None
+        else:
+            floor = floors.get((PLAN_MODULES.get(op, "?"), shape))
+        lines.append(f"| {row['layer']} | {row['kind']} | {row['provider']} | {_number(row.get('forward_ms'))} | "
+                     f"{_number(floor)} | {_number(row.get('backward_ms'))} |")
+    return lines
+
+
+def _number(value) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+
 def summarize(outdir: str, stages_path: str | None = None, tests_log: str | None = None) -> str:
     kernels = _load(os.path.join(outdir, "kernels.json"))
     model = _load(os.path.join(outdir, "model.json"))
-    environment = (kernels or model or _load(os.path.join(outdir, "compile.json")) or {}).get("environment", {})
-    lines = ["# tritonnet GPU check", "",
+    correctness = _load(os.path.join(outdir, "correctness.json"))
+    profile = _load(os.path.join(outdir, "profile.json"))
+    environment = (kernels or model or correctness or {}).get("environment", {})
+    goals = [goal for source in (kernels, model) if source for goal in source.get("goals", [])]
+    lines = ["# tritonnet GPU check", "", "## Goals (H100/H200, batch 128)", "",
+             "| goal | worst measured | status |", "|---|---|---|"]
+    lines += [f"| {goal['goal']} | {goal['measured']} | {goal['status']} |" for goal in goals] or [
+        "| (no benchmark finished) | - | no data |"]
+    lines += ["",
              f"- date: {environment.get('date', '-')}",
              f"- GPU: {environment.get('gpu', '-')} (roofline table: {environment.get('gpu_spec') or 'unknown GPU'}),"
              f" driver {environment.get('driver') or '-'}",
@@ -123,10 +175,10 @@ def summarize(outdir: str, stages_path: str | None = None, tests_log: str | None
     for stage in _stages(stages_path):
         name, status, seconds, limit = (stage + ["-"] * 4)[:4]
         lines.append(f"| {name} | {status} | {seconds} | {limit} | {MEANING.get(status, 'failed')} |")
-    goals = [goal for source in (kernels, model) if source for goal in source.get("goals", [])]
-    if goals:
-        lines += ["", "## Goals (H100/H200, batch 128)", "", "| goal | worst measured | status |", "|---|---|---|"]
-        lines += [f"| {goal['goal']} | {goal['measured']} | {goal['status']} |" for goal in goals]
+    if correctness:
+        lines += ["", "## Correctness at AlexNet's shapes", "", *_correctness(correctness)]
+    if isinstance(profile, list):
+        lines += ["", "## Profile beside the plan", "", *_profile_beside_plan(profile, _load(PLAN))]
     if kernels:
         lines += ["", "## Key ratios", "", *_key_ratios(kernels)]
     if model:

@@ -1,19 +1,22 @@
-"""Compile kernels for NVIDIA GPUs without a GPU, and read back what the compiler did.
+"""Compile exactly what a model launches, for NVIDIA GPUs, without a GPU, and read back what the compiler did.
 
 ``triton.compile(ASTSource(...), target=GPUTarget("cuda", arch, 32))`` builds PTX and a cubin on the CPU. The
 triton wheel ships ``cuobjdump``, which reports registers, local memory (spills) and shared memory per kernel.
 This catches what the interpreter cannot: unsupported ops, ``tl.dot`` shape limits, register spills, too much
-shared memory, and whether a GEMM actually uses tensor cores (``mma`` / ``wgmma`` in the PTX).
+shared memory for the architecture, whether a GEMM uses tensor cores (``mma`` / ``wgmma`` in the PTX), and whether a
+ReLU or max-pool drops NaNs (``max.f32`` without ``.NaN``).
 
-Each kernel module exposes ``compile_cases() -> list[CompileCase]``: its kernels with the GPU tile configs they
-are autotuned over. ``python -m kernels.gpu_compile --json PATH`` compiles all of them; it must run with
-``TRITON_INTERPRET=0`` so that kernels are real ``JITFunction`` objects (it sets that itself when run as a module).
+What is compiled comes from the launch recorder (:mod:`kernels.launches`): every surviving autotune config of every
+distinct launch of a recorded training step, specialized as Triton specializes it at launch (ints equal to 1 as
+constants, divisibility by 16 of ints and pointers as they are). :data:`STEPS` are the steps the compile check covers.
+``python -m kernels.gpu_compile --json PATH`` records and compiles them; it must run with ``TRITON_INTERPRET=0``
+(:func:`compile_steps_in_subprocess` starts such a process from anywhere).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import json
 import os
 import re
 import subprocess
@@ -22,30 +25,36 @@ import tempfile
 import time
 from typing import Any
 
-KERNEL_MODULES = ("lrn", "maxpool", "dropout", "conv", "linear", "cross_entropy")
+from kernels.launches import Config, Launch, Step, decode_constant, distinct, gpu_mode_environment, kernel_object
+
 ARCHS = (80, 90)
+# The training steps the compile check records (layouts: the models' own, and channels-last inputs and weights).
+STEPS = (
+    Step("alexnet", 128, "bf16", channels_last=True),
+    Step("alexnet", 128, "fp32", channels_last=True, tf32=True),
+    Step("alexnet-small", 32, "fp32"),
+)
+# Kernels whose products must run on tensor cores in fp16/bf16 and TF32: those of these modules that call tl.dot.
+GEMM_MODULES = ("kernels.conv", "kernels.linear")
+MAX_POOL_MODULES = ("kernels.maxpool",)
+# A float max without .NaN returns the other operand when one is NaN: ReLU and max-pool would hide a NaN.
+NAN_DROPPING_MAX = re.compile(r"^\s*(?:@%p\w+\s+)?max((?:\.\w+)*)\.(?:f32|f16|bf16|f16x2|bf16x2)\b", re.MULTILINE)
 
 
 @dataclasses.dataclass(frozen=True)
 class CompileCase:
-    """One kernel specialisation to compile: a jitted kernel, its argument types and its GPU tile config."""
+    """Superseded by recorded launches (kernel modules' ``compile_cases()`` still build these; nothing compiles
+    them any more)."""
 
-    kernel_name: str  # a stable name, e.g. "lrn_forward"
-    kernel: Any  # a JITFunction, or an autotuner/heuristics wrapping one
-    signature: dict[str, str]  # every argument: "*fp16", "i32", "fp32", ..., or "constexpr"
-    constexprs: dict[str, Any]  # values of the constexpr arguments (tile sizes, flags)
-    dtype: str  # the data type this case is for: "fp32", "fp16", "bf16"
+    kernel_name: str
+    kernel: Any
+    signature: dict[str, str]
+    constexprs: dict[str, Any]
+    dtype: str
     num_warps: int = 4
     num_stages: int = 3
-    expects_tensor_cores: bool = False  # GEMM kernels in fp16/bf16 must use mma/wgmma
-    # Integer arguments a typical launch passes as multiples of 16 (row strides, feature counts of real layers):
-    # Triton specializes those at launch, which is what lets it vectorize loads and pipeline them.
+    expects_tensor_cores: bool = False
     multiples_of_16: tuple[str, ...] = ()
-
-    @property
-    def config(self) -> str:
-        tiles = ",".join(f"{k}={v}" for k, v in sorted(self.constexprs.items()) if k.isupper())
-        return f"{tiles},warps={self.num_warps},stages={self.num_stages}"
 
 
 def jit_function(kernel):
@@ -94,23 +103,75 @@ def _resource_usage(cubin: bytes) -> dict[str, int]:
     return usage
 
 
-def compile_case(case: CompileCase, arch: int) -> dict[str, Any]:
-    """Compile one case for ``sm_<arch>`` and return a report row."""
+
+def _expects_tensor_cores(launch: Launch, source: str) -> bool:
+    """A GEMM kernel (conv, linear: ``tl.dot``) on fp16/bf16 data, or on fp32 data with TF32 precision."""
+    if launch.module not in GEMM_MODULES or "tl.dot(" not in source:
+        return False
+    kinds = {argument.kind for argument in launch.arguments if argument.is_pointer}
+    precision = {argument.value for argument in launch.arguments if argument.name == "INPUT_PRECISION"}
+    return bool(kinds & {"*fp16", "*bf16"}) or "tf32" in precision
+
+
+def _must_keep_nans(launch: Launch) -> bool:
+    """A max-pool kernel, or a kernel launched with its ReLU fused (a constexpr flag named RELU... set)."""
+    return launch.module in MAX_POOL_MODULES or any(
+        argument.kind == "constexpr" and argument.name.upper().startswith("RELU") and argument.value is True
+        for argument in launch.arguments)
+
+
+def data_dtype(launch: Launch) -> str:
+    """The dtype of the launch's first floating-point tensor ("bf16", "fp32", ...)."""
+    kinds = [argument.kind[1:] for argument in launch.arguments if argument.is_pointer]
+    floats = [kind for kind in kinds if kind.startswith(("fp", "bf"))]
+    return (floats or kinds or ["-"])[0]
+
+
+def compile_inputs(launch: Launch, config: Config) -> tuple[dict, dict, dict]:
+    """``triton.compile``'s signature, constexprs and attributes for a launch with one of its configs: the config's
+    meta-parameters and the specialized constants as constexprs, the 16-divisible arguments marked."""
+    blocks = dict(config.blocks)
+    signature, constexprs, attrs = {}, {}, {}
+    for index, argument in enumerate(launch.arguments):
+        if argument.name in blocks:
+            signature[argument.name], constexprs[argument.name] = "constexpr", blocks[argument.name]
+        elif argument.kind == "constexpr":
+            signature[argument.name], constexprs[argument.name] = "constexpr", decode_constant(argument.value)
+        else:
+            signature[argument.name] = argument.kind
+            if argument.divisible_by_16:
+                attrs[(index,)] = [["tt.divisibility", 16]]
+    return signature, constexprs, attrs
+
+
+def specialization_label(launch: Launch, config: Config) -> str:
+    """One line naming every argument's compiled type (``name:i32/16`` is divisible by 16, ``name:constexpr=1``)."""
+    signature, constexprs, attrs = compile_inputs(launch, config)
+    return ",".join(f"{name}:{kind}" + (f"={constexprs[name]}" if name in constexprs else "")
+                    + ("/16" if (index,) in attrs else "") for index, (name, kind) in enumerate(signature.items()))
+
+
+def compile_launch(launch: Launch, config: Config, arch: int) -> dict[str, Any]:
+    """Compile one recorded launch with one of its configs for ``sm_<arch>``; return a report row."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    fn = jit_function(case.kernel)
-    row: dict[str, Any] = {"module": fn.fn.__module__, "kernel": case.kernel_name, "arch": f"sm_{arch}", "dtype": case.dtype,
-                           "config": case.config, "expects_tensor_cores": case.expects_tensor_cores}
-    # Pointers are 16-byte aligned in practice (torch's allocator); tell the compiler, as a real launch would.
-    attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]]
-             for name, kind in case.signature.items() if kind.startswith("*") or name in case.multiples_of_16}
+    from kernels.runtime import ARCHITECTURES
+
+    function = jit_function(kernel_object(launch))
+    signature, constexprs, attrs = compile_inputs(launch, config)
+    row: dict[str, Any] = {
+        "module": launch.module, "kernel": launch.kernel, "arch": f"sm_{arch}", "dtype": data_dtype(launch),
+        "config": config.label, "expects_tensor_cores": _expects_tensor_cores(launch, function.src),
+        "must_keep_nans": _must_keep_nans(launch), "shared_limit": ARCHITECTURES[arch].shared_memory_per_block,
+        "specialization": specialization_label(launch, config),
+    }
     started = time.perf_counter()
     try:
-        source = ASTSource(fn=fn, signature=case.signature, constexprs=case.constexprs, attrs=attrs)
+        source = ASTSource(fn=function, signature=signature, constexprs=constexprs, attrs=attrs)
         compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32),
-                                  options={"num_warps": case.num_warps, "num_stages": case.num_stages})
+                                  options={"num_warps": config.num_warps, "num_stages": config.num_stages})
     except Exception as error:  # reported, and failed by the test
         row.update(error=f"{type(error).__name__}: {str(error).strip()[:2000]}")
         return row
@@ -122,70 +183,86 @@ def compile_case(case: CompileCase, arch: int) -> dict[str, Any]:
         stack=usage["STACK"],
         shared_bytes=max(usage["SHARED"], int(getattr(compiled.metadata, "shared", 0) or 0)),
         tensor_cores=bool(re.search(r"\b(mma|wgmma)\.", ptx)),
+        nan_dropping_max=sum(1 for match in NAN_DROPPING_MAX.finditer(ptx) if ".NaN" not in match.group(1)),
         compile_s=round(time.perf_counter() - started, 2),
         error=None,
     )
     return row
 
 
-def all_cases(modules: tuple[str, ...] = KERNEL_MODULES) -> list[CompileCase]:
-    cases = []
-    for name in modules:
-        try:
-            module = importlib.import_module(f"kernels.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"kernels.{name}":
-                continue  # that op family has no kernels yet
-            raise
-        if hasattr(module, "compile_cases"):
-            cases.extend(module.compile_cases())
-    return cases
+def _compile_job(job: tuple[dict, dict, int]) -> dict[str, Any]:
+    launch_json, config_json, arch = job
+    launch = Launch.from_json(launch_json)
+    config = Config(tuple(tuple(block) for block in config_json["blocks"]), config_json["num_warps"],
+                    config_json["num_stages"])
+    return compile_launch(launch, config, arch)
 
 
-def _compile_indexed(args):
-    index, arch, modules = args
-    return compile_case(all_cases(modules)[index], arch)
+def record(steps=STEPS, archs=ARCHS) -> dict[tuple[Step, int], list[Launch]]:
+    """Each step's launches on each architecture (autotune pruning depends on it), in this GPU-mode process."""
+    from kernels.launches import record_training_step
+
+    return {(step, arch): record_training_step(dataclasses.replace(step, architecture=arch))
+            for step in steps for arch in archs}
 
 
-def compile_all(modules: tuple[str, ...] = KERNEL_MODULES, archs=ARCHS, workers: int | None = None):
-    """Compile every case for every arch, in parallel processes. Returns report rows."""
+def compile_recorded(recorded: dict[tuple[Step, int], list[Launch]], workers: int | None = None,
+                     chosen_only: bool = False) -> list[dict]:
+    """Compile every distinct (launch specialization, surviving config) per architecture, in ``workers`` processes
+    (default: the CPU count, at most 2); with ``chosen_only``, only each launch's chosen config. Each row names the
+    steps that launch it."""
     from concurrent.futures import ProcessPoolExecutor
 
-    jobs = [(index, arch, modules) for index in range(len(all_cases(modules))) for arch in archs]
-    workers = workers or min(len(jobs), os.cpu_count() or 1) or 1
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_compile_indexed, jobs))
+    jobs, owners = {}, {}
+    for (step, arch), launches in recorded.items():
+        pairs = [(launch, launch.chosen) for launch in launches] if chosen_only else distinct(launches)
+        for launch, config in pairs:
+            key = (launch.specialization(config), arch)
+            if key not in jobs:
+                jobs[key] = (launch.to_json(), dataclasses.asdict(config), arch)
+            owners.setdefault(key, []).append(step.label.rsplit(" sm_", 1)[0])
+    workers = workers or min(2, os.cpu_count() or 1)
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            rows = list(pool.map(_compile_job, jobs.values(), chunksize=4))
+    else:
+        rows = [_compile_job(job) for job in jobs.values()]
+    for row, key in zip(rows, jobs):
+        row["steps"] = sorted(set(owners[key]))
+    return rows
 
 
-def compile_all_in_subprocess(modules: tuple[str, ...] = KERNEL_MODULES, archs=ARCHS) -> list[dict[str, Any]]:
-    """Run :func:`compile_all` in a fresh process with ``TRITON_INTERPRET=0`` (works from an interpreter-mode
-    process, such as the test suite on a CPU machine)."""
-    import json
-
+def compile_steps_in_subprocess(steps=STEPS, archs=ARCHS, chosen_only: bool = False) -> list[dict[str, Any]]:
+    """Record and compile ``steps`` for ``archs`` in a fresh ``TRITON_INTERPRET=0`` process (works from an
+    interpreter-mode process, such as the test suite on a CPU machine). Returns report rows."""
     with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "report.json")
-        command = [sys.executable, "-m", "kernels.gpu_compile", "--json", path, "--modules", *modules,
-                   "--archs", *map(str, archs)]
-        env = dict(os.environ, TRITON_INTERPRET="0")
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        steps_path, path = os.path.join(folder, "steps.json"), os.path.join(folder, "report.json")
+        with open(steps_path, "w") as handle:
+            json.dump([dataclasses.asdict(step) for step in steps], handle)
+        command = [sys.executable, "-m", "kernels.gpu_compile", "--json", path, "--steps", steps_path,
+                   "--archs", *map(str, archs), *(["--chosen-only"] if chosen_only else [])]
+        done = subprocess.run(command, env=gpu_mode_environment(), capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"compiling kernels for GPU failed:\n{done.stdout}\n{done.stderr}")
+            raise RuntimeError(f"compiling kernels for GPU failed:\n{done.stdout[-4000:]}\n{done.stderr[-8000:]}")
         with open(path) as handle:
             return json.load(handle)
 
 
 def main(argv=None) -> None:
     import argparse
-    import json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", required=True, help="where to write the report rows")
-    parser.add_argument("--modules", nargs="+", default=list(KERNEL_MODULES), choices=KERNEL_MODULES)
+    parser.add_argument("--steps", default=None, help="a JSON list of kernels.launches.Step fields (default: STEPS)")
     parser.add_argument("--archs", nargs="+", type=int, default=list(ARCHS))
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--chosen-only", action="store_true", help="only each launch's chosen (first) config")
     args = parser.parse_args(argv)
-    rows = compile_all(tuple(args.modules), tuple(args.archs))
+    steps = STEPS
+    if args.steps:
+        with open(args.steps) as handle:
+            steps = tuple(Step(**fields) for fields in json.load(handle))
+    rows = compile_recorded(record(steps, tuple(args.archs)), args.workers, args.chosen_only)
     with open(args.json, "w") as handle:
         json.dump(rows, handle, indent=1)
 

@@ -163,22 +163,146 @@ def interpreter_block(extent: int, cap: int = INTERPRETER_MAX_BLOCK, minimum: in
     return max(minimum, min(cap, triton.next_power_of_2(max(int(extent), 1))))
 
 
-def autotune(configs: list[triton.Config], key: list[str], **kwargs):
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """What a kernel launch may use on one NVIDIA architecture (the CUDA programming guide's table of compute
+    capabilities), and the machine the plan and the compile check assume for it."""
+
+    capability: int  # 80, 90
+    multiprocessors: int  # SMs of the reference GPU
+    # The most shared memory one block may opt into: 163 KiB on sm_80, 227 KiB on sm_90.
+    shared_memory_per_block: int
+    shared_memory_per_multiprocessor: int
+    registers_per_multiprocessor: int = 65536
+    threads_per_multiprocessor: int = 2048
+    blocks_per_multiprocessor: int = 32
+
+
+ARCHITECTURES = {
+    80: Architecture(80, multiprocessors=108, shared_memory_per_block=166_912,
+                     shared_memory_per_multiprocessor=167_936),
+    90: Architecture(90, multiprocessors=132, shared_memory_per_block=232_448,
+                     shared_memory_per_multiprocessor=233_472),
+}
+
+# The architecture a launch recorder (kernels.launches) stands in for while it records: launch functions see it
+# through architecture() and multiprocessor_count(), exactly as they would see the CUDA device.
+_recording_architecture: Architecture | None = None
+
+
+def set_recording_architecture(architecture: Architecture | None) -> None:
+    """Used by kernels.launches only: the architecture a recording stands in for, or None when it ends."""
+    global _recording_architecture
+    _recording_architecture = architecture
+
+
+def architecture(device=None) -> Architecture | None:
+    """The architecture kernels launch on: the recording's, the CUDA device's (the nearest known one below its
+    compute capability), or None (interpreter, no GPU)."""
+    if _recording_architecture is not None:
+        return _recording_architecture
+    if INTERPRET:
+        return None
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(device)
+    known = [capability for capability in ARCHITECTURES if capability <= 10 * major + minor]
+    base = ARCHITECTURES[max(known)] if known else ARCHITECTURES[min(ARCHITECTURES)]
+    processors = torch.cuda.get_device_properties(device).multi_processor_count
+    return dataclasses.replace(base, multiprocessors=processors)
+
+
+def multiprocessor_count(device=None) -> int:
+    """SMs of the device kernels launch on (the recording's stand-in while recording); 1 in the interpreter."""
+    target = architecture(device)
+    return target.multiprocessors if target is not None else 1
+
+
+def pipelined_shared_memory(first: str, second: str, reduction: str, operand: str):
+    """A ``shared_memory`` estimate for :func:`autotune` of a GEMM kernel: ``stages`` buffers of the two operand
+    tiles, ``(first + second) x reduction`` elements of the ``operand`` tensor's element size (the compiler adds a
+    little for its epilogue; the compile check measures the real figure)."""
+
+    def estimate(config, named_args) -> int:
+        blocks = config.kwargs
+        element_size = named_args[operand].element_size()
+        return config.num_stages * (blocks[first] + blocks[second]) * blocks[reduction] * element_size
+
+    return estimate
+
+
+def _fitting(configs, named_args, shared_memory) -> list:
+    """The configs whose estimated shared memory fits one block of the current architecture (the smallest one if
+    none does, so the launch still gets a config and the compiler reports the overflow)."""
+    target = architecture()
+    if shared_memory is None or target is None:
+        return configs
+    estimates = [shared_memory(config, named_args) for config in configs]
+    fitting = [config for config, estimate in zip(configs, estimates) if estimate <= target.shared_memory_per_block]
+    return fitting or [configs[estimates.index(min(estimates))]]
+
+
+def autotune(configs: list[triton.Config], key: list[str], *, shared_memory=None, **kwargs):
     """Decorator: ``triton.autotune`` over the GPU ``configs`` (cached on disk) in GPU mode; in interpreter mode no
     tuning at all, and the launch function passes its own (large) tile sizes as keyword arguments.
+
+    ``shared_memory(config, named_args) -> bytes`` (e.g. :func:`pipelined_shared_memory`) drops, after the
+    kernel's own ``early_config_prune``, the configs one block of the current architecture could not hold: an A100
+    allows 163 KiB, an H100 227 KiB. A launch left with one config is not timed (triton 3.6 times even a single
+    survivor: a compile and a benchmark for nothing).
 
     Keep ``configs`` short: every config is a separate compile, and compile time is a known pain point.
     """
     if INTERPRET:
         return lambda kernel: kernel
-    try:
-        return triton.autotune(configs=configs, key=key, cache_results=True, **kwargs)
-    except TypeError:  # triton releases without cache_results
-        return triton.autotune(configs=configs, key=key, **kwargs)
+    prune_configs_by = dict(kwargs.pop("prune_configs_by", None) or {})
+    kernel_prune = prune_configs_by.get("early_config_prune")
+
+    def early_config_prune(candidates, named_args, **launch_kwargs):
+        if kernel_prune is not None:
+            candidates = kernel_prune(candidates, named_args, **launch_kwargs)
+        return _fitting(list(candidates), {**named_args, **launch_kwargs}, shared_memory)
+
+    if kernel_prune is not None or shared_memory is not None:
+        prune_configs_by["early_config_prune"] = early_config_prune
+    if prune_configs_by:
+        kwargs["prune_configs_by"] = prune_configs_by
+
+    def decorate(kernel):
+        try:
+            tuner = triton.autotune(configs=configs, key=key, cache_results=True, **kwargs)(kernel)
+        except TypeError:  # triton releases without cache_results
+            tuner = triton.autotune(configs=configs, key=key, **kwargs)(kernel)
+        _time_only_rivals(tuner)
+        return tuner
+
+    return decorate
+
+
+def _time_only_rivals(tuner) -> None:
+    """Make ``tuner`` skip the benchmark when pruning leaves one config (triton 3.6 times it anyway; newer releases
+    already skip it). The config is still compiled, once, by the launch itself."""
+    prune_configs, bench = tuner.prune_configs, tuner._bench
+    survivors = {"count": len(tuner.configs)}
+
+    def counting_prune_configs(*args, **kwargs):
+        pruned = prune_configs(*args, **kwargs)
+        survivors["count"] = len(pruned)
+        return pruned
+
+    def bench_rivals(*args, config, **kwargs):
+        if survivors["count"] == 1:
+            return [0.0, 0.0, 0.0]
+        return bench(*args, config=config, **kwargs)
+
+    tuner.prune_configs, tuner._bench = counting_prune_configs, bench_rivals
 
 
 def check_device(name: str, tensor) -> None:
-    """Triton kernels need CUDA tensors on the GPU; the interpreter takes CPU (or CUDA) tensors."""
+    """Triton kernels need CUDA tensors on the GPU; the interpreter takes CPU (or CUDA) tensors; a launch recorder
+    (kernels.launches) takes meta tensors, whose shapes stand in for a GPU's."""
+    if _recording_architecture is not None and tensor.device.type == "meta":
+        return
     if not INTERPRET and tensor.device.type != "cuda":
         raise ValueError(
             f"{name} must be a CUDA tensor for the Triton kernels (got device {tensor.device}); move it to the GPU, "

@@ -1,35 +1,78 @@
-"""Every kernel, with the tile configs a GPU would autotune over, compiles for sm_80 and sm_90 on this CPU without
-register spills, and the GEMM kernels use tensor cores in fp16/bf16."""
-
-import importlib.util
+"""What a GPU would run compiles for sm_80 and sm_90 on this CPU: every surviving autotune config of every distinct
+launch of the recorded training steps (kernels.gpu_compile.STEPS), with no spills or local memory, shared memory
+within the architecture's per-block limit, tensor cores in every fp16/bf16/TF32 GEMM, and no NaN-dropping max in a
+fused ReLU or max-pool."""
 
 import pytest
 
-from kernels.gpu_compile import ARCHS, KERNEL_MODULES
+from kernels.gpu_compile import ARCHS, STEPS
 
-PRESENT = [name for name in KERNEL_MODULES if importlib.util.find_spec(f"kernels.{name}") is not None]
+MODULES = ("conv", "linear", "lrn", "maxpool", "dropout", "cross_entropy")
+
+# Defects the recorded launches expose in files this test does not own; strict, so a fix turns them into failures
+# that ask for the marker's removal.
+KNOWN_DEFECTS = {
+    ("nans", "linear"): "linear_forward_kernel's fused ReLU is tl.maximum without propagate_nan (max.f32, no .NaN)",
+    ("shared", "linear"): "TF32 grad-input 64x64x128x3 (196,608 B) and grad-weight 128x64x64x3 (167,936 B) exceed "
+                          "sm_80's 166,912 B: linear's autotune needs shared_memory=runtime.pipelined_shared_memory",
+    ("local", "linear"): "TF32 grad-input 64x64x128 (4 warps) uses a 240-304 B stack frame on sm_80/sm_90",
+}
 
 
-@pytest.mark.parametrize("module", PRESENT)
-def test_kernels_compile_for_gpu_without_spills(gpu_compile_report, module):
-    rows = [row for row in gpu_compile_report if row["module"] == f"kernels.{module}"]
-    assert rows, f"kernels.{module} declares no compile_cases()"
-    assert {row["arch"] for row in rows} == {f"sm_{arch}" for arch in ARCHS}
-    failures = [f"{row['kernel']} {row['arch']} {row['dtype']} {row['config']}: {row['error']}"
-                for row in rows if row["error"]]
+def _modules(check: str):
+    return [pytest.param(module, marks=pytest.mark.xfail(strict=True, reason=KNOWN_DEFECTS[(check, module)]))
+            if (check, module) in KNOWN_DEFECTS else module for module in MODULES]
+
+
+def _rows(report, module):
+    return [row for row in report if row["module"] == f"kernels.{module}"]
+
+
+def _where(row) -> str:
+    return f"{row['kernel']} {row['arch']} {row['dtype']} {row['config']}"
+
+
+def test_compile_cases_are_the_recorded_launches_of_every_step(gpu_compile_report):
+    assert {row["arch"] for row in gpu_compile_report} == {f"sm_{arch}" for arch in ARCHS}
+    steps = {label for row in gpu_compile_report for label in row["steps"]}
+    assert steps == {step.label.rsplit(" sm_", 1)[0] for step in STEPS}
+    assert {row["module"] for row in gpu_compile_report} == {f"kernels.{module}" for module in MODULES} - {
+        "kernels.dropout"}  # AlexNet's dropout is fused into linear
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_recorded_launch_compiles(gpu_compile_report, module):
+    failures = [f"{_where(row)}: {row['error']}" for row in _rows(gpu_compile_report, module) if row["error"]]
     assert not failures, "\n".join(failures)
-    spilling = [f"{row['kernel']} {row['arch']} {row['dtype']} {row['config']}: {row['spills']} bytes local, "
-                f"{row['registers']} registers" for row in rows if row["spills"]]
-    assert not spilling, "register spills:\n" + "\n".join(spilling)
-    too_much_shared = [row for row in rows if row["shared_bytes"] > 227 * 1024]
-    assert not too_much_shared, too_much_shared
 
 
-@pytest.mark.parametrize("module", [name for name in ("conv", "linear") if name in PRESENT])
-def test_gemm_kernels_use_tensor_cores(gpu_compile_report, module):
-    rows = [row for row in gpu_compile_report
-            if row["module"] == f"kernels.{module}" and row["expects_tensor_cores"] and not row["error"]]
-    assert {row["dtype"] for row in rows} >= {"fp16", "bf16"}, f"kernels.{module} declares no fp16/bf16 GEMM cases"
-    missing = [f"{row['kernel']} {row['arch']} {row['dtype']} {row['config']}" for row in rows
-               if not row["tensor_cores"]]
+@pytest.mark.parametrize("module", _modules("local"))
+def test_no_register_spills_or_local_memory(gpu_compile_report, module):
+    spilling = [f"{_where(row)}: {row['spills']} B local, {row['stack']} B stack, {row['registers']} registers"
+                for row in _rows(gpu_compile_report, module) if not row["error"] and (row["spills"] or row["stack"])]
+    assert not spilling, "\n".join(spilling)
+
+
+@pytest.mark.parametrize("module", _modules("shared"))
+def test_shared_memory_fits_one_block_of_the_architecture(gpu_compile_report, module):
+    over = [f"{_where(row)}: {row['shared_bytes']:,} B > {row['shared_limit']:,} B"
+            for row in _rows(gpu_compile_report, module) if not row["error"]
+            and row["shared_bytes"] > row["shared_limit"]]
+    assert not over, "\n".join(over)
+
+
+@pytest.mark.parametrize("module", ["conv", "linear"])
+def test_gemm_kernels_use_tensor_cores_in_bf16_and_tf32(gpu_compile_report, module):
+    rows = [row for row in _rows(gpu_compile_report, module) if row["expects_tensor_cores"] and not row["error"]]
+    assert {row["dtype"] for row in rows} >= {"bf16", "fp32"}, "no bf16 or TF32 GEMM launch recorded"
+    missing = [_where(row) for row in rows if not row["tensor_cores"]]
     assert not missing, "no mma/wgmma in the PTX of:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize("module", _modules("nans"))
+def test_relu_and_max_pool_kernels_keep_nans(gpu_compile_report, module):
+    rows = [row for row in _rows(gpu_compile_report, module) if row["must_keep_nans"] and not row["error"]]
+    assert rows or module not in ("conv", "linear", "maxpool"), f"no fused ReLU or max-pool launch of {module}"
+    dropping = [f"{_where(row)}: {row['nan_dropping_max']} max without .NaN" for row in rows
+                if row["nan_dropping_max"]]
+    assert not dropping, "\n".join(dropping)
