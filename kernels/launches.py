@@ -429,10 +429,11 @@ def record_training_step(step: Step) -> list[Launch]:
 def _loss(logits, labels):
     """The model's training loss, as tritonnet.functional.cross_entropy computes it with the Triton kernels. Its
     argument checks read the targets on the host, which meta tensors cannot: the recording calls the provider the
-    checks dispatch to (the same kernels, with torch's default ignore_index, mean reduction, no smoothing)."""
+    checks dispatch to (the same kernels, with no class weights, torch's default ignore_index, mean reduction, no
+    smoothing)."""
     from tritonnet.registry import lookup
 
-    return lookup("cross_entropy", "triton")(logits, labels, -100, "mean", 0.0)
+    return lookup("cross_entropy", "triton")(logits, labels, None, -100, "mean", 0.0)
 
 
 def _worker_main(argv: list[str]) -> None:
