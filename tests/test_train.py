@@ -43,10 +43,9 @@ def assert_same_tensors(first: dict, second: dict, exact: bool = True) -> None:
             torch.testing.assert_close(first[name], second[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def run_subprocess(arguments: list[str], timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(arguments, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout,
-                          **kwargs)
+def run_subprocess(arguments: list[str], timeout: float = 120, **environment: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **environment}
+    return subprocess.run(arguments, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -135,12 +134,24 @@ def test_resume_drops_log_records_written_after_the_checkpoint(tmp_path):
     assert all(record["train_loss"] != 9.0 for record in records(out / "train.jsonl"))
 
 
-def test_two_ddp_processes_match_one_process_on_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("backend", [
+    "gloo",
+    pytest.param("nccl", marks=pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs a CUDA device "
+                                                  "per rank, and this machine has fewer than 2")),
+])
+def test_two_ddp_processes_match_one_process_on_the_same_global_batch(tmp_path, backend):
+    """gloo runs both ranks on the CPU (CUDA hidden), so it runs anywhere; NCCL gives each rank a GPU."""
     arguments = [*SMALL, "--train-subset", "128", "--max-steps", "3", "--dropout", "0", "--seed", "1", "--augment"]
+    hide_cuda = {"CUDA_VISIBLE_DEVICES": ""} if backend == "gloo" else {}
     result = run_subprocess([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(EXAMPLE), *arguments, "--out", str(tmp_path / "ddp")], timeout=180)
+                             str(EXAMPLE), *arguments, "--out", str(tmp_path / "ddp")], timeout=180, **hide_cuda)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert main([*arguments, "--out", str(tmp_path / "one")]) == EXIT_OK
+    if hide_cuda and torch.cuda.is_available():  # the one-process run on the same device as the ranks
+        result = run_subprocess([sys.executable, str(EXAMPLE), *arguments, "--out", str(tmp_path / "one")],
+                                **hide_cuda)
+        assert result.returncode == 0, result.stdout + result.stderr
+    else:
+        assert main([*arguments, "--out", str(tmp_path / "one")]) == EXIT_OK
     two, one = load(tmp_path / "ddp" / "checkpoint.pt"), load(tmp_path / "one" / "checkpoint.pt")
     assert two["world_size"] == 2 and len(two["rng"]) == 2
     assert_same_tensors(two["model"], one["model"], exact=False)
@@ -163,7 +174,7 @@ def test_bad_data_folder_stops_with_one_line_naming_it_and_keeps_the_checkpoint(
         assert printed.startswith("error: ") and str(folder) in printed and message in printed
         assert "Traceback" not in printed and len(printed.splitlines()) == 1
     (tmp_path / "flat" / "train").mkdir(parents=True)
-    assert main([*SMALL, "--data", str(tmp_path / "flat"), "--out", str(out)]) == EXIT_USAGE
+    assert main([*SMALL, "--data", str(tmp_path / "flat"), "--out", str(tmp_path / "new")]) == EXIT_USAGE
     assert "has no class sub-folders" in capsys.readouterr().out
     assert (out / "checkpoint.pt").read_bytes() == saved
 
