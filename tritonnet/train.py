@@ -204,7 +204,7 @@ def resolve(config: TrainConfig, on_gpu: bool, checkpoint_args: dict | None = No
                                  f"steps of {checkpoint_args['batch_size']} images out of the first "
                                  f"{checkpoint_args['train_subset'] or 'all'}; resume without {flag}, or start a "
                                  f"new run")
-            note(f"{flag} {values[name]} overrides the checkpoint's {saved}")
+            note(f"{flag} {values[name]} overrides the checkpoint's {'default' if saved is None else saved}")
     resolved = TrainConfig(**values)
     name, defaults = preset(resolved, on_gpu)
     for key, value in defaults.items():
@@ -981,14 +981,12 @@ def train(config: TrainConfig, explicit: set[str] = frozenset(), console: Consol
         return EXIT_USAGE
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda", distributed.local_rank) if on_gpu else torch.device("cpu")
-    def note(message: str) -> None:
-        if distributed.main:
-            console.print(f"note: {message}", highlight=False)
-
+    notes: list[str] = []  # printed once the run is accepted, so that an error is the only line
     try:
         resume = checkpoint_path(config.resume) if config.resume else None
         checkpoint = load_checkpoint(resume) if resume else None
-        config, preset_name = resolve(config, on_gpu, checkpoint["args"] if checkpoint else None, explicit, note)
+        config, preset_name = resolve(config, on_gpu, checkpoint["args"] if checkpoint else None, explicit,
+                                      notes.append)
         check_config(config, distributed.world_size, on_gpu)
         out = output_folder(config, resume)
         if not config.evaluate:
@@ -999,6 +997,8 @@ def train(config: TrainConfig, explicit: set[str] = frozenset(), console: Consol
             except ValueError as error:
                 raise UsageError(str(error)) from None
             run = Run(config, preset_name, distributed, device, console, out, resume, checkpoint)
+            for message in notes:
+                run.print(f"note: {message}")
             describe(run)
             if not config.evaluate:
                 return run.train()
