@@ -62,7 +62,8 @@ def test_short_run_writes_metrics_curves_checkpoints_and_lowers_the_loss(tmp_pat
     logged = records(out / "metrics.jsonl")
     assert [record["epoch"] for record in logged] == [1, 2]
     for record in logged:
-        assert {"epoch", "step", "train_loss", "val_loss", "val_top1", "val_top5", "images_per_sec", "lr"} <= set(record)
+        assert {"epoch", "step", "train_loss", "val_loss", "val_top1", "val_top5", "images_per_sec",
+                "lr"} <= set(record)
         assert 0 <= record["val_top1"] <= record["val_top5"] <= 100 and record["images_per_sec"] > 0
     assert logged[-1]["train_loss"] < logged[0]["train_loss"]
     assert logged[-1]["val_loss"] < np.log(10)  # below chance
@@ -155,7 +156,8 @@ def test_two_ddp_processes_match_one_process_on_the_same_global_batch(tmp_path, 
     two, one = load(tmp_path / "ddp" / "checkpoint.pt"), load(tmp_path / "one" / "checkpoint.pt")
     assert two["world_size"] == 2 and len(two["rng"]) == 2
     assert_same_tensors(two["model"], one["model"], exact=False)
-    ddp_record, one_record = records(tmp_path / "ddp" / "metrics.jsonl")[-1], records(tmp_path / "one" / "metrics.jsonl")[-1]
+    ddp_record = records(tmp_path / "ddp" / "metrics.jsonl")[-1]
+    one_record = records(tmp_path / "one" / "metrics.jsonl")[-1]
     assert ddp_record["val_images"] == one_record["val_images"] == 32
     assert ddp_record["train_loss"] == pytest.approx(one_record["train_loss"], rel=1e-5)
     assert ddp_record["val_loss"] == pytest.approx(one_record["val_loss"], rel=1e-5)

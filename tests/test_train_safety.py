@@ -7,7 +7,6 @@ Every run here uses PyTorch's reference kernels (--kernels all=torch) on 16 Fash
 from __future__ import annotations
 
 import errno
-import gzip
 import json
 import math
 from pathlib import Path

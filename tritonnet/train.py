@@ -188,7 +188,8 @@ def resolve(config: TrainConfig, on_gpu: bool, checkpoint_args: dict | None = No
         if name not in checkpoint_args:
             continue
         saved = checkpoint_args[name]
-        if name == "kernels":  # the providers given again replace the checkpoint's for those ops only
+        if name == "kernels":
+            saved = kernel_choices(saved)  # the providers given again replace the checkpoint's for those ops only
             given = values["kernels"] if name in explicit else {}
             values["kernels"] = {**saved, **given}
             changed = {op: provider for op, provider in given.items() if saved.get(op, provider) != provider}
@@ -569,6 +570,7 @@ class Run:
         self.stop_signal: str | None = None
         if checkpoint is not None:
             self.restore(checkpoint)
+        self.saved_step = self.position.global_step if checkpoint is not None else None  # what checkpoint.pt holds
 
     def open_output(self) -> None:
         """Before training: take the logs up to the resumed step (from the forked run's folder, or this one's, cut
@@ -791,10 +793,9 @@ class Run:
         progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("left"),
                             TimeRemainingColumn(), console=self.console, disable=not self.distributed.main)
-        self.open_output()
-        self.saved_step = self.position.global_step  # checkpoint.pt holds this step now
         previous_handlers = self.install_signal_handlers()
         try:
+            self.open_output()
             with progress:
                 task = progress.add_task("train", total=total_steps, completed=position.global_step,
                                          epoch=f"{position.epoch + 1}/{config.epochs}", stats="")
@@ -887,8 +888,8 @@ class Run:
 
     def stop_on_nan(self, reason: str) -> int:
         checkpoint = self.out / "checkpoint.pt"
-        kept = (f"the last checkpoint, {checkpoint} (step {self.saved_step}), is unchanged" if checkpoint.is_file()
-                else "no checkpoint had been written yet")
+        kept = (f"the last checkpoint, {checkpoint} (step {self.saved_step}), is unchanged"
+                if self.saved_step is not None and checkpoint.is_file() else "no checkpoint had been written yet")
         self.print(f"[bold red]error:[/] {reason}; stopping before anything is written. {kept}. Try a lower --lr or "
                    f"a longer --warmup-epochs.")
         return EXIT_NAN
@@ -1053,7 +1054,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--augment", action=argparse.BooleanOptionalAction, help="random crops (shifts), flips and PCA lighting "
         "when training (default: on; off in the CPU demo)")
     add("--ten-crop", action="store_true", help="evaluate image folders on 10 crops, averaging the softmax")
-    add("--train-subset", type=int, metavar="N", help="train on the first N images (default: all; 1,792 in the CPU demo)")
+    add("--train-subset", type=int, metavar="N", help="train on the first N images (default: all; 1,792 in the CPU "
+        "demo)")
     add("--val-subset", type=int, metavar="N", help="evaluate on the first N images (default: all; 1,000 on a CPU)")
     add("--max-steps", type=int, metavar="N", help="stop after N optimizer steps in all (then evaluate and save)")
     add("--seed", type=int, default=0, help="(default: 0)")
