@@ -472,9 +472,9 @@ def output_folder(config: TrainConfig, resume: Path | None) -> Path:
     return Path("runs") / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def check_output_folder(out: Path, resume: Path | None, checkpoint: dict | None) -> bool:
-    """Refuse to write where it would destroy another run's files. Returns whether the run forks: resumes from
-    ``resume`` into a new folder."""
+def check_output_folder(out: Path, resume: Path | None, checkpoint: dict | None) -> None:
+    """Refuse to train where it would destroy a run's files: into another run's folder, or in place from a
+    checkpoint older than the folder's checkpoint.pt. Resuming into a new folder forks the run."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
     if resume is not None and out.resolve() == resume.parent.resolve():
@@ -485,12 +485,11 @@ def check_output_folder(out: Path, resume: Path | None, checkpoint: dict | None)
                 raise UsageError(f"{resume} is at step {checkpoint['global_step']} but {latest} is at step "
                                  f"{latest_step}: resuming here would destroy the later steps; fork it with --out "
                                  f"NEW_FOLDER, or resume the latest with --resume {out}")
-        return False
+        return
     held = held_run_files(out)
     if held:
         raise UsageError(f"--out {out} already holds a run ({', '.join(held)}): continue it with --resume {out}, or "
                          f"choose a new --out")
-    return resume is not None
 
 
 def dropout_layers(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, float]]:
@@ -847,8 +846,6 @@ class Run:
             steps_pending = 0
             if stop and self.stop_signal is None:
                 self.stop_signal = "a signal to another rank"
-            if images_seen == 0:  # every image since the last check was corrupt: nothing to report
-                continue
             check = {"epoch": round(position.global_step / self.steps_per_epoch, 4), "step": position.global_step,
                      "train_loss": loss_sum / max(images_seen, 1), "train_top1": 100 * correct / max(images_seen, 1),
                      "images_per_sec": totals.images / max(position.seconds, 1e-9), "lr": lr}
