@@ -346,3 +346,13 @@ def test_a_full_disk_keeps_the_old_checkpoint_and_leaves_no_temporary_file(tmp_p
     monkeypatch.undo()
     assert main(["--resume", str(out), "--max-steps", "2"]) == EXIT_OK  # space freed: the run goes on
     assert steps(out / "train.jsonl") == [1, 2] and steps(out / "metrics.jsonl") == [1, 2]
+
+
+def test_a_torchrun_rank_without_a_gpu_of_its_own_is_one_line(monkeypatch, capsys):
+    """Two ranks on a one-GPU machine: set_device(1) would fail with "invalid device ordinal"."""
+    for name, value in (("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert main(TINY) == EXIT_USAGE
+    one_line_error(capsys, "local rank 1 needs a CUDA device of its own, and this machine has 1")
