@@ -85,15 +85,17 @@ def test_short_run_writes_metrics_curves_checkpoints_and_lowers_the_loss(tmp_pat
 
 
 def test_default_triton_kernels_train_end_to_end(tmp_path, capsys):
-    """No --kernels: every op's default provider (Triton, through the interpreter on a CPU), dropout included."""
+    """No --kernels: every op's default provider (Triton, through the interpreter on a CPU), dropout included, in
+    the channels-last layout a GPU run uses by default."""
     out = tmp_path / "triton"
     assert main(["--train-subset", "16", "--val-subset", "8", "-b", "8", "--max-steps", "1", "--dropout", "0.5",
-                 "--out", str(out)]) == EXIT_OK
+                 "--memory-format", "channels_last", "--out", str(out)]) == EXIT_OK
     printed = capsys.readouterr().out
     import tritonnet
 
     expected = {op: providers[0] for op, providers in tritonnet.available_kernels().items()}
     assert "kernels: " + ",".join(f"{op}={provider}" for op, provider in expected.items()) in printed
+    assert "channels_last memory format" in printed
     if tritonnet.INTERPRET and "triton" in expected.values():
         assert "Triton's interpreter" in printed and "--kernels all=torch" in printed
     logged = records(out / "metrics.jsonl")
