@@ -193,3 +193,51 @@ def test_corrupt_image_is_skipped_with_a_warning_and_counted(tmp_path):
     assert len(batches) == 1 and len(batches[0][1]) == 6  # 7 files, one skipped
     assert data.corrupt_images() == 1
     assert len(warnings) == 1 and "broken.jpg" in warnings[0]
+
+
+def _idx_set(root, train_labels, test_labels, label_type: int = 0x08):
+    """A tiny IDX data set in ``root``; labels written with IDX type code ``label_type`` (0x08 uint8, 0x09 int8)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for split, labels in (("train", train_labels), ("t10k", test_labels)):
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", np.zeros((len(labels), 28, 28), dtype=np.uint8))
+        raw = np.asarray(labels, dtype=np.int8 if label_type == 0x09 else np.uint8)
+        header = bytes([0, 0, label_type, 1]) + len(raw).to_bytes(4, "big")
+        (root / f"{split}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(header + raw.tobytes()))
+    return root
+
+
+@pytest.mark.parametrize("train_labels, test_labels, label_type, message", [
+    ([0, 1, -1, 2], [0, 1], 0x09, r"train-labels-idx1-ubyte.gz holds the negative label -1 \(image 2\)"),
+    ([0, 1, 2, 1], [0, -1], 0x09, "t10k-labels-idx1-ubyte.gz holds the negative label -1"),
+    ([0, 1, 255, 2], [0, 1], 0x08, "has labels up to 255 but no training image of class 3 \\(nor of 251 more\\)"),
+    ([0, 1, 2, 1], [0, 3], 0x08, r"holds the label 3 \(image 1\), but the training labels are 0..2"),
+])
+def test_idx_labels_are_validated_when_loaded(tmp_path, train_labels, test_labels, label_type, message):
+    root = _idx_set(tmp_path / "idx", train_labels, test_labels, label_type)
+    with pytest.raises(DataError, match=message):
+        build_data(str(root), 32, CPU, seed=0)
+
+
+def test_idx_class_count_comes_from_the_whole_training_set_not_the_subset(tmp_path):
+    root = _idx_set(tmp_path / "idx", [0, 0, 1, 2], [2, 1])
+    assert build_data(str(root), 32, CPU, seed=0, train_subset=2, val_subset=1).num_classes == 3
+
+
+def test_empty_or_corrupt_idx_files_are_data_errors(tmp_path):
+    root = _idx_set(tmp_path / "empty", [], [0])
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz holds no images"):
+        build_data(str(root), 32, CPU, seed=0)
+    root = _idx_set(tmp_path / "corrupt", [0, 1], [0, 1])
+    compressed = bytearray((root / "t10k-images-idx3-ubyte.gz").read_bytes())
+    compressed[12:20] = b"\xff" * 8  # inside the deflate stream: zlib refuses it
+    (root / "t10k-images-idx3-ubyte.gz").write_bytes(bytes(compressed))
+    with pytest.raises(DataError, match="cannot read IDX file .*t10k-images-idx3-ubyte.gz"):
+        build_data(str(root), 32, CPU, seed=0)
+
+
+@pytest.mark.parametrize("source", [None, "synthetic"])
+@pytest.mark.parametrize("subset", [0, -5, 2.5, True])
+def test_subsets_must_be_positive_counts(source, subset):
+    for name in ("train_subset", "val_subset"):
+        with pytest.raises(ValueError, match=f"{name} must be a positive number of images"):
+            build_data(source, 32, CPU, seed=0, **{name: subset})

@@ -86,3 +86,13 @@ def test_interpreter_mode_is_set_without_a_gpu():
     if not torch.cuda.is_available():
         assert os.environ.get("TRITON_INTERPRET") == "1"
         assert tritonnet.INTERPRET
+
+
+def test_use_kernels_accepts_all_as_the_command_line_does():
+    with tritonnet.use_kernels(all="torch"):
+        assert {op: tritonnet.provider_for(op) for op in OPS} == tritonnet.parse_kernels("all=torch")
+    default = tritonnet.available_kernels()["dropout"][0]
+    with tritonnet.use_kernels(dropout=default, all="torch"):  # a named op wins over all=, whatever the order
+        assert tritonnet.provider_for("dropout") == default and tritonnet.provider_for("conv2d") == "torch"
+    with pytest.raises(ValueError, match="unknown provider 'jax' in use_kernels()"):
+        tritonnet.use_kernels(all="jax").__enter__()

@@ -43,10 +43,9 @@ def assert_same_tensors(first: dict, second: dict, exact: bool = True) -> None:
             torch.testing.assert_close(first[name], second[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def run_subprocess(arguments: list[str], timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(arguments, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout,
-                          **kwargs)
+def run_subprocess(arguments: list[str], timeout: float = 120, **environment: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **environment}
+    return subprocess.run(arguments, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -63,7 +62,8 @@ def test_short_run_writes_metrics_curves_checkpoints_and_lowers_the_loss(tmp_pat
     logged = records(out / "metrics.jsonl")
     assert [record["epoch"] for record in logged] == [1, 2]
     for record in logged:
-        assert {"epoch", "step", "train_loss", "val_loss", "val_top1", "val_top5", "images_per_sec", "lr"} <= set(record)
+        assert {"epoch", "step", "train_loss", "val_loss", "val_top1", "val_top5", "images_per_sec",
+                "lr"} <= set(record)
         assert 0 <= record["val_top1"] <= record["val_top5"] <= 100 and record["images_per_sec"] > 0
     assert logged[-1]["train_loss"] < logged[0]["train_loss"]
     assert logged[-1]["val_loss"] < np.log(10)  # below chance
@@ -85,15 +85,17 @@ def test_short_run_writes_metrics_curves_checkpoints_and_lowers_the_loss(tmp_pat
 
 
 def test_default_triton_kernels_train_end_to_end(tmp_path, capsys):
-    """No --kernels: every op's default provider (Triton, through the interpreter on a CPU), dropout included."""
+    """No --kernels: every op's default provider (Triton, through the interpreter on a CPU), dropout included, in
+    the channels-last layout a GPU run uses by default."""
     out = tmp_path / "triton"
     assert main(["--train-subset", "16", "--val-subset", "8", "-b", "8", "--max-steps", "1", "--dropout", "0.5",
-                 "--out", str(out)]) == EXIT_OK
+                 "--memory-format", "channels_last", "--out", str(out)]) == EXIT_OK
     printed = capsys.readouterr().out
     import tritonnet
 
     expected = {op: providers[0] for op, providers in tritonnet.available_kernels().items()}
     assert "kernels: " + ",".join(f"{op}={provider}" for op, provider in expected.items()) in printed
+    assert "channels_last memory format" in printed
     if tritonnet.INTERPRET and "triton" in expected.values():
         assert "Triton's interpreter" in printed and "--kernels all=torch" in printed
     logged = records(out / "metrics.jsonl")
@@ -135,16 +137,29 @@ def test_resume_drops_log_records_written_after_the_checkpoint(tmp_path):
     assert all(record["train_loss"] != 9.0 for record in records(out / "train.jsonl"))
 
 
-def test_two_ddp_processes_match_one_process_on_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("backend", [
+    "gloo",
+    pytest.param("nccl", marks=pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs a CUDA device "
+                                                  "per rank, and this machine has fewer than 2")),
+])
+def test_two_ddp_processes_match_one_process_on_the_same_global_batch(tmp_path, backend):
+    """gloo runs both ranks on the CPU (CUDA hidden), so it runs anywhere; NCCL gives each rank a GPU."""
     arguments = [*SMALL, "--train-subset", "128", "--max-steps", "3", "--dropout", "0", "--seed", "1", "--augment"]
+    hide_cuda = {"CUDA_VISIBLE_DEVICES": ""} if backend == "gloo" else {}
     result = run_subprocess([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(EXAMPLE), *arguments, "--out", str(tmp_path / "ddp")], timeout=180)
+                             str(EXAMPLE), *arguments, "--out", str(tmp_path / "ddp")], timeout=180, **hide_cuda)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert main([*arguments, "--out", str(tmp_path / "one")]) == EXIT_OK
+    if hide_cuda and torch.cuda.is_available():  # the one-process run on the same device as the ranks
+        result = run_subprocess([sys.executable, str(EXAMPLE), *arguments, "--out", str(tmp_path / "one")],
+                                **hide_cuda)
+        assert result.returncode == 0, result.stdout + result.stderr
+    else:
+        assert main([*arguments, "--out", str(tmp_path / "one")]) == EXIT_OK
     two, one = load(tmp_path / "ddp" / "checkpoint.pt"), load(tmp_path / "one" / "checkpoint.pt")
     assert two["world_size"] == 2 and len(two["rng"]) == 2
     assert_same_tensors(two["model"], one["model"], exact=False)
-    ddp_record, one_record = records(tmp_path / "ddp" / "metrics.jsonl")[-1], records(tmp_path / "one" / "metrics.jsonl")[-1]
+    ddp_record = records(tmp_path / "ddp" / "metrics.jsonl")[-1]
+    one_record = records(tmp_path / "one" / "metrics.jsonl")[-1]
     assert ddp_record["val_images"] == one_record["val_images"] == 32
     assert ddp_record["train_loss"] == pytest.approx(one_record["train_loss"], rel=1e-5)
     assert ddp_record["val_loss"] == pytest.approx(one_record["val_loss"], rel=1e-5)
@@ -163,7 +178,7 @@ def test_bad_data_folder_stops_with_one_line_naming_it_and_keeps_the_checkpoint(
         assert printed.startswith("error: ") and str(folder) in printed and message in printed
         assert "Traceback" not in printed and len(printed.splitlines()) == 1
     (tmp_path / "flat" / "train").mkdir(parents=True)
-    assert main([*SMALL, "--data", str(tmp_path / "flat"), "--out", str(out)]) == EXIT_USAGE
+    assert main([*SMALL, "--data", str(tmp_path / "flat"), "--out", str(tmp_path / "new")]) == EXIT_USAGE
     assert "has no class sub-folders" in capsys.readouterr().out
     assert (out / "checkpoint.pt").read_bytes() == saved
 

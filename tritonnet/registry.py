@@ -64,12 +64,21 @@ def parse_kernels(spec: str, source: str = "--kernels") -> dict[str, str]:
 
     ``"all=torch"`` chooses a provider for every op that has it.
     """
-    choices: dict[str, str] = {}
+    pairs = []
     for item in filter(None, (part.strip() for part in spec.split(","))):
         op, sep, provider = (part.strip() for part in item.partition("="))
         if not sep or not op or not provider:
             raise ValueError(f"malformed entry {item!r} in {source}: expected op=provider, e.g. "
                              f"'local_response_norm=torch'")
+        pairs.append((op, provider))
+    return _expand(pairs, source)
+
+
+def _expand(pairs: list[tuple[str, str]], source: str) -> dict[str, str]:
+    """``[(op, provider), ...]`` to ``{op: provider}``, checking every name; ``("all", provider)`` chooses
+    ``provider`` for every op that has it. Later pairs win."""
+    choices: dict[str, str] = {}
+    for op, provider in pairs:
         if op == "all":
             if not any(provider in providers for providers in _implementations.values()):
                 raise ValueError(f"unknown provider {provider!r} in {source}")
@@ -96,10 +105,12 @@ def reload_environment() -> dict[str, str]:
 
 @contextlib.contextmanager
 def use_kernels(**choices: str) -> Iterator[None]:
-    """Choose providers for a block: ``with use_kernels(local_response_norm="torch", conv2d="triton"): ...``."""
-    for op, provider in choices.items():
-        _check_choice(op, provider, "use_kernels()")
-    token = _overrides.set({**_overrides.get(), **choices})
+    """Choose providers for a block: ``with use_kernels(local_response_norm="torch", conv2d="triton"): ...``.
+
+    ``all="torch"`` chooses a provider for every op that has it, as in ``--kernels``; the other keywords win over it.
+    """
+    pairs = sorted(choices.items(), key=lambda pair: pair[0] != "all")  # "all" first, so named ops win
+    token = _overrides.set({**_overrides.get(), **_expand(pairs, "use_kernels()")})
     try:
         yield
     finally:

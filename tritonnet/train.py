@@ -13,13 +13,21 @@ Outputs go to ``--out`` (default ``runs/<model>-<time>``):
   val_top5, images_per_sec, lr, ...); ``train.jsonl``: one per loss check while training (epoch, step, train_loss
   and train_top1 since the previous check, images_per_sec, lr); ``curves.png``: loss and accuracy against epochs
   (training from train.jsonl, validation from metrics.jsonl), redrawn after each evaluation;
-- ``checkpoint.pt`` (latest) and ``best.pt`` (best validation top-1), written atomically, loadable with
-  ``torch.load(weights_only=True)``: model, optimizer, schedule, epoch, step within the epoch, every rank's RNG
-  states and the arguments. ``--resume`` continues exactly where the run stopped: the data order and augmentation
-  are functions of (seed, epoch, position), and dropout's seeds come from the restored torch generator.
+- ``checkpoint.pt`` (latest; written when the run starts, so a run folder can always be resumed) and ``best.pt``
+  (best validation top-1), written atomically, loadable with ``torch.load(weights_only=True)``: model, optimizer,
+  schedule, epoch, step within the epoch, every rank's RNG states and the arguments (with the kernel providers and
+  memory format actually used). ``--resume`` (a checkpoint, or a run folder for its checkpoint.pt) continues
+  exactly where the run stopped: the data order and augmentation are functions of (seed, epoch, position), and
+  dropout's seeds come from the restored torch generator.
 
-Ctrl-C (SIGINT) or SIGTERM saves the current state and exits (status 130); a NaN or infinite loss stops with a
-message and leaves the last good checkpoint as it was (status 1); bad data stops with a one-line message (status 2).
+A run is never lost. A new run refuses an ``--out`` that holds another run; evaluating (``--evaluate``) writes
+nothing but ``evaluate.jsonl``; resuming from a checkpoint older than the run's ``checkpoint.pt`` is refused unless
+it forks into a new ``--out``; a resume restores every setting that shapes the computation (a flag given again wins,
+with a note); a log line torn by a crash is dropped with a warning.
+
+Ctrl-C (SIGINT) or SIGTERM saves the current state and exits (status 130); a NaN or infinite loss (training or
+validation) stops before anything is written and leaves the last checkpoint as it was (status 1); a bad
+configuration (:class:`UsageError`) or bad data (:class:`DataError`) stops with a one-line message (status 2).
 Under ``torchrun`` the model is wrapped in DistributedDataParallel (NCCL on GPUs, gloo on CPUs): ``--batch-size`` is
 the global batch, split evenly across ranks; rank 0 alone prints and writes files; metrics are summed over ranks.
 """
@@ -27,6 +35,7 @@ the global batch, split evenly across ranks; rank 0 alone prints and writes file
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -38,6 +47,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -58,6 +68,19 @@ CHECKPOINT_FORMAT = 1
 EXIT_OK, EXIT_NAN, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 INPUT_SIZES = {"alexnet": 227, "alexnet-torchvision": 224, "alexnet-small": 32}
 INITIALISATIONS = {"model": lambda model: model, "paper": paper_init, "he": he_init}
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+# The files a training run owns in its folder: a new run refuses a folder holding any of them.
+RUN_FILES = ("checkpoint.pt", "best.pt", "metrics.jsonl", "train.jsonl", "curves.png")
+LOGS = ("metrics.jsonl", "train.jsonl")
+
+
+class UsageError(Exception):
+    """A configuration the run cannot follow (a bad flag, a checkpoint that does not fit, an output folder that
+    cannot be written): shown as one line, exit status 2. Bad data is a :class:`DataError`."""
+
+
+class NonFiniteLoss(Exception):
+    """A NaN or infinite loss (or weights): the run stops before anything is written."""
 
 
 @dataclass
@@ -88,6 +111,7 @@ class TrainConfig:
     amp: str | None = None  # "bf16" or "fp16" autocast on a GPU
     workers: int = 4
     kernels: dict[str, str] | str | None = None  # {op: provider}, or "op=provider,..." as on the command line
+    memory_format: str | None = None  # "channels_last" (the default on a GPU) or "contiguous" (on a CPU)
     out: str | None = None
     resume: str | None = None
     evaluate: bool = False
@@ -122,10 +146,14 @@ GPU_FASHION_MNIST = dict(PAPER, epochs=12, lr_steps=[8.0, 11.0], init="he")
 CPU_DEMO = dict(model="alexnet-small", epochs=1, batch_size=32, lr=0.03, schedule="cosine", lr_steps=[],
                 warmup_epochs=0.1, label_smoothing=0.1, dropout=0.0, dropout_start=0.0, init="model",
                 augment=False, train_subset=1_792, val_subset=1_000)
-# What --resume takes from the checkpoint unless given again on the command line.
+# What --resume takes from the checkpoint unless given again on the command line: every setting that shapes the
+# computation. The checkpoint holds the kernel providers and memory format the run actually used.
 RESTORED_ON_RESUME = ("data", "model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "lr_steps",
                       "patience", "warmup_epochs", "label_smoothing", "dropout", "dropout_start", "init", "augment",
-                      "ten_crop", "train_subset", "val_subset", "max_steps", "seed", "amp")
+                      "ten_crop", "train_subset", "val_subset", "max_steps", "seed", "amp", "kernels",
+                      "memory_format")
+# A resumed position counts steps of batch_size images out of train_subset: changing either would misplace it.
+FIXED_ON_RESUME = ("batch_size", "train_subset")
 
 
 def preset(config: TrainConfig, on_gpu: bool) -> tuple[str, dict]:
@@ -139,13 +167,45 @@ def preset(config: TrainConfig, on_gpu: bool) -> tuple[str, dict]:
     return "CPU demo", CPU_DEMO
 
 
+def kernel_choices(kernels: dict[str, str] | str | None) -> dict[str, str]:
+    """``--kernels`` as ``{op: provider}`` (a string is parsed as on the command line)."""
+    if isinstance(kernels, str):
+        try:
+            return tritonnet.parse_kernels(kernels)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    return dict(kernels or {})
+
+
 def resolve(config: TrainConfig, on_gpu: bool, checkpoint_args: dict | None = None,
-            explicit: set[str] = frozenset()) -> tuple[TrainConfig, str]:
-    """Fill the unset fields: an explicit value wins, then the checkpoint's (when resuming), then the preset's."""
+            explicit: set[str] = frozenset(), note: Callable[[str], None] = lambda message: None,
+            ) -> tuple[TrainConfig, str]:
+    """Fill the unset fields: an explicit value wins (with a ``note`` where it differs from the checkpoint's), then
+    the checkpoint's (when resuming), then the preset's."""
     values = dataclasses.asdict(config)
-    if checkpoint_args:
-        values.update({name: checkpoint_args[name] for name in RESTORED_ON_RESUME
-                       if name not in explicit and name in checkpoint_args})
+    values["kernels"] = kernel_choices(config.kernels)
+    for name in RESTORED_ON_RESUME if checkpoint_args else ():
+        if name not in checkpoint_args:
+            continue
+        saved = checkpoint_args[name]
+        if name == "kernels":
+            saved = kernel_choices(saved)  # the providers given again replace the checkpoint's for those ops only
+            given = values["kernels"] if name in explicit else {}
+            values["kernels"] = {**saved, **given}
+            changed = {op: provider for op, provider in given.items() if saved.get(op, provider) != provider}
+            if changed:
+                note(f"--kernels {','.join(f'{op}={provider}' for op, provider in changed.items())} overrides the "
+                     f"checkpoint's {','.join(f'{op}={saved[op]}' for op in changed)}")
+        elif name not in explicit:
+            values[name] = saved
+        elif values[name] != saved:
+            flag = "--" + name.replace("_", "-")
+            if name in FIXED_ON_RESUME:
+                raise UsageError(f"{flag} {values[name]} differs from the checkpoint's {saved}: its position counts "
+                                 f"steps of {checkpoint_args['batch_size']} images out of the first "
+                                 f"{checkpoint_args['train_subset'] or 'all'}; resume without {flag}, or start a "
+                                 f"new run")
+            note(f"{flag} {values[name]} overrides the checkpoint's {'default' if saved is None else saved}")
     resolved = TrainConfig(**values)
     name, defaults = preset(resolved, on_gpu)
     for key, value in defaults.items():
@@ -153,25 +213,57 @@ def resolve(config: TrainConfig, on_gpu: bool, checkpoint_args: dict | None = No
             setattr(resolved, key, list(value) if isinstance(value, list) else value)
     if resolved.print_every is None:
         resolved.print_every = 20 if on_gpu else 1
+    if resolved.memory_format is None:
+        resolved.memory_format = "channels_last" if on_gpu else "contiguous"
     return resolved, name
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The values a numeric setting may take: ``lowest`` (included unless ``above``) up to ``below`` (excluded)."""
+
+    lowest: float
+    below: float = math.inf
+    above: bool = False
+
+    def admits(self, value: float) -> bool:
+        return (value > self.lowest if self.above else value >= self.lowest) and value < self.below
+
+    def __str__(self) -> str:
+        if self.below == math.inf:
+            return f"{'greater than' if self.above else 'at least'} {self.lowest}"
+        return f"in [{self.lowest}, {self.below})"
+
+
+# The numeric settings check_config bounds (an unset one, None, is not checked).
+NUMBER_BOUNDS = {"epochs": Bounds(1), "lr": Bounds(0, above=True), "momentum": Bounds(0, 1), "weight_decay": Bounds(0),
+                 "patience": Bounds(1), "warmup_epochs": Bounds(0), "label_smoothing": Bounds(0, 1),
+                 "dropout": Bounds(0, 1), "dropout_start": Bounds(0),
+                 "train_subset": Bounds(1), "val_subset": Bounds(1), "max_steps": Bounds(1),
+                 "seed": Bounds(0, 2**31), "workers": Bounds(0), "print_every": Bounds(1)}
 
 
 def check_config(config: TrainConfig, world_size: int, on_gpu: bool) -> None:
     """Refuse impossible combinations with a one-line message."""
     if config.model not in MODELS:
-        raise DataError(f"unknown --model {config.model!r}; choose from {', '.join(MODELS)}")
+        raise UsageError(f"unknown --model {config.model!r}; choose from {', '.join(MODELS)}")
     if config.init not in INITIALISATIONS:
-        raise DataError(f"unknown --init {config.init!r}; choose from {', '.join(INITIALISATIONS)}")
+        raise UsageError(f"unknown --init {config.init!r}; choose from {', '.join(INITIALISATIONS)}")
     if config.schedule not in ("step", "plateau", "cosine"):
-        raise DataError(f"unknown --schedule {config.schedule!r}; choose from step, plateau, cosine")
+        raise UsageError(f"unknown --schedule {config.schedule!r}; choose from step, plateau, cosine")
+    if config.memory_format not in MEMORY_FORMATS:
+        raise UsageError(f"unknown --memory-format {config.memory_format!r}; choose from {', '.join(MEMORY_FORMATS)}")
     if config.batch_size < 1 or config.batch_size % world_size:
-        raise DataError(f"--batch-size {config.batch_size} must be a positive multiple of the {world_size} ranks")
-    if config.epochs < 1:
-        raise DataError(f"--epochs must be at least 1, got {config.epochs}")
-    if not 0.0 <= config.dropout < 1.0:
-        raise DataError(f"--dropout must be in [0, 1), got {config.dropout}")
+        raise UsageError(f"--batch-size {config.batch_size} must be a positive multiple of the {world_size} ranks")
+    for name, bounds in NUMBER_BOUNDS.items():
+        value = getattr(config, name)
+        if value is not None and not (math.isfinite(value) and bounds.admits(value)):
+            flag = "-j/--workers" if name == "workers" else "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} must be {bounds}, got {value}")
+    if any(not math.isfinite(step) or step < 0 for step in config.lr_steps):
+        raise UsageError(f"--lr-steps must be epochs (at least 0), got {config.lr_steps}")
     if config.amp is not None and (config.amp not in ("bf16", "fp16") or not on_gpu):
-        raise DataError(f"--amp {config.amp} needs a CUDA device (and one of bf16, fp16)")
+        raise UsageError(f"--amp {config.amp} needs a CUDA device (and one of bf16, fp16)")
 
 
 class Schedule:
@@ -223,6 +315,9 @@ class Distributed:
             return cls()
         rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
         if torch.cuda.is_available():
+            if local_rank >= torch.cuda.device_count():
+                raise RuntimeError(f"local rank {local_rank} needs a CUDA device of its own, and this machine has "
+                                   f"{torch.cuda.device_count()}: start at most that many processes per node")
             torch.cuda.set_device(local_rank)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -267,30 +362,134 @@ def set_rng_state(state: dict, device: torch.device) -> None:
     random.setstate((saved["version"], tuple(saved["internal"]), saved["gauss"]))
 
 
+def temporary_path(path: Path) -> Path:
+    """Where ``path`` is written before it replaces the old file (a kill can leave it behind)."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(temporary)``, then replace ``path`` with it, so that a crash leaves the old file or the new one,
+    never a torn one. A failed write (disk full, read-only) removes the temporary file, leaves ``path`` as it was
+    and raises a one-line :class:`UsageError`."""
+    temporary = temporary_path(path)
+    try:
+        write(temporary)
+        with open(temporary, "rb") as file:  # on disk before it replaces the old file (power loss)
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as error:  # torch.save reports a failed write as a RuntimeError
+        temporary.unlink(missing_ok=True)
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
+        raise UsageError(f"cannot write {path}: {reason}; {path.name} is as it was") from None
+
+
 def save_atomic(state: dict, path: Path) -> None:
-    """Write ``path`` so that a crash leaves the old file or the new one, never a torn one."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    write_atomic(path, lambda temporary: torch.save(state, temporary))
 
 
 def copy_atomic(source: Path, destination: Path) -> None:
-    temporary = destination.with_name(f".{destination.name}.tmp")
-    shutil.copyfile(source, temporary)
-    os.replace(temporary, destination)
+    write_atomic(destination, lambda temporary: shutil.copyfile(source, temporary))
+
+
+def write_records_atomic(path: Path, records: list[dict]) -> None:
+    write_atomic(path, lambda temporary: temporary.write_text(records_text(records)))
+
+
+def read_records(path: Path, warn: Callable[[str], None]) -> list[dict]:
+    """The JSON records of a log, one a line. A torn last line (a crash or a full disk mid-write) is dropped with a
+    warning; a bad line before it is a :class:`DataError`."""
+    if not path.is_file():
+        return []
+    lines = path.read_text(errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise ValueError("not a record with a step")
+        except ValueError as error:
+            if any(rest.strip() for rest in lines[number:]):
+                raise DataError(f"{path} line {number} is not a log record ({error}); remove or fix it") from None
+            warn(f"dropped the torn last line of {path} (line {number}: {line[:40]!r}), written as the run stopped")
+            continue
+        records.append(record)
+    return records
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """``--resume PATH``: a checkpoint file, or a run folder (its checkpoint.pt)."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "checkpoint.pt").is_file():
+            raise UsageError(f"--resume {path} is a folder without a checkpoint.pt")
+        return path / "checkpoint.pt"
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} does not exist")
+    return path
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"checkpoint {path} does not exist")
+    path = checkpoint_path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a torn or foreign file: unpickling fails in many ways
-        raise DataError(f"cannot load checkpoint {path}: {type(error).__name__}: {error}") from None
+        raise UsageError(f"cannot load checkpoint {path}: {type(error).__name__}: {error}".splitlines()[0]) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"{path} is not a tritonnet training checkpoint")
+        raise UsageError(f"{path} is not a tritonnet training checkpoint")
     return state
+
+
+def records_text(records: list[dict]) -> str:
+    return "".join(json.dumps(record) + "\n" for record in records)
+
+
+@contextlib.contextmanager
+def output_errors(path: Path):
+    """An OSError writing ``path`` (read-only, disk full, a file where a folder should be) as a one-line
+    :class:`UsageError`."""
+    try:
+        yield
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def same_file(first: Path, second: Path) -> bool:
+    return first.exists() and second.exists() and os.path.samefile(first, second)
+
+
+def held_run_files(folder: Path) -> list[str]:
+    return [name for name in RUN_FILES if (folder / name).exists()]
+
+
+def output_folder(config: TrainConfig, resume: Path | None) -> Path:
+    """Where the run writes: ``--out``, else the resumed checkpoint's folder, else ``runs/<model>-<time>``."""
+    if config.out:
+        return Path(config.out)
+    if resume is not None:
+        return resume.parent
+    return Path("runs") / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_output_folder(out: Path, resume: Path | None, checkpoint: dict | None) -> None:
+    """Refuse to train where it would destroy a run's files: into another run's folder, or in place from a
+    checkpoint older than the folder's checkpoint.pt. Resuming into a new folder forks the run."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    if resume is not None and out.resolve() == resume.parent.resolve():
+        latest = out / "checkpoint.pt"
+        if latest.is_file() and not same_file(latest, resume):
+            latest_step = load_checkpoint(latest)["global_step"]
+            if latest_step > checkpoint["global_step"]:
+                raise UsageError(f"{resume} is at step {checkpoint['global_step']} but {latest} is at step "
+                                 f"{latest_step}: resuming here would destroy the later steps; fork it with --out "
+                                 f"NEW_FOLDER, or resume the latest with --resume {out}")
+        return
+    held = held_run_files(out)
+    if held:
+        raise UsageError(f"--out {out} already holds a run ({', '.join(held)}): continue it with --resume {out}, or "
+                         f"choose a new --out")
 
 
 def dropout_layers(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, float]]:
@@ -334,15 +533,12 @@ class Run:
     """One training (or evaluation) run: data, model, optimizer, schedule, position and outputs."""
 
     def __init__(self, config: TrainConfig, preset_name: str, distributed: Distributed, device: torch.device,
-                 console: Console, checkpoint: dict | None):
+                 console: Console, out: Path, resume: Path | None = None, checkpoint: dict | None = None):
+        """``resume``: the checkpoint file ``checkpoint`` was loaded from. When training, ``out`` has passed
+        :func:`check_output_folder`."""
         self.config, self.preset_name, self.distributed, self.device = config, preset_name, distributed, device
-        self.console = console
-        if config.out:
-            self.out = Path(config.out)
-        elif config.resume:
-            self.out = Path(config.resume).parent
-        else:
-            self.out = Path("runs") / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.console, self.out, self.resume = console, out, resume
+        self.memory_format = MEMORY_FORMATS[config.memory_format]
         self.data = build_data(config.data, INPUT_SIZES[config.model], device, config.seed,
                                train_subset=config.train_subset, val_subset=config.val_subset,
                                workers=config.workers, ten_crop=config.ten_crop, augment=config.augment,
@@ -353,6 +549,7 @@ class Run:
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         self.model = INITIALISATIONS[config.init](create_model(config.model, self.data.num_classes,
                                                                 dropout=config.dropout)).to(device)
+        self.model.to(memory_format=self.memory_format)
         self.dropouts = dropout_layers(self.model)
         torch.manual_seed(config.seed * 7919 + 1 + distributed.rank)  # each rank's own dropout stream
         np.random.seed(config.seed + distributed.rank)
@@ -372,6 +569,30 @@ class Run:
         self.stop_signal: str | None = None
         if checkpoint is not None:
             self.restore(checkpoint)
+        self.saved_step = self.position.global_step if checkpoint is not None else None  # what checkpoint.pt holds
+
+    def open_output(self) -> None:
+        """Before training: take the logs up to the resumed step (from the forked run's folder, or this one's, cut
+        back where a run died after logging past its checkpoint), remove the temporary files a kill left, and make
+        sure ``checkpoint.pt`` holds a state to resume from."""
+        source = self.resume.parent if self.resume is not None else self.out
+        in_place = self.resume is not None and source.resolve() == self.out.resolve()
+        self.history, self.trace = (self.read_log(source / name) for name in LOGS)
+        if self.distributed.main:
+            with output_errors(self.out):
+                self.out.mkdir(parents=True, exist_ok=True)
+                for name in RUN_FILES:
+                    temporary_path(self.out / name).unlink(missing_ok=True)
+            for name, records in zip(LOGS, (self.history, self.trace)):
+                path = self.out / name
+                if records or path.is_file():
+                    if not path.is_file() or path.read_text(errors="replace") != records_text(records):
+                        write_records_atomic(path, records)
+            best = source / "best.pt"
+            if not in_place and best.is_file() and load_checkpoint(best)["global_step"] <= self.position.global_step:
+                copy_atomic(best, self.out / "best.pt")  # the fork's best so far
+        if not in_place:  # a new run or a fork: resumable from its first step
+            self.save()
 
     # ----------------------------------------------------------------------------------------------- outputs
     def warn(self, message: str) -> None:
@@ -384,9 +605,10 @@ class Run:
 
     def log(self, record: dict, file_name: str = "metrics.jsonl") -> None:
         if self.distributed.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            with open(self.out / file_name, "a") as file:
-                file.write(json.dumps(record) + "\n")
+            with output_errors(self.out / file_name):
+                self.out.mkdir(parents=True, exist_ok=True)
+                with open(self.out / file_name, "a") as file:
+                    file.write(records_text([record]))
 
     def draw_curves(self) -> None:
         if not self.distributed.main or not self.history:
@@ -397,13 +619,13 @@ class Run:
 
         # Training curves from every loss check (train.jsonl), validation from every evaluation (metrics.jsonl).
         train = self.trace or self.history
-        plot.save(self.out / "curves.png", [
+        write_atomic(self.out / "curves.png", lambda temporary: plot.save(temporary, [
             plot.LineChart({"train loss": series(train, "train_loss"), "val loss": series(self.history, "val_loss")},
                            title="loss", xlabel="epoch", ylabel="cross-entropy"),
             plot.LineChart({"train top-1": series(train, "train_top1"), "val top-1": series(self.history, "val_top1"),
                             "val top-5": series(self.history, "val_top5")}, title="accuracy", xlabel="epoch",
                            ylabel="percent"),
-        ])
+        ]))
 
     # ------------------------------------------------------------------------------------------- checkpoints
     def state(self) -> dict:
@@ -422,20 +644,36 @@ class Run:
             "best_top1": self.best_top1,
             "rng": self.distributed.gather(rng_state(self.device)),
             "world_size": self.distributed.world_size,
-            "args": {**dataclasses.asdict(self.config), "preset": self.preset_name},
+            # The providers in use, whichever way they were chosen (--kernels, TRITONNET_KERNELS, the defaults).
+            "args": {**dataclasses.asdict(self.config), "preset": self.preset_name,
+                     "kernels": {op: tritonnet.provider_for(op) for op in tritonnet.available_kernels()}},
         }
 
     def save(self, improved: bool = False) -> None:
+        """checkpoint.pt (and best.pt when ``improved``), never with non-finite weights. best.pt goes first: a kill
+        between the two leaves checkpoint.pt older, and the resumed run evaluates and writes best.pt again."""
+        if not all(torch.isfinite(parameter).all() for parameter in self.model.parameters()):
+            raise NonFiniteLoss("the weights are no longer finite")
         state = self.state()  # on every rank: the RNG states are gathered
         if self.distributed.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_atomic(state, self.out / "checkpoint.pt")
+            latest = self.out / "checkpoint.pt"
             if improved:
-                copy_atomic(self.out / "checkpoint.pt", self.out / "best.pt")
+                save_atomic(state, self.out / "best.pt")
+                copy_atomic(self.out / "best.pt", latest)
+            else:
+                save_atomic(state, latest)
+        self.saved_step = self.position.global_step
 
     def restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            saved = state.get("args", {})
+            raise UsageError(f"cannot resume {self.resume}: it holds a {saved.get('model')} trained on "
+                             f"{saved.get('data') or 'Fashion-MNIST'}, which does not fit the {self.config.model} "
+                             f"for {self.data.num_classes} classes built here ({str(error).splitlines()[0][:120]})"
+                             ) from None
         if state["scaler"] is not None and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         self.schedule.load_state_dict(state["schedule"])
@@ -444,23 +682,11 @@ class Run:
         self.best_top1 = state["best_top1"]
         if len(state["rng"]) == self.distributed.world_size:
             set_rng_state(state["rng"][self.distributed.rank], self.device)
-        self.history = self.read_log("metrics.jsonl")
-        self.trace = self.read_log("train.jsonl")
 
-    def read_log(self, file_name: str) -> list[dict]:
-        """A log's records up to the restored step; rank 0 rewrites the file without the later ones (written after
-        the checkpoint by a run that then died), so the resumed run appends after the right record."""
-        path = self.out / file_name
-        if not path.is_file():
-            return []
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        records = [json.loads(line) for line in lines]
-        kept = [record for record in records if record["step"] <= self.position.global_step]
-        if len(kept) < len(records) and self.distributed.main:
-            tail = path.with_name(path.name + ".tmp")
-            tail.write_text("".join(json.dumps(record) + "\n" for record in kept))
-            os.replace(tail, path)
-        return kept
+    def read_log(self, path: Path) -> list[dict]:
+        """A log's records up to the restored step: later ones were written after the checkpoint by a run that
+        then died (:meth:`open_output` writes the log back without them)."""
+        return [record for record in read_records(path, self.warn) if record["step"] <= self.position.global_step]
 
     # ------------------------------------------------------------------------------------------- evaluation
     def autocast(self):
@@ -486,27 +712,34 @@ class Run:
                 continue
             with self.autocast():
                 if images.dim() == 5:  # ten crops: average the softmax over the crops
-                    logits = self.model(images.flatten(0, 1)).float()
+                    logits = self.model(self.laid_out(images.flatten(0, 1))).float()
                     probabilities = logits.softmax(dim=1).view(len(labels), images.shape[1], -1).mean(dim=1)
                     logits = probabilities.clamp_min(1e-12).log()
                     loss = torch.nn.functional.nll_loss(logits, labels, reduction="sum")
                 else:
-                    logits = self.model(images).float()
+                    logits = self.model(self.laid_out(images)).float()
                     loss = F.cross_entropy(logits, labels, reduction="sum")
             top1, top5 = accuracy_counts(logits, labels)
             sums += torch.stack([loss.double(), top1.double(), top5.double(), self.count(labels)])
         loss, top1, top5, images = self.distributed.sum(sums).tolist()
-        images = max(images, 1.0)
+        if images == 0:
+            raise DataError(f"none of the {self.data.val_size:,} validation images could be used "
+                            f"({self.data.corrupt_images():,} corrupt images skipped so far)")
         return {"val_loss": loss / images, "val_top1": 100.0 * top1 / images, "val_top5": 100.0 * top5 / images,
                 "val_images": int(images)}
 
     def evaluate_and_log(self, lr: float) -> dict:
-        """Evaluate, log one metrics record, feed the plateau schedule."""
+        """Evaluate, log one metrics record, feed the plateau schedule. A non-finite validation loss stops the run
+        before anything is written."""
         position, totals = self.position, self.position.totals
+        if totals.images == 0:
+            raise DataError(f"none of the {self.data.train_size:,} training images could be used in epoch "
+                            f"{position.epoch + 1} ({self.data.corrupt_images():,} corrupt images skipped)")
         record = {"epoch": round(position.global_step / self.steps_per_epoch, 4), "step": position.global_step,
-                  "train_loss": totals.loss / max(totals.images, 1),
-                  "train_top1": 100 * totals.correct / max(totals.images, 1)}
+                  "train_loss": totals.loss / totals.images, "train_top1": 100 * totals.correct / totals.images}
         record.update(self.evaluate())
+        if not math.isfinite(record["val_loss"]):
+            raise NonFiniteLoss(f"the validation loss became {record['val_loss']} at step {position.global_step}")
         record.update({"images_per_sec": totals.images / max(position.seconds, 1e-9), "lr": lr,
                        "corrupt_images": self.data.corrupt_images(), "time": time.time()})
         self.schedule.observe(record["val_top1"])
@@ -525,12 +758,16 @@ class Run:
         self.draw_curves()
 
     # --------------------------------------------------------------------------------------------- training
+    def laid_out(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch (N, C, H, W) in the model's memory format (--memory-format)."""
+        return images.contiguous(memory_format=self.memory_format)
+
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> torch.Tensor:
         """One optimizer step; returns (loss sum, top-1 hits, images) over the local batch, on the device."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self.autocast():
-            logits = self.trained(images)
+            logits = self.trained(self.laid_out(images))
             if len(labels):
                 loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
             else:  # every image of this rank's part was corrupt: join the gradient all-reduce with zeros
@@ -557,20 +794,22 @@ class Run:
                             TimeRemainingColumn(), console=self.console, disable=not self.distributed.main)
         previous_handlers = self.install_signal_handlers()
         try:
+            self.open_output()
             with progress:
                 task = progress.add_task("train", total=total_steps, completed=position.global_step,
                                          epoch=f"{position.epoch + 1}/{config.epochs}", stats="")
                 while position.global_step < total_steps and not self.stop_requested():
-                    status = self.train_epoch(progress, task, total_steps)
-                    if status is not None:
-                        return status
+                    self.train_epoch(progress, task, total_steps)
             if not self.stop_requested() and position.step > 0:  # cut short by --max-steps inside an epoch
                 self.save_after(self.evaluate_and_log(self.schedule.lr(position.epoch + position.step
                                                                        / self.steps_per_epoch)))
+            if self.stop_requested():
+                self.save()
+        except NonFiniteLoss as error:
+            return self.stop_on_nan(str(error))
         finally:
             self.restore_signal_handlers(previous_handlers)
         if self.stop_requested():
-            self.save()
             self.print(f"[bold]Stopped by {self.stop_signal}[/] at epoch {position.epoch + 1}, step {position.step} "
                        f"({position.global_step} steps in all). Saved {self.out / 'checkpoint.pt'}; continue with "
                        f"--resume {self.out / 'checkpoint.pt'}")
@@ -578,9 +817,8 @@ class Run:
         self.summary()
         return EXIT_OK
 
-    def train_epoch(self, progress: Progress, task, total_steps: int) -> int | None:
-        """Train until the end of the epoch, ``total_steps``, or a signal; evaluate and save at the epoch's end.
-        Returns an exit status to stop with, or None."""
+    def train_epoch(self, progress: Progress, task, total_steps: int) -> None:
+        """Train until the end of the epoch, ``total_steps``, or a signal; evaluate and save at the epoch's end."""
         config, position, distributed = self.config, self.position, self.distributed
         pending = torch.zeros(3, dtype=torch.float64, device=self.device)  # sums since the last check
         steps_pending, lr = 0, config.lr
@@ -599,11 +837,7 @@ class Run:
             last = position.step == self.steps_per_epoch or position.global_step >= total_steps
             if steps_pending < config.print_every and not last:
                 continue
-            # Check the loss (and whether any rank was signalled) before this step's weights are ever saved.
-            flag = torch.full((1,), 1.0 if self.stop_signal else 0.0, dtype=torch.float64, device=self.device)
-            loss_sum, correct, images_seen, stop = distributed.sum(torch.cat([pending, flag])).tolist()
-            if not math.isfinite(loss_sum):
-                return self.stop_on_nan(loss_sum, lr)
+            loss_sum, correct, images_seen, stop = self.check_losses(pending, lr)
             totals = position.totals
             totals.loss, totals.correct, totals.images = (totals.loss + loss_sum, totals.correct + correct,
                                                           totals.images + images_seen)
@@ -627,7 +861,19 @@ class Run:
             record = self.evaluate_and_log(self.schedule.lr(position.epoch + 1.0))
             position.epoch, position.step, position.totals, position.seconds = position.epoch + 1, 0, Totals(), 0.0
             self.save_after(record)
-        return None
+
+    def check_losses(self, pending: torch.Tensor, lr: float) -> tuple[float, float, float, float]:
+        """The one place where training losses are checked, before the weights of the steps since the last check
+        are ever saved: sums ``pending`` (loss sum, top-1 hits, images) and the stop flag over the ranks (the only
+        host sync of the loop) and raises :class:`NonFiniteLoss` for a NaN or infinite loss. Returns (loss sum,
+        hits, images, ranks signalled)."""
+        flag = torch.full((1,), 1.0 if self.stop_signal else 0.0, dtype=torch.float64, device=self.device)
+        loss_sum, correct, images_seen, stop = self.distributed.sum(torch.cat([pending, flag])).tolist()
+        if not math.isfinite(loss_sum):
+            position = self.position
+            raise NonFiniteLoss(f"the training loss became {loss_sum} in epoch {position.epoch + 1} by step "
+                                f"{position.step} (lr {lr:.4g})")
+        return loss_sum, correct, images_seen, stop
 
     def stop_requested(self) -> bool:
         """Whether any rank was signalled (all ranks agree, so they stop at the same step)."""
@@ -637,12 +883,12 @@ class Run:
                 self.stop_signal = "a signal to another rank"
         return self.stop_signal is not None
 
-    def stop_on_nan(self, loss_sum: float, lr: float) -> int:
-        position, checkpoint = self.position, self.out / "checkpoint.pt"
-        kept = (f"the last good checkpoint, {checkpoint}, is unchanged" if checkpoint.is_file()
-                else "no checkpoint had been written yet")
-        self.print(f"[bold red]error:[/] the training loss became {loss_sum} in epoch {position.epoch + 1} by step "
-                   f"{position.step} (lr {lr:.4g}); stopping. {kept}. Try a lower --lr or a longer --warmup-epochs.")
+    def stop_on_nan(self, reason: str) -> int:
+        checkpoint = self.out / "checkpoint.pt"
+        kept = (f"the last checkpoint, {checkpoint} (step {self.saved_step}), is unchanged"
+                if self.saved_step is not None and checkpoint.is_file() else "no checkpoint had been written yet")
+        self.print(f"[bold red]error:[/] {reason}; stopping before anything is written. {kept}. Try a lower --lr or "
+                   f"a longer --warmup-epochs.")
         return EXIT_NAN
 
     def summary(self) -> None:
@@ -705,7 +951,8 @@ def describe(run: Run) -> None:
     parameters = sum(parameter.numel() for parameter in run.model.parameters())
     size = INPUT_SIZES[config.model]
     init = {"model": "its own initialisation", "paper": "the paper's initialisation", "he": "He initialisation"}
-    run.print(f"model: {config.model} ({parameters:,} parameters, {size}x{size} input, {init[config.init]})")
+    run.print(f"model: {config.model} ({parameters:,} parameters, {size}x{size} input, {init[config.init]}, "
+              f"{config.memory_format} memory format)")
     schedule = {"step": f"divided by 10 at epochs {', '.join(f'{step:g}' for step in config.lr_steps) or '(none)'}",
                 "plateau": f"divided by 10 after {config.patience} evaluations without a better top-1",
                 "cosine": "cosine decay to 0"}[config.schedule]
@@ -732,30 +979,37 @@ def train(config: TrainConfig, explicit: set[str] = frozenset(), console: Consol
         return EXIT_USAGE
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda", distributed.local_rank) if on_gpu else torch.device("cpu")
+    notes: list[str] = []  # printed once the run is accepted, so that an error is the only line
     try:
-        checkpoint = load_checkpoint(config.resume) if config.resume else None
-        config, preset_name = resolve(config, on_gpu, checkpoint["args"] if checkpoint else None, explicit)
+        resume = checkpoint_path(config.resume) if config.resume else None
+        checkpoint = load_checkpoint(resume) if resume else None
+        config, preset_name = resolve(config, on_gpu, checkpoint["args"] if checkpoint else None, explicit,
+                                      notes.append)
         check_config(config, distributed.world_size, on_gpu)
-        choices = config.kernels or {}
-        if isinstance(choices, str):
-            try:
-                choices = tritonnet.parse_kernels(choices)
+        out = output_folder(config, resume)
+        if not config.evaluate:
+            check_output_folder(out, resume, checkpoint)
+        with contextlib.ExitStack() as kernels:
+            try:  # a checkpoint may name a provider this installation lacks
+                kernels.enter_context(tritonnet.use_kernels(**config.kernels))
             except ValueError as error:
-                raise DataError(str(error)) from None
-        with tritonnet.use_kernels(**choices):
-            run = Run(config, preset_name, distributed, device, console, checkpoint)
+                raise UsageError(str(error)) from None
+            run = Run(config, preset_name, distributed, device, console, out, resume, checkpoint)
+            for message in notes:
+                run.print(f"note: {message}")
             describe(run)
             if not config.evaluate:
                 return run.train()
+            # Evaluating writes into no training run's files: one record appended to evaluate.jsonl.
             record = {"epoch": round(run.position.global_step / run.steps_per_epoch, 4),
-                      "step": run.position.global_step, "checkpoint": config.resume, **run.evaluate(),
-                      "time": time.time()}
+                      "step": run.position.global_step, "checkpoint": str(resume) if resume else None,
+                      **run.evaluate(), "time": time.time()}
             run.log(record, "evaluate.jsonl")
-            run.print(f"evaluated {config.resume or 'the untrained model'}: val loss {record['val_loss']:.4f}, top-1 "
+            run.print(f"evaluated {resume or 'the untrained model'}: val loss {record['val_loss']:.4f}, top-1 "
                       f"{record['val_top1']:.2f}%, top-5 {record['val_top5']:.2f}% over {record['val_images']:,} "
                       f"images (logged to {run.out / 'evaluate.jsonl'})")
             return EXIT_OK
-    except DataError as error:
+    except (UsageError, DataError) as error:
         console.print(f"error: {error}", highlight=False)
         return EXIT_USAGE
     finally:
@@ -797,7 +1051,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--augment", action=argparse.BooleanOptionalAction, help="random crops (shifts), flips and PCA lighting "
         "when training (default: on; off in the CPU demo)")
     add("--ten-crop", action="store_true", help="evaluate image folders on 10 crops, averaging the softmax")
-    add("--train-subset", type=int, metavar="N", help="train on the first N images (default: all; 1,792 in the CPU demo)")
+    add("--train-subset", type=int, metavar="N", help="train on the first N images (default: all; 1,792 in the CPU "
+        "demo)")
     add("--val-subset", type=int, metavar="N", help="evaluate on the first N images (default: all; 1,000 on a CPU)")
     add("--max-steps", type=int, metavar="N", help="stop after N optimizer steps in all (then evaluate and save)")
     add("--seed", type=int, default=0, help="(default: 0)")
@@ -805,8 +1060,12 @@ def build_parser() -> argparse.ArgumentParser:
         "value is given)")
     add("-j", "--workers", type=int, default=4, help="DataLoader workers decoding image folders (default: 4)")
     add_kernels_argument(parser)
-    add("--out", metavar="DIR", help="output folder (default: runs/<model>-<time>, or the resumed checkpoint's)")
-    add("--resume", metavar="PATH", help="continue from this checkpoint (with --evaluate: evaluate it)")
+    add("--memory-format", choices=sorted(MEMORY_FORMATS), help="layout of the model's weights and input batches "
+        "(default: channels_last on a GPU, contiguous on a CPU)")
+    add("--out", metavar="DIR", help="output folder, refused when it holds another run (default: runs/<model>-<time>, "
+        "or the resumed checkpoint's; a new one forks the resumed run)")
+    add("--resume", metavar="PATH", help="continue from this checkpoint, or a run folder's checkpoint.pt (with "
+        "--evaluate: evaluate it); a checkpoint older than its folder's checkpoint.pt needs a new --out")
     add("--evaluate", action="store_true", help="evaluate on the validation set only, and log it")
     add("--print-every", type=int, metavar="STEPS", help="steps between loss checks and progress updates "
         "(default: 1 on a CPU, 20 on a GPU)")

@@ -80,7 +80,11 @@ def build_data(source: str | None, input_size: int, device: torch.device, seed: 
                val_subset: int | None = None, workers: int = 4, ten_crop: bool = False,
                augment: bool = True, warn: Callable[[str], None] | None = None) -> Data:
     """The data for ``--data``: None (Fashion-MNIST: the full set when installed, else the shipped slice),
-    ``"synthetic"``, a folder of IDX files, or an ImageNet-style folder."""
+    ``"synthetic"``, a folder of IDX files, or an ImageNet-style folder. ``train_subset`` and ``val_subset``, when
+    given, keep the first N images (N at least 1)."""
+    for name, subset in (("train_subset", train_subset), ("val_subset", val_subset)):
+        if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
+            raise ValueError(f"{name} must be a positive number of images or None, got {subset!r}")
     if source == "synthetic":
         return synthetic_data(input_size, device, seed, train_subset=train_subset, val_subset=val_subset)
     if source is None or find_idx_files(source) is not None:

@@ -19,6 +19,7 @@ model's input (227 for alexnet), 3 channels, normalised with the training set's 
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -47,7 +48,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:  # a torn or corrupt gzip stream raises any of these
         raise DataError(f"cannot read IDX file {path}: {error}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataError(f"{path} is not an IDX file (bad magic number)")
@@ -107,13 +108,35 @@ def _idx_source(directory: str | Path | None) -> tuple[dict[str, Path], str]:
     raise DataError(f"the Fashion-MNIST slice is missing from {SHIPPED_DIR} (reinstall tritonnet)")
 
 
-def _images_and_labels(images_path: Path, labels_path: Path, subset: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _images_and_labels(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise DataError(f"{images_path} and {labels_path} do not hold matching images (N, H, W) and labels (N,)")
-    if subset is not None:
-        images, labels = images[:subset], labels[:subset]
+    if len(images) == 0:
+        raise DataError(f"{images_path} holds no images")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{labels_path} holds {labels.dtype} labels; class indices must be integers")
+    if labels.min() < 0:
+        index = int(np.argmin(labels))
+        raise DataError(f"{labels_path} holds the negative label {labels[index]} (image {index}); class indices "
+                        f"are 0, 1, ...")
     return images, labels.astype(np.int64)
+
+
+def count_classes(train_labels: np.ndarray, train_path: Path, test_labels: np.ndarray, test_path: Path) -> int:
+    """The number of classes K: labels are the class indices 0..K-1, each of them held by some training image
+    (a gap, such as a stray 255 among 0-9, would silently add classes no image teaches)."""
+    present = np.bincount(train_labels)
+    missing = np.flatnonzero(present == 0)
+    if len(missing):
+        raise DataError(f"{train_path} has labels up to {len(present) - 1} but no training image of class "
+                        f"{missing[0]}{f' (nor of {len(missing) - 1} more)' if len(missing) > 1 else ''}: labels "
+                        f"must be the class indices 0..K-1")
+    if test_labels.max() >= len(present):
+        index = int(np.argmax(test_labels))
+        raise DataError(f"{test_path} holds the label {test_labels[index]} (image {index}), but the training labels "
+                        f"are 0..{len(present) - 1}")
+    return len(present)
 
 
 def shape_batch(images: torch.Tensor, input_size: int, mean: float, std: float,
@@ -182,9 +205,10 @@ def fashion_mnist_data(directory: str | Path | None, input_size: int, device: to
     """Fashion-MNIST (or any IDX set of 28x28 grey images) from ``directory``, or found as the module docstring
     says, held on ``device``."""
     files, source = _idx_source(directory)
-    train = _images_and_labels(files["train_images"], files["train_labels"], train_subset)
-    test = _images_and_labels(files["test_images"], files["test_labels"], val_subset)
-    num_classes = int(max(train[1].max(), test[1].max())) + 1
+    train = _images_and_labels(files["train_images"], files["train_labels"])
+    test = _images_and_labels(files["test_images"], files["test_labels"])
+    num_classes = count_classes(train[1], files["train_labels"], test[1], files["test_labels"])
+    train, test = tuple(part[:train_subset] for part in train), tuple(part[:val_subset] for part in test)
     description = (f"Fashion-MNIST from {source}: {len(train[0]):,} training images, {len(test[0]):,} held-out test "
                    f"images, {num_classes} classes")
 

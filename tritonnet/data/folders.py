@@ -178,7 +178,8 @@ def folder_data(root: str | Path, input_size: int, device: torch.device, seed: i
     def val_batches(batch_size: int, rank: int, world_size: int) -> Iterator[Batch]:
         share = -(-len(val_samples) // world_size)
         mine = range(rank * share, min(len(val_samples), (rank + 1) * share))
-        batches = [[(index, 0) for index in mine[start:start + batch_size]] for start in range(0, len(mine), batch_size)]
+        batches = [[(index, 0) for index in mine[start:start + batch_size]]
+                   for start in range(0, len(mine), batch_size)]
         yield from load(val_set, batches)
 
     description = (f"image folders {root}: {len(train_samples):,} training and {len(val_samples):,} validation "
