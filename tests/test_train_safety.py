@@ -356,3 +356,18 @@ def test_a_torchrun_rank_without_a_gpu_of_its_own_is_one_line(monkeypatch, capsy
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert main(TINY) == EXIT_USAGE
     one_line_error(capsys, "local rank 1 needs a CUDA device of its own, and this machine has 1")
+
+
+def test_bad_labels_found_on_the_device_stop_as_a_data_error(monkeypatch):
+    """On a GPU cross_entropy leaves its verdict on bad class indices for the loop's loss checks: they surface as a
+    one-line DataError naming the labels, not as the NaN loss they caused."""
+    from tritonnet import train
+
+    def deferred():
+        raise ValueError("target held 1 class index in [12, 12] outside [0, 10)")
+
+    monkeypatch.setattr(train, "raise_deferred_target_errors", deferred)
+    with pytest.raises(train.DataError, match=r"labels do not fit the model: target held 1 class index"):
+        train.raise_bad_targets()
+    monkeypatch.setattr(train, "raise_deferred_target_errors", lambda: None)
+    train.raise_bad_targets()

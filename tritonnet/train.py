@@ -63,6 +63,7 @@ from tritonnet.cli import add_kernels_argument, describe_kernels
 from tritonnet.data import DataError, build_data, find_idx_files
 from tritonnet.models import MODELS, create_model, he_init, paper_init
 from tritonnet.nn import Linear
+from tritonnet.ops.cross_entropy import raise_deferred_target_errors
 
 CHECKPOINT_FORMAT = 1
 EXIT_OK, EXIT_NAN, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -77,6 +78,16 @@ LOGS = ("metrics.jsonl", "train.jsonl")
 class UsageError(Exception):
     """A configuration the run cannot follow (a bad flag, a checkpoint that does not fit, an output folder that
     cannot be written): shown as one line, exit status 2. Bad data is a :class:`DataError`."""
+
+
+def raise_bad_targets() -> None:
+    """On a GPU, cross_entropy checks class indices on the device and leaves the verdict for a host sync; the loop's
+    loss checks are those syncs. A bad label in the data is a :class:`DataError` (its loss was NaN, so this runs
+    before the NaN check to give the real cause)."""
+    try:
+        raise_deferred_target_errors()
+    except ValueError as error:
+        raise DataError(f"the labels do not fit the model: {error}") from None
 
 
 class NonFiniteLoss(Exception):
@@ -738,6 +749,7 @@ class Run:
         record = {"epoch": round(position.global_step / self.steps_per_epoch, 4), "step": position.global_step,
                   "train_loss": totals.loss / totals.images, "train_top1": 100 * totals.correct / totals.images}
         record.update(self.evaluate())
+        raise_bad_targets()
         if not math.isfinite(record["val_loss"]):
             raise NonFiniteLoss(f"the validation loss became {record['val_loss']} at step {position.global_step}")
         record.update({"images_per_sec": totals.images / max(position.seconds, 1e-9), "lr": lr,
@@ -869,6 +881,7 @@ class Run:
         hits, images, ranks signalled)."""
         flag = torch.full((1,), 1.0 if self.stop_signal else 0.0, dtype=torch.float64, device=self.device)
         loss_sum, correct, images_seen, stop = self.distributed.sum(torch.cat([pending, flag])).tolist()
+        raise_bad_targets()
         if not math.isfinite(loss_sum):
             position = self.position
             raise NonFiniteLoss(f"the training loss became {loss_sum} in epoch {position.epoch + 1} by step "
