@@ -910,7 +910,6 @@ def _interpreter_weight_grad_tiles(pixels: int, out_channels: int, window: int) 
     return block_pixels, block_columns, block_window
 
 
-
 # ------------------------------------------------------------------------------------------------ GPU compile check
 
 # How typical launches specialise: the flat walk serves NCHW tensors with few channels (conv1: unit width strides,

@@ -49,7 +49,8 @@ import triton.language as tl
 from kernels.dropout import dropout_keep
 from kernels.gpu_compile import CompileCase, kernel_parameters
 from kernels.relu import relu, relu_gradient
-from kernels.runtime import INTERPRET, autotune, autotune_bucket, check_device, check_dot_dtype, gpu_configs, interpreter_block
+from kernels.runtime import (INTERPRET, autotune, autotune_bucket, check_device, check_dot_dtype, gpu_configs,
+                             interpreter_block)
 
 # Interpreter tiles: a whole dimension where it fits (the CPU training demo runs these layers in the interpreter).
 INTERPRETER_TILE = 512

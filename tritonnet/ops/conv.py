@@ -2,9 +2,12 @@
 
 The "triton" provider runs all three passes in Triton (kernels/conv.py): the forward with bias and ReLU fused, the
 input gradient and the weight gradient (bias gradient fused) as implicit GEMMs, with ReLU's mask read from the saved
-output inside the gradient kernels. NCHW and channels-last inputs both run natively (the kernels take strides; the
-output keeps the input's memory format, as torch's does); other layouts are made contiguous first. On a GPU
-channels-last is the fast layout (its channel chunks load as vectors; see kernels/conv.py). 3-D (unbatched) input
+output inside the gradient kernels. NCHW and channels-last inputs both run natively, and the weight and bias are read
+in whatever layout they come (the kernels take strides; no launch copies them); other input layouts are made
+contiguous first. The output and input gradient come back channels-last when the input or the weight is, as
+torch's do, and the weight gradient in the weight's format. On a GPU channels-last is the fast layout (input and
+weight channels-last, as ``model.to(memory_format=torch.channels_last)`` leaves a net: channel chunks load as
+vectors; see kernels/conv.py). The backward refuses ``create_graph=True`` (see Conv2dFunction). 3-D (unbatched) input
 works as in torch. Any stride, padding (per side, so padding='same' with even kernels works), dilation and
 groups; fp32, fp16, bf16 on GPU, and fp64 in the interpreter (where bf16 runs in fp32). Under torch.autocast
 the operands are cast as torch's conv2d's are (see _precision.py).
