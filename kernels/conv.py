@@ -15,7 +15,8 @@ with a masked load. Out-of-image taps (padding) read as zero.
 
 Groups are grid dimension 1: group g multiplies in_channels [g*C_in/G, (g+1)*C_in/G) by out_channels
 [g*C_out/G, (g+1)*C_out/G). ReLU's backward is fused: the gradient kernels load the saved output beside the output
-gradient and use ``grad * (output > 0)`` (the prologue), so no masked gradient is ever written out (on a GPU).
+gradient and zero it where ``output <= 0`` (the prologue, kernels/relu.py), so no masked gradient is ever written
+out (on a GPU).
 
 Two ways to walk the (channel, kh, kw) reduction, chosen per launch with ``CHANNELS_INNER``:
   * flat: chunks of BLOCK_WINDOW consecutive (channel, kh, kw) indices, the weight's own order. Right for few
@@ -25,13 +26,16 @@ Two ways to walk the (channel, kh, kw) reduction, chosen per launch with ``CHANN
     so bounds checks are per row ([BLOCK_PIXELS, 1]) and an element costs one pointer add. Used on a GPU when the
     channels come in whole 16-wide chunks (conv2-5).
 The interpreter picks the walk that pads the reduction less (the weight gradient always walks flat), and its tile
-sizes from a cost model of loop steps and gathered elements (see use_channels_inner and _interpreter_tiles). It
-also applies ReLU's mask once, before the gradient kernels (FUSE_RELU_GRADIENT).
+sizes from a cost model of loop steps and gathered elements, and applies ReLU's mask once, before the gradient
+kernels: the "interpreter-only" section at the end, chosen by ``runtime.ALGORITHMS`` through the launch functions'
+``walk_by_padding`` and ``separate_relu_gradient`` keywords.
 
-Layouts: NCHW and channels-last tensors both run natively (every stride is an argument). On a GPU channels-last is
-the fast one: with the channels-inner walk a chunk of channels is then contiguous in the input, the output gradient
-and (the launch makes it so) the weight, so loads vectorise and pipeline; in NCHW every im2col element is its own
-load.
+Layouts: NCHW and channels-last tensors both run natively (every stride is an argument, the weight's and bias's
+too: no launch copies them). On a GPU channels-last is the fast one: with the channels-inner walk a chunk of
+channels is then contiguous in the input, the output gradient and a channels-last weight (as
+``model.to(memory_format=torch.channels_last)`` leaves it), so loads vectorise and pipeline; in NCHW every im2col
+element is its own load. Outputs and gradients come back in the formats torch returns: the input's for the output
+and the input gradient, the weight's for the weight gradient.
 
 Input gradient with stride > 1, without zero insertion: input row ih receives gradient from kernel tap kh only
 when ``ih + padding - kh * dilation`` is a multiple of stride. Input rows are split into "phases" by which taps
@@ -60,7 +64,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import INTERPRET, INTERPRETER_MAX_BLOCK, autotune, check_dot_dtype, interpreter_block
+from kernels.relu import relu, relu_gradient
+from kernels.runtime import (ALGORITHMS, INTERPRET, INTERPRETER_MAX_BLOCK, autotune, autotune_bucket, check_dot_dtype,
+                             gpu_configs, interpreter_block)
 
 INT32_LIMIT = 2 ** 31 - INTERPRETER_MAX_BLOCK  # headroom: a tile's last index must not wrap either
 
@@ -110,10 +116,6 @@ def _inside(row_h, row_w, row_valid, column_h, column_w, column_valid, height, w
     return rows & column_valid[None, :]
 
 
-def _configs(tiles: list[tuple[int, int, int, int, int]], names: tuple[str, str, str]) -> list[triton.Config]:
-    return [triton.Config(dict(zip(names, tile[:3])), num_warps=tile[3], num_stages=tile[4]) for tile in tiles]
-
-
 GATHER_TILE = 64 * 64 * 16  # rows x columns x chunk: the tile for gathered loads (the last of each tile list)
 EXACT_FP32_TILE = 64 * 64 * 32
 
@@ -126,7 +128,7 @@ def _tiles_for_launch(configs, named_args, **kwargs):
     one that keeps them in registers without spilling."""
     data = next(value for value in named_args.values() if isinstance(value, torch.Tensor))
     contiguous = kwargs.get("CHANNELS_INNER") and all(value == 1 for name, value in named_args.items()
-                                                      if name.endswith("_channel_stride"))
+                                                      if name in OPERAND_CHANNEL_STRIDES)
     gather = [config for config in configs if math.prod(config.kwargs.values()) <= GATHER_TILE]
     if not contiguous:
         return gather
@@ -134,6 +136,10 @@ def _tiles_for_launch(configs, named_args, **kwargs):
     return [config for config in configs if config not in gather and math.prod(config.kwargs.values()) <= largest]
 
 
+# The strides whose being 1 makes a channel chunk a run of memory in every operand of a tl.dot (the partial sums
+# of the weight gradient are written once per program and do not count).
+OPERAND_CHANNEL_STRIDES = ("input_channel_stride", "weight_channel_stride", "output_channel_stride",
+                           "grad_channel_stride", "grad_input_channel_stride")
 PRUNE = {"early_config_prune": _tiles_for_launch}
 
 
@@ -151,11 +157,13 @@ PRUNE = {"early_config_prune": _tiles_for_launch}
 FORWARD_TILES = [(128, 128, 32, 8, 3), (64, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 64, 32, 8, 3),
                  (64, 64, 16, 8, 3)]
 FORWARD_BLOCKS = ("BLOCK_PIXELS", "BLOCK_OUT_CHANNELS", "BLOCK_WINDOW")
+FORWARD_CONFIGS = gpu_configs(FORWARD_BLOCKS, FORWARD_TILES)
 
 
-@autotune(configs=_configs(FORWARD_TILES, FORWARD_BLOCKS),
-          key=["in_channels_per_group", "out_channels_per_group", "pixels", "height", "width", "KERNEL_H",
-               "KERNEL_W", "CHANNELS_INNER", "INPUT_PRECISION", "input_channel_stride"], prune_configs_by=PRUNE)
+@autotune(configs=FORWARD_CONFIGS,
+          key=["in_channels_per_group", "out_channels_per_group", "pixels_bucket", "height", "width", "KERNEL_H",
+               "KERNEL_W", "CHANNELS_INNER", "INPUT_PRECISION", "input_channel_stride", "weight_channel_stride"],
+          prune_configs_by=PRUNE)
 @triton.jit
 def conv2d_forward_kernel(
     input_pointer, weight_pointer, bias_pointer, output_pointer,
@@ -164,13 +172,15 @@ def conv2d_forward_kernel(
     out_channels_per_group,  # C_out / groups
     out_height, out_width,  # output image size
     pixels,  # batch x out_height x out_width: the GEMM's rows
+    pixels_bucket,  # pixels rounded up to a power of two: the autotuner's key only (see autotune_bucket)
     stride_h, stride_w, padding_top, padding_left, dilation_h, dilation_w,
     input_batch_stride, input_channel_stride, input_height_stride, input_width_stride,  # in elements
-    weight_out_stride, weight_channel_stride, weight_height_stride, weight_width_stride,  # contiguous unless inner
+    weight_out_stride, weight_channel_stride, weight_height_stride, weight_width_stride,  # any layout
+    bias_stride,  # bias's stride (0 for an expanded bias)
     output_batch_stride, output_channel_stride, output_height_stride, output_width_stride,
     KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr,  # the weight's window
     HAS_BIAS: tl.constexpr,  # add bias[out_channel] to the accumulator
-    APPLY_RELU: tl.constexpr,  # store max(., 0) (NaN stays NaN, as torch)
+    APPLY_RELU: tl.constexpr,  # store relu(.) (NaN stays NaN, as torch)
     CHANNELS_INNER: tl.constexpr,  # reduction walk: window taps outside, channels inside (else flat, see module doc)
     CHECK_BOUNDS: tl.constexpr,  # some padding: taps may fall outside the image (without padding they never do)
     INPUT_PRECISION: tl.constexpr,  # tl.dot's input_precision for fp32: "ieee" or "tf32"
@@ -202,19 +212,17 @@ def conv2d_forward_kernel(
         patch = tl.load(input_rows[:, None] + input_columns[None, :], other=0.0,
                         mask=_inside(top, left, pixel < pixels, tap_h, tap_w, window_valid, height, width,
                                      CHECK_BOUNDS))
-        if CHANNELS_INNER:
-            weight_columns = channel * weight_channel_stride + kh * weight_height_stride + kw * weight_width_stride
-        else:  # the weight is contiguous, so a flat chunk is a run of memory (and the compiler can see it)
-            weight_columns = step * BLOCK_WINDOW + tl.arange(0, BLOCK_WINDOW)
+        weight_columns = channel * weight_channel_stride + kh * weight_height_stride + kw * weight_width_stride
         weight = tl.load(weight_pointer + weight_rows[None, :] + weight_columns[:, None],
                          mask=window_valid[:, None] & out_channel_valid[None, :], other=0.0)
         accumulator = tl.dot(patch, weight, accumulator, input_precision=INPUT_PRECISION, out_dtype=ACCUMULATOR)
 
     if HAS_BIAS:
-        bias = tl.load(bias_pointer + group * out_channels_per_group + out_channel, mask=out_channel_valid, other=0.0)
+        bias = tl.load(bias_pointer + (group * out_channels_per_group + out_channel) * bias_stride,
+                       mask=out_channel_valid, other=0.0)
         accumulator += bias.to(ACCUMULATOR)[None, :]
     if APPLY_RELU:
-        accumulator = tl.where(accumulator < 0, 0.0, accumulator)
+        accumulator = relu(accumulator)
     pixel = first_pixel + tl.arange(0, BLOCK_PIXELS)  # decoded again: nothing of it stays live in the loop
     output_rows = ((pixel // (out_height * out_width)).to(tl.int64) * output_batch_stride
                    + (pixel // out_width) % out_height * output_height_stride + pixel % out_width * output_width_stride)
@@ -236,18 +244,21 @@ def conv2d_forward_kernel(
 INPUT_GRAD_TILES = [(128, 128, 32, 8, 3), (64, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 64, 32, 8, 3),
                     (64, 64, 16, 8, 3)]
 INPUT_GRAD_BLOCKS = ("BLOCK_PIXELS", "BLOCK_IN_CHANNELS", "BLOCK_WINDOW")
+INPUT_GRAD_CONFIGS = gpu_configs(INPUT_GRAD_BLOCKS, INPUT_GRAD_TILES)
 # Per axis of a phase: first input row, rows, first kernel tap, taps, output row read by tap 0 at the first row.
 PHASE_FIELDS = tl.constexpr(5)
 
 
-@autotune(configs=_configs(INPUT_GRAD_TILES, INPUT_GRAD_BLOCKS),
-          key=["in_channels_per_group", "out_channels_per_group", "batch", "height", "width", "KERNEL_H", "KERNEL_W",
-               "CHANNELS_INNER", "INPUT_PRECISION", "grad_channel_stride"], prune_configs_by=PRUNE)
+@autotune(configs=INPUT_GRAD_CONFIGS,
+          key=["in_channels_per_group", "out_channels_per_group", "batch_bucket", "height", "width", "KERNEL_H",
+               "KERNEL_W", "CHANNELS_INNER", "INPUT_PRECISION", "grad_channel_stride", "weight_channel_stride"],
+          prune_configs_by=PRUNE)
 @triton.jit
 def conv2d_input_grad_kernel(
     grad_output_pointer, output_pointer, weight_pointer, grad_input_pointer,
     phase_pointer,  # int32 (phases, 2 * PHASE_FIELDS): for each launched phase, the h fields then the w fields
     batch, in_channels_per_group, height, width, out_channels_per_group, out_height, out_width,
+    batch_bucket,  # batch rounded up to a power of two: the autotuner's key only (see autotune_bucket)
     phases,  # launched phases (grid dimension 1 is group x phase)
     stride_h, stride_w,  # the rows of one phase are stride apart
     tap_step_h, tap_step_w,  # kernel taps reaching one phase are this far apart: stride / gcd(stride, dilation)
@@ -256,7 +267,7 @@ def conv2d_input_grad_kernel(
     weight_out_stride, weight_channel_stride, weight_height_stride, weight_width_stride,
     grad_input_batch_stride, grad_input_channel_stride, grad_input_height_stride, grad_input_width_stride,
     KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr,  # the weight's window
-    RELU_MASK: tl.constexpr,  # the forward applied ReLU: use grad_output * (output > 0)
+    RELU_MASK: tl.constexpr,  # the forward applied ReLU: use relu_gradient(grad_output, output)
     CHANNELS_INNER: tl.constexpr,  # reduction walk: taps outside, out channels inside (else flat)
     INPUT_PRECISION: tl.constexpr, ACCUMULATOR: tl.constexpr,
     BLOCK_PIXELS: tl.constexpr, BLOCK_IN_CHANNELS: tl.constexpr, BLOCK_WINDOW: tl.constexpr,
@@ -303,7 +314,7 @@ def conv2d_input_grad_kernel(
         gradient = tl.load((grad_output_pointer + grad_rows)[:, None] + grad_columns[None, :], mask=mask, other=0.0)
         if RELU_MASK:
             output = tl.load((output_pointer + grad_rows)[:, None] + grad_columns[None, :], mask=mask, other=0.0)
-            gradient = tl.where(output > 0, gradient, 0.0)
+            gradient = relu_gradient(gradient, output)
         kh = first_tap_h + tap_h * tap_step_h
         kw = first_tap_w + tap_w * tap_step_w
         weight_rows = out_channel * weight_out_stride + kh * weight_height_stride + kw * weight_width_stride
@@ -325,7 +336,8 @@ def conv2d_input_grad_kernel(
 # ------------------------------------------------------------------------------------------------ weight gradient
 
 # GPU tiles, (BLOCK_OUT_CHANNELS, BLOCK_WINDOW, BLOCK_PIXELS, warps, stages): rows are the out channels of one
-# group, columns (in channel, kh, kw), the reduction batch x output pixels, split over grid dimension 1 (_splits).
+# group, columns (in channel, kh, kw), the reduction batch x output pixels, split over grid dimension 1
+# (weight_grad_splits).
 #   128x128x32: conv3-5 (384/192/128 out channels; 256/192 in channels x 9 taps).
 #   128x64x32:  conv2 (128 out channels per group; 48 in channels x 25 taps in 64-wide column tiles).
 #   64x128x32:  fewer out channels, wide windows.
@@ -334,25 +346,29 @@ def conv2d_input_grad_kernel(
 WEIGHT_GRAD_TILES = [(128, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3), (64, 64, 32, 8, 3),
                      (64, 64, 16, 8, 3)]
 WEIGHT_GRAD_BLOCKS = ("BLOCK_OUT_CHANNELS", "BLOCK_WINDOW", "BLOCK_PIXELS")
+WEIGHT_GRAD_CONFIGS = gpu_configs(WEIGHT_GRAD_BLOCKS, WEIGHT_GRAD_TILES)
 
 
-@autotune(configs=_configs(WEIGHT_GRAD_TILES, WEIGHT_GRAD_BLOCKS),
-          key=["in_channels_per_group", "out_channels_per_group", "pixels_per_split", "height", "width", "KERNEL_H",
-               "KERNEL_W", "CHANNELS_INNER", "INPUT_PRECISION", "input_channel_stride"], prune_configs_by=PRUNE)
+@autotune(configs=WEIGHT_GRAD_CONFIGS,
+          key=["in_channels_per_group", "out_channels_per_group", "pixels_bucket", "height", "width", "KERNEL_H",
+               "KERNEL_W", "CHANNELS_INNER", "INPUT_PRECISION", "input_channel_stride", "grad_channel_stride"],
+          prune_configs_by=PRUNE)
 @triton.jit
 def conv2d_weight_grad_kernel(
     input_pointer, grad_output_pointer, output_pointer,
-    weight_partials_pointer,  # (splits, C_out, C_in/G * kH * kW) in the accumulator type
-    bias_partials_pointer,  # (splits, C_out) in the accumulator type, when HAS_BIAS
+    weight_partials_pointer,  # (splits, C_out, C_in/G, kH, kW) in the accumulator type, strides below
+    bias_partials_pointer,  # (splits, C_out) contiguous, in the accumulator type, when HAS_BIAS
     in_channels_per_group, height, width, out_channels, out_channels_per_group, out_height, out_width,
-    pixels,  # batch x out_height x out_width: the reduction
-    pixels_per_split,  # split s sums pixels [s * pixels_per_split, (s + 1) * pixels_per_split)
+    pixels,  # batch x out_height x out_width: the reduction, split evenly over grid dimension 1
+    pixels_bucket,  # pixels rounded up to a power of two: the autotuner's key only (see autotune_bucket)
     stride_h, stride_w, padding_top, padding_left, dilation_h, dilation_w,
     input_batch_stride, input_channel_stride, input_height_stride, input_width_stride,
     grad_batch_stride, grad_channel_stride, grad_height_stride, grad_width_stride,  # grad_output's (= output's)
+    partials_split_stride, partials_out_stride, partials_channel_stride, partials_height_stride,  # the weight's
+    partials_width_stride,  # layout within a split, so the summed gradient comes out in the weight's format
     KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr,
     HAS_BIAS: tl.constexpr,  # also sum grad_output over pixels (the bias gradient), in the first column tile
-    RELU_MASK: tl.constexpr,  # the forward applied ReLU: use grad_output * (output > 0)
+    RELU_MASK: tl.constexpr,  # the forward applied ReLU: use relu_gradient(grad_output, output)
     CHANNELS_INNER: tl.constexpr,  # column tiles: one tap x BLOCK_WINDOW in channels (else flat chunks)
     CHECK_BOUNDS: tl.constexpr,  # some padding: taps may fall outside the image
     INPUT_PRECISION: tl.constexpr, ACCUMULATOR: tl.constexpr,
@@ -362,6 +378,7 @@ def conv2d_weight_grad_kernel(
     # ih = oh * stride_h - padding_top + kh * dilation_h: the forward's im2col tile, transposed roles.
     group = tl.program_id(2)
     split = tl.program_id(1)
+    pixels_per_split = tl.cdiv(tl.cdiv(pixels, tl.num_programs(1)), BLOCK_PIXELS) * BLOCK_PIXELS
     window_tiles = _window_steps(in_channels_per_group, KERNEL_H, KERNEL_W, BLOCK_WINDOW, CHANNELS_INNER)
     window_tile = tl.program_id(0) % window_tiles
     out_channel = ((tl.program_id(0) // window_tiles) * BLOCK_OUT_CHANNELS
@@ -390,7 +407,7 @@ def conv2d_weight_grad_kernel(
         gradient = tl.load(grad_rows[:, None] + grad_columns[None, :], mask=mask, other=0.0)
         if RELU_MASK:
             output = tl.load(output_rows[:, None] + grad_columns[None, :], mask=mask, other=0.0)
-            gradient = tl.where(output > 0, gradient, 0.0)
+            gradient = relu_gradient(gradient, output)
         top = out_h * stride_h - padding_top
         left = out_w * stride_w - padding_left
         input_rows = (input_pointer + batch_index * input_batch_stride + top * input_height_stride
@@ -402,22 +419,30 @@ def conv2d_weight_grad_kernel(
             if window_tile == 0:
                 bias_accumulator += tl.sum(gradient.to(ACCUMULATOR), axis=1)
 
-    window_size = in_channels_per_group * KERNEL_H * KERNEL_W
-    partial_rows = split * out_channels + group * out_channels_per_group + out_channel
-    window = channel * (KERNEL_H * KERNEL_W) + kh * KERNEL_W + kw
-    tl.store(weight_partials_pointer + partial_rows[:, None] * window_size + window[None, :],
+    partial_rows = ((split * partials_split_stride).to(tl.int64)
+                    + (group * out_channels_per_group + out_channel) * partials_out_stride)
+    window = channel * partials_channel_stride + kh * partials_height_stride + kw * partials_width_stride
+    tl.store(weight_partials_pointer + partial_rows[:, None] + window[None, :],
              accumulator.to(weight_partials_pointer.dtype.element_ty),
              mask=out_channel_valid[:, None] & window_valid[None, :])
+    partial_rows = split * out_channels + group * out_channels_per_group + out_channel
     if HAS_BIAS:
         if window_tile == 0:
             tl.store(bias_partials_pointer + partial_rows, bias_accumulator.to(bias_partials_pointer.dtype.element_ty),
                      mask=out_channel_valid)
 
 
+# One fixed tile for the two elementwise kernels (the sum over splits, ReLU's separate gradient pass).
+ELEMENTWISE_BLOCKS = ("BLOCK",)
+ELEMENTWISE_TILES = [(1024, 4, 3)]
+ELEMENTWISE_CONFIGS = gpu_configs(ELEMENTWISE_BLOCKS, ELEMENTWISE_TILES)
+
+
+@autotune(configs=ELEMENTWISE_CONFIGS, key=[])
 @triton.jit
 def sum_splits_kernel(
-    partials_pointer,  # (splits, count), contiguous
-    total_pointer,  # (count,): sum over splits, cast to this tensor's dtype
+    partials_pointer,  # (splits, count), each split dense (any one memory format, the same for all splits)
+    total_pointer,  # (count,) laid out like one split: sum over splits, cast to this tensor's dtype
     splits, count,
     BLOCK: tl.constexpr,
 ):
@@ -429,43 +454,7 @@ def sum_splits_kernel(
     tl.store(total_pointer + index, total.to(total_pointer.dtype.element_ty), mask=valid)
 
 
-@triton.jit
-def relu_gradient_kernel(
-    grad_output_pointer, output_pointer,  # dense, with the same strides: element i of one is element i of the other
-    masked_pointer,  # the same layout: grad_output where output > 0, else 0
-    count,  # elements
-    BLOCK: tl.constexpr,
-):
-    index = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    valid = index < count
-    gradient = tl.load(grad_output_pointer + index, mask=valid, other=0.0)
-    output = tl.load(output_pointer + index, mask=valid, other=0.0)
-    tl.store(masked_pointer + index, tl.where(output > 0, gradient, 0.0), mask=valid)
-
-
 # ------------------------------------------------------------------------------------------------ launching
-
-# Where the fused ReLU's backward (grad_output * (output > 0)) happens. On a GPU inside the gradient kernels' loads
-# (RELU_MASK), so no masked gradient is ever written. In the interpreter once, up front, by relu_gradient_kernel:
-# there every gathered element costs numpy passes, and the fused form gathers the output beside the gradient and
-# masks it again for every window tap that reads it (25 times per element for conv2's 5x5 window). Measured at batch
-# 32, conv2's backward (32x32x15x15 input, 5x5, groups 2; both gradients) 1239 -> 866 ms with the mask done once,
-# conv3-5 1.15-1.2x.
-FUSE_RELU_GRADIENT = not INTERPRET
-
-
-def relu_gradient(grad_output: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    """``grad_output * (output > 0)`` (NaN gradients where the output is positive stay NaN), laid out like
-    ``grad_output``'s dense memory format."""
-    grad_output, _ = _dense(grad_output)
-    output = _like(output, grad_output)
-    masked = torch.empty_like(grad_output)
-    count = grad_output.numel()
-    if count:
-        block = interpreter_block(count) if INTERPRET else 1024
-        relu_gradient_kernel[(triton.cdiv(count, block),)](grad_output, output, masked, count, BLOCK=block)
-    return masked
-
 
 def output_size(size: int, kernel: int, stride: int, padding_before: int, padding_after: int, dilation: int) -> int:
     return (size + padding_before + padding_after - dilation * (kernel - 1) - 1) // stride + 1
@@ -475,6 +464,14 @@ def dense_format(tensor: torch.Tensor) -> torch.memory_format:
     """channels-last for a dense channels-last tensor, else NCHW (contiguous): the layouts the kernels run natively
     (they take strides)."""
     if not tensor.is_contiguous() and tensor.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def result_format(input: torch.Tensor, weight: torch.Tensor) -> torch.memory_format:
+    """The memory format of conv2d's output and input gradient, as torch chooses it: channels-last when the input or
+    the weight is channels-last."""
+    if torch.channels_last in (dense_format(input), dense_format(weight)):
         return torch.channels_last
     return torch.contiguous_format
 
@@ -501,6 +498,12 @@ def _check_int32(name: str, count: int, what: str) -> None:
                          f"provider='torch'")
 
 
+def _last_offset(tensor: torch.Tensor) -> int:
+    """The offset of ``tensor``'s last element from its first: what int32 addressing must reach (for a dense tensor
+    its element count less one; an expanded or strided parameter may reach further or less far)."""
+    return sum((size - 1) * abs(stride) for size, stride in zip(tensor.shape, tensor.stride()) if size)
+
+
 def _precision(dtype: torch.dtype) -> tuple[str, tl.dtype]:
     """tl.dot's input_precision and the accumulator type for ``dtype``."""
     if dtype == torch.float64:
@@ -509,77 +512,25 @@ def _precision(dtype: torch.dtype) -> tuple[str, tl.dtype]:
     return ("tf32" if tf32 else "ieee"), tl.float32
 
 
-def _weight_layout(weight: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """The weight as the kernels read it: contiguous (flat walk: a chunk of (channel, kh, kw) is a run of memory),
-    or on a GPU channels-last when channels are the inner walk, so a channel chunk is a run of memory and loads
-    vectorise. A copy of a small tensor at most."""
-    if channels_last and not INTERPRET:
-        return weight.contiguous(memory_format=torch.channels_last)
-    return weight.contiguous()
-
-
-def use_channels_inner(channels: int, taps: int, reduction_over_pixels: bool = False) -> bool:
-    """Which walk of a reduction over ``channels`` x ``taps`` window taps to take.
-
-    On a GPU: channels inner when channels come in whole 16-wide chunks (contiguous, vectorised chunk loads).
-    In the interpreter, whose cost is per loop step and per element of a gathered tile: whichever walk pads the
-    reduction less, since the flat walk rounds ``channels * taps`` up to a power of two once and the channels-inner
-    walk rounds ``channels`` up once per tap (measured at batch 32, conv2 (16 channels x 25 taps, 400 -> 512 flat):
-    forward 486 -> 347 ms, input gradient 1261 -> 976 ms with channels inner; conv4 (48 x 9: 432 -> 512 flat, 9 x 64
-    inner): flat 99 vs 130 ms). Channels inner also checks bounds per row rather than per element. Fewer than 16
-    channels always walk flat (a tl.dot operand needs 16), and so does the weight gradient (``reduction_over_pixels``):
-    its programs own (out channel, window) tiles, and a channels-inner tile would load the output gradient once per
-    tap (conv2: 307 -> 1226 ms)."""
-    if not INTERPRET:
-        return channels % 16 == 0
-    if reduction_over_pixels or channels < 16:
-        return False
-    return taps * triton.next_power_of_2(channels) <= triton.next_power_of_2(channels * taps)
-
-
-# Interpreter tiles hold up to 2**18 elements (4x the runtime's default block): the interpreter's cost is a few ms of
-# Python per loop step plus ~25 ns per gathered element (its load, pointer and mask passes); from this size on the
-# element work dominates (measured on alexnet_small's layers: 2**16 is 2x slower, 2**19 no faster).
-INTERPRETER_TILE = 4 * INTERPRETER_MAX_BLOCK
-# What one loop step costs in the interpreter, in gathered elements' worth of time (~3 ms / ~25 ns).
-INTERPRETER_STEP_ELEMENTS = 120_000
-
-
-def _interpreter_tiles(rows: int, columns: int, reduction: int) -> tuple[int, int, int]:
-    """Interpreter tiles (rows, columns, reduction chunk) for a program that loops over the reduction: all columns,
-    then the chunk and row count with the least modelled cost, steps x (step overhead + gathered elements), so few
-    loop steps run and little of a chunk is padding. conv1's 3 x 5 x 5 window: chunks of 32 (96 gathered, 3 steps
-    of 8192 rows) beat one chunk of 128 (2048 rows per program): forward 266 -> 142 ms at batch 32."""
-    block_columns = interpreter_block(columns, cap=256)
-    best = None
-    block_reduction = 16
-    while True:
-        block_rows = interpreter_block(rows, cap=max(16, INTERPRETER_TILE // max(block_reduction, block_columns)))
-        steps = -(-rows // block_rows) * -(-reduction // block_reduction)
-        cost = steps * (INTERPRETER_STEP_ELEMENTS + block_rows * block_reduction)
-        if best is None or cost <= best[0]:
-            best = (cost, (block_rows, block_columns, block_reduction))
-        if block_reduction >= min(reduction, INTERPRETER_TILE // block_columns):
-            return best[1]
-        block_reduction *= 2
-
-
-def _interpreter_weight_grad_tiles(pixels: int, out_channels: int, window: int) -> tuple[int, int, int]:
-    """Interpreter tiles for the weight gradient (pixels per loop step, out channels, window columns): its programs
-    own (out channel, window) tiles and loop over pixels, and a narrower window tile would load the output gradient
-    once per tile, so the whole window where it fits, then as many pixels as the element budget allows."""
-    block_columns = interpreter_block(out_channels, cap=256)
-    block_window = interpreter_block(window, cap=INTERPRETER_TILE // block_columns)
-    block_pixels = interpreter_block(pixels, cap=max(16, INTERPRETER_TILE // max(block_window, block_columns)))
-    return block_pixels, block_columns, block_window
+def use_channels_inner(channels: int, taps: int, reduction_over_pixels: bool = False, *,
+                       walk_by_padding: bool = ALGORITHMS.conv_walk_by_padding) -> bool:
+    """Which walk of a reduction over ``channels`` x ``taps`` window taps to take: on a GPU channels inner when
+    channels come in whole 16-wide chunks (contiguous, vectorised chunk loads in channels-last tensors); with
+    ``walk_by_padding`` the interpreter's choice (:func:`walk_padding_least`)."""
+    if walk_by_padding:
+        return walk_padding_least(channels, taps, reduction_over_pixels)
+    return channels % 16 == 0
 
 
 def conv2d_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
                    padding: tuple[int, int, int, int], dilation: tuple[int, int], groups: int, relu: bool,
-                   channels_inner: bool | None = None) -> torch.Tensor:
+                   channels_inner: bool | None = None, *,
+                   walk_by_padding: bool = ALGORITHMS.conv_walk_by_padding) -> torch.Tensor:
     """``relu?(conv2d(input, weight, bias))`` for 4-D ``input``; ``padding`` is (top, bottom, left, right).
 
-    The output has ``input``'s memory format (NCHW or channels-last), as torch's does.
+    The output's memory format is torch's (:func:`result_format`). The weight and bias are read in whatever layout
+    they come (their strides are arguments): a channels-last weight beside a channels-last input is what lets a GPU
+    take the vectorised channels-inner tiles.
     """
     check_dot_dtype("input", input)
     batch, in_channels, height, width = input.shape
@@ -589,22 +540,21 @@ def conv2d_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     pixels = batch * out_height * out_width
     _check_int32("input", in_channels * height * width, "one image")
     _check_int32("output", max(out_channels * out_height * out_width, pixels), "one image (or the pixel count)")
-    _check_int32("weight", weight.numel(), "the weight")
+    _check_int32("weight", _last_offset(weight) + 1, "the weight")
     _check_grid("forward", groups)
-    input, memory_format = _dense(input)
+    input, _ = _dense(input)
     output = torch.empty((batch, out_channels, out_height, out_width), dtype=input.dtype, device=input.device,
-                         memory_format=memory_format)
+                         memory_format=result_format(input, weight))
     if output.numel() == 0:
         return output
     out_channels_per_group = out_channels // groups
     if channels_inner is None:
-        channels_inner = use_channels_inner(in_channels_per_group, kernel_h * kernel_w)
-    weight = _weight_layout(weight, channels_last=channels_inner)
+        channels_inner = use_channels_inner(in_channels_per_group, kernel_h * kernel_w,
+                                            walk_by_padding=walk_by_padding)
     input_precision, accumulator = _precision(input.dtype)
     if INTERPRET:
         window = in_channels_per_group if channels_inner else in_channels_per_group * kernel_h * kernel_w
-        tiles = _interpreter_tiles(pixels, out_channels_per_group, window)
-        meta = dict(zip(FORWARD_BLOCKS, tiles))
+        meta = dict(zip(FORWARD_BLOCKS, _interpreter_tiles(pixels, out_channels_per_group, window)))
     else:
         meta = {}
     grid = lambda meta: (triton.cdiv(pixels, meta["BLOCK_PIXELS"])  # noqa: E731
@@ -612,8 +562,8 @@ def conv2d_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     conv2d_forward_kernel[grid](
         input, weight, bias if bias is not None else weight, output,
         in_channels_per_group, height, width, out_channels_per_group, out_height, out_width, pixels,
-        stride[0], stride[1], padding[0], padding[2], dilation[0], dilation[1],
-        *input.stride(), *weight.stride(), *output.stride(),
+        autotune_bucket(pixels), stride[0], stride[1], padding[0], padding[2], dilation[0], dilation[1],
+        *input.stride(), *weight.stride(), bias.stride(0) if bias is not None else 0, *output.stride(),
         KERNEL_H=kernel_h, KERNEL_W=kernel_w, HAS_BIAS=bias is not None, APPLY_RELU=relu,
         CHANNELS_INNER=channels_inner, CHECK_BOUNDS=any(padding), INPUT_PRECISION=input_precision,
         ACCUMULATOR=accumulator, **meta)
@@ -657,14 +607,14 @@ def _check_grid(name: str, count: int) -> None:
 def conv2d_input_grad(grad_output: torch.Tensor, output: torch.Tensor | None, weight: torch.Tensor,
                       input_shape: torch.Size, memory_format: torch.memory_format, stride: tuple[int, int],
                       padding: tuple[int, int, int, int], dilation: tuple[int, int], groups: int,
-                      channels_inner: bool | None = None) -> torch.Tensor:
-    """Gradient of conv2d with respect to its 4-D input. ``output`` is the saved ReLU output (None without ReLU);
-    ``padding`` is (top, bottom, left, right)."""
+                      channels_inner: bool | None = None, *,
+                      walk_by_padding: bool = ALGORITHMS.conv_walk_by_padding) -> torch.Tensor:
+    """Gradient of conv2d with respect to its 4-D input, in ``memory_format``. ``output`` is the saved ReLU output
+    (None without ReLU, or when the gradient was masked already); ``padding`` is (top, bottom, left, right)."""
     check_dot_dtype("grad_output", grad_output)
     grad_output = grad_output.contiguous(memory_format=memory_format)
     if output is not None:
         output = _like(output, grad_output)
-    weight = _weight_layout(weight, channels_last=True)
     batch, in_channels, height, width = input_shape
     out_channels, in_channels_per_group, kernel_h, kernel_w = weight.shape
     out_height, out_width = grad_output.shape[2:]
@@ -678,11 +628,12 @@ def conv2d_input_grad(grad_output: torch.Tensor, output: torch.Tensor | None, we
     if grad_input.numel() == 0 or grad_output.numel() == 0 or len(phases) == 0:
         return grad_input
     _check_int32("grad_input", max(in_channels * height * width, batch * height * width), "one image")
+    _check_int32("weight", _last_offset(weight) + 1, "the weight")
     _check_grid("input gradient", groups * len(phases))
     gcd = (math.gcd(stride[0], dilation[0]), math.gcd(stride[1], dilation[1]))
     taps = -(-kernel_h // (stride[0] // gcd[0])) * -(-kernel_w // (stride[1] // gcd[1]))  # the most in one phase
     if channels_inner is None:
-        channels_inner = use_channels_inner(out_channels_per_group, taps)
+        channels_inner = use_channels_inner(out_channels_per_group, taps, walk_by_padding=walk_by_padding)
     input_precision, accumulator = _precision(grad_output.dtype)
     most_pixels = batch * most_rows
     if INTERPRET:
@@ -695,7 +646,7 @@ def conv2d_input_grad(grad_output: torch.Tensor, output: torch.Tensor | None, we
     conv2d_input_grad_kernel[grid](
         grad_output, output if output is not None else grad_output, weight, grad_input, phases,
         batch, in_channels_per_group, height, width, out_channels_per_group, out_height, out_width,
-        len(phases), stride[0], stride[1], stride[0] // gcd[0], stride[1] // gcd[1],
+        autotune_bucket(batch), len(phases), stride[0], stride[1], stride[0] // gcd[0], stride[1] // gcd[1],
         dilation[0] // gcd[0], dilation[1] // gcd[1],
         *grad_output.stride(), *weight.stride(), *grad_input.stride(),
         KERNEL_H=kernel_h, KERNEL_W=kernel_w, RELU_MASK=output is not None, CHANNELS_INNER=channels_inner,
@@ -703,20 +654,60 @@ def conv2d_input_grad(grad_output: torch.Tensor, output: torch.Tensor | None, we
     return grad_input
 
 
-def _splits(pixels: int, tiles: int, device: torch.device) -> int:
-    """How many programs share one weight-gradient tile's reduction over pixels: enough for two programs per SM,
-    but at least 2048 pixels each (so the partial sums stay a small cost). One in the interpreter."""
-    if INTERPRET or device.type != "cuda":
-        return 1
-    processors = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(-(-2 * processors // tiles), pixels // 2048, 1024))
+# The split of the weight gradient's reduction. A block that finishes early leaves its SM's slot idle until the
+# whole grid is done, so the time of a grid is its number of waves times the time of one block: a few blocks
+# spilling into a second wave cost as much as a full wave. Each split also writes an fp32 partial tile that the sum
+# reads back, worth about this many reduction steps of the block.
+SPLIT_COST_STEPS = 4
+# A split sums at least this many reduction steps (BLOCK_PIXELS-wide), so partials stay a small part of the work.
+MINIMUM_STEPS_PER_SPLIT = 16
+MAXIMUM_SPLITS = 1024
+
+
+def weight_grad_splits(tiles: int, processors: int, blocks_per_processor: int, reduction_steps: int) -> int:
+    """How many programs share each of ``tiles`` output tiles' reduction of ``reduction_steps`` steps, on
+    ``processors`` SMs holding ``blocks_per_processor`` blocks each: the count with the least modelled time,
+    ``waves x (steps per split + SPLIT_COST_STEPS)`` with ``waves = ceil(tiles x splits / slots)``, so the grid fills
+    whole waves. A pure function of its arguments (ties go to fewer splits): the same shapes on the same device
+    always reduce in the same order."""
+    slots = max(1, processors * blocks_per_processor)
+    most = max(1, min(reduction_steps // MINIMUM_STEPS_PER_SPLIT, MAXIMUM_SPLITS))
+    best, best_time = 1, None
+    for splits in range(1, most + 1):
+        waves = -(-tiles * splits // slots)
+        time = waves * (-(-reduction_steps // splits) + SPLIT_COST_STEPS)
+        if best_time is None or time < best_time:
+            best, best_time = splits, time
+    return best
+
+
+# Occupancy estimate for a tile, from what one block holds: warps (threads), the pipelined operand tiles in shared
+# memory, and registers (the fp32 accumulator spread over the threads, plus addresses and indices). The defaults
+# are an H100/H200 SM's, for torch releases whose device properties lack the field.
+REGISTERS_BESIDE_ACCUMULATOR = 64
+
+
+def blocks_per_processor(config: triton.Config, element_size: int, properties) -> int:
+    """How many blocks of a weight-gradient ``config`` one SM of a device with ``properties`` runs at once."""
+    blocks = config.kwargs
+    threads = 32 * config.num_warps
+    operands = (blocks["BLOCK_OUT_CHANNELS"] + blocks["BLOCK_WINDOW"]) * blocks["BLOCK_PIXELS"] * element_size
+    registers = blocks["BLOCK_OUT_CHANNELS"] * blocks["BLOCK_WINDOW"] // threads + REGISTERS_BESIDE_ACCUMULATOR
+    limits = (getattr(properties, "max_threads_per_multi_processor", 2048) // threads,
+              getattr(properties, "shared_memory_per_multiprocessor", 233472) // max(1, config.num_stages * operands),
+              getattr(properties, "regs_per_multiprocessor", 65536) // (threads * registers))
+    return max(1, min(limits))
 
 
 def conv2d_weight_grad(input: torch.Tensor, grad_output: torch.Tensor, output: torch.Tensor | None,
                        weight_shape: torch.Size, weight_dtype: torch.dtype, stride: tuple[int, int],
                        padding: tuple[int, int, int, int], dilation: tuple[int, int], groups: int, bias: bool,
-                       channels_inner: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Gradients of conv2d with respect to its weight and (when ``bias``) its bias, for 4-D ``input``."""
+                       channels_inner: bool | None = None, *,
+                       weight_format: torch.memory_format = torch.contiguous_format,
+                       walk_by_padding: bool = ALGORITHMS.conv_walk_by_padding
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Gradients of conv2d with respect to its weight (in ``weight_format``) and (when ``bias``) its bias, for 4-D
+    ``input``. ``output`` is the saved ReLU output (None without ReLU, or when the gradient was masked already)."""
     check_dot_dtype("input", input)
     input, memory_format = _dense(input)
     grad_output = grad_output.contiguous(memory_format=memory_format)
@@ -729,63 +720,202 @@ def conv2d_weight_grad(input: torch.Tensor, grad_output: torch.Tensor, output: t
     window_size = in_channels_per_group * kernel_h * kernel_w
     pixels = batch * out_height * out_width
     if pixels == 0 or out_channels == 0 or window_size == 0:
-        grad_weight = torch.zeros(weight_shape, dtype=weight_dtype, device=input.device)
+        grad_weight = torch.empty(weight_shape, dtype=weight_dtype, device=input.device,
+                                  memory_format=weight_format).zero_()
         return grad_weight, (torch.zeros(out_channels, dtype=weight_dtype, device=input.device) if bias else None)
     _check_int32("input", in_channels * height * width, "one image")
     _check_int32("grad_output", max(out_channels * out_height * out_width, pixels), "one image (or the pixel count)")
     _check_grid("weight gradient", groups)
     if channels_inner is None:
-        channels_inner = use_channels_inner(in_channels_per_group, kernel_h * kernel_w, reduction_over_pixels=True)
+        channels_inner = use_channels_inner(in_channels_per_group, kernel_h * kernel_w, reduction_over_pixels=True,
+                                            walk_by_padding=walk_by_padding)
     input_precision, accumulator = _precision(input.dtype)
     partial_dtype = torch.float64 if accumulator == tl.float64 else torch.float32
-    tiles = triton.cdiv(out_channels_per_group, 64) * triton.cdiv(window_size, 64) * groups  # with 64x64 tiles
-    splits = _splits(pixels, tiles, input.device)
-    pixels_per_split = triton.cdiv(triton.cdiv(pixels, splits), 128) * 128
-    splits = triton.cdiv(pixels, pixels_per_split)
-    _check_int32("weight gradient", splits * out_channels * window_size, "the partial sums")
-    weight_partials = torch.empty((splits, out_channels, window_size), dtype=partial_dtype, device=input.device)
-    bias_partials = torch.empty((splits, out_channels), dtype=partial_dtype, device=input.device) if bias else None
-    if INTERPRET:
-        window = in_channels_per_group if channels_inner else window_size
-        block_pixels, block_out_channels, block_window = _interpreter_weight_grad_tiles(pixels, out_channels_per_group,
-                                                                                        window)
-        meta = dict(zip(WEIGHT_GRAD_BLOCKS, (block_out_channels, block_window, block_pixels)))
-    else:
-        meta = {}
     window_tiles = (lambda block: kernel_h * kernel_w * triton.cdiv(in_channels_per_group, block)) if channels_inner \
         else (lambda block: triton.cdiv(window_size, block))
-    grid = lambda meta: (triton.cdiv(out_channels_per_group, meta["BLOCK_OUT_CHANNELS"])  # noqa: E731
-                         * window_tiles(meta["BLOCK_WINDOW"]), splits, groups)
+    if INTERPRET:
+        blocks = _interpreter_weight_grad_tiles(pixels, out_channels_per_group,
+                                                in_channels_per_group if channels_inner else window_size)
+        meta = dict(zip(WEIGHT_GRAD_BLOCKS, (blocks[1], blocks[2], blocks[0])))
+        splits_for = lambda meta: 1  # noqa: E731  (the interpreter runs programs one after another)
+        most_splits = 1
+    else:
+        meta = {}
+        properties = torch.cuda.get_device_properties(input.device)
+
+        def splits_for(meta):
+            config = next(config for config in WEIGHT_GRAD_CONFIGS
+                          if all(config.kwargs[name] == meta[name] for name in WEIGHT_GRAD_BLOCKS))
+            tiles = triton.cdiv(out_channels_per_group, meta["BLOCK_OUT_CHANNELS"]) * window_tiles(
+                meta["BLOCK_WINDOW"]) * groups
+            return weight_grad_splits(tiles, properties.multi_processor_count,
+                                      blocks_per_processor(config, input.element_size(), properties),
+                                      triton.cdiv(pixels, meta["BLOCK_PIXELS"]))
+
+        most_splits = max(splits_for(config.kwargs) for config in WEIGHT_GRAD_CONFIGS)
+    _check_int32("weight gradient", most_splits * out_channels * window_size, "the partial sums")
+    weight_partials = _partials(most_splits, weight_shape, partial_dtype, input.device, weight_format)
+    bias_partials = torch.empty((most_splits, out_channels), dtype=partial_dtype, device=input.device) if bias \
+        else None
+    launched = {}
+
+    def grid(meta):
+        launched["splits"] = splits_for(meta)  # the launch's own tile decides the split (the last call is the launch)
+        return (triton.cdiv(out_channels_per_group, meta["BLOCK_OUT_CHANNELS"]) * window_tiles(meta["BLOCK_WINDOW"]),
+                launched["splits"], groups)
+
     conv2d_weight_grad_kernel[grid](
         input, grad_output, output if output is not None else grad_output, weight_partials,
         bias_partials if bias else weight_partials,
         in_channels_per_group, height, width, out_channels, out_channels_per_group, out_height, out_width,
-        pixels, pixels_per_split, stride[0], stride[1], padding[0], padding[2], dilation[0], dilation[1],
-        *input.stride(), *grad_output.stride(),
+        pixels, autotune_bucket(pixels), stride[0], stride[1], padding[0], padding[2], dilation[0], dilation[1],
+        *input.stride(), *grad_output.stride(), *weight_partials.stride(),
         KERNEL_H=kernel_h, KERNEL_W=kernel_w, HAS_BIAS=bias, RELU_MASK=output is not None,
         CHANNELS_INNER=channels_inner, CHECK_BOUNDS=any(padding), INPUT_PRECISION=input_precision,
         ACCUMULATOR=accumulator, **meta)
-    grad_weight = _sum_splits(weight_partials, weight_dtype).view(weight_shape)
-    return grad_weight, (_sum_splits(bias_partials, weight_dtype) if bias else None)
+    splits = launched["splits"]
+    grad_weight = _sum_splits(weight_partials[:splits], weight_dtype)
+    return grad_weight, (_sum_splits(bias_partials[:splits], weight_dtype) if bias else None)
+
+
+def _partials(splits: int, weight_shape: torch.Size, dtype: torch.dtype, device: torch.device,
+              weight_format: torch.memory_format) -> torch.Tensor:
+    """(splits, *weight_shape) partial sums, each split laid out in ``weight_format``."""
+    one = torch.empty(weight_shape, dtype=dtype, device="meta", memory_format=weight_format)
+    return torch.empty_strided((splits, *weight_shape), (one.numel(), *one.stride()), dtype=dtype, device=device)
 
 
 def _sum_splits(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``partials.sum(0)`` cast to ``dtype``, by sum_splits_kernel (no launch for one split in the right dtype)."""
+    """``partials.sum(0)`` cast to ``dtype`` and laid out like one split, by sum_splits_kernel (no launch for one
+    split in the right dtype)."""
     if partials.shape[0] == 1 and partials.dtype == dtype:
         return partials[0]
     count = partials[0].numel()
-    total = torch.empty(partials.shape[1:], dtype=dtype, device=partials.device)
-    block = interpreter_block(count) if INTERPRET else 1024
-    sum_splits_kernel[(triton.cdiv(count, block),)](partials, total, partials.shape[0], count, BLOCK=block)
+    total = torch.empty_strided(partials.shape[1:], partials.stride()[1:], dtype=dtype, device=partials.device)
+    meta = {"BLOCK": interpreter_block(count)} if INTERPRET else {}
+    sum_splits_kernel[lambda meta: (triton.cdiv(count, meta["BLOCK"]),)](partials, total, partials.shape[0], count,
+                                                                         **meta)
     return total
+
+
+def conv2d_backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
+                    output: torch.Tensor | None, stride: tuple[int, int], padding: tuple[int, int, int, int],
+                    dilation: tuple[int, int], groups: int, *, needs_input_grad: bool, needs_weight_grad: bool,
+                    needs_bias_grad: bool,
+                    separate_relu_gradient: bool = ALGORITHMS.conv_separate_relu_gradient,
+                    walk_by_padding: bool = ALGORITHMS.conv_walk_by_padding):
+    """Gradients of :func:`conv2d_forward` for 4-D ``input``: ``(grad_input, grad_weight, grad_bias)``, each None
+    where not needed, in the memory formats torch returns (:func:`result_format`; the weight's for its gradient,
+    which autograd then accumulates into the weight without a copy). ``output`` is the saved forward output when
+    ReLU was fused (its mask), else None. With ``separate_relu_gradient`` the mask is applied once up front
+    (:func:`separate_relu_gradient_pass`), else inside the gradient kernels' loads."""
+    if output is not None and separate_relu_gradient:
+        grad_output, output = separate_relu_gradient_pass(grad_output, output), None
+    grad_input = grad_weight = grad_bias = None
+    if needs_input_grad:
+        grad_input = conv2d_input_grad(grad_output, output, weight, input.shape, result_format(input, weight), stride,
+                                       padding, dilation, groups, walk_by_padding=walk_by_padding)
+    if needs_weight_grad or needs_bias_grad:
+        grad_weight, grad_bias = conv2d_weight_grad(input, grad_output, output, weight.shape, weight.dtype, stride,
+                                                    padding, dilation, groups, needs_bias_grad,
+                                                    weight_format=dense_format(weight),
+                                                    walk_by_padding=walk_by_padding)
+    return (grad_input, grad_weight if needs_weight_grad else None, grad_bias)
+
+
+# ------------------------------------------------------------------------------------------------ interpreter-only
+# The interpreter pays per program and per tile operation (numpy), not per byte moved, so it runs a few things
+# differently; ALGORITHMS chooses them, and tests run both ways through the keywords above.
+
+@autotune(configs=ELEMENTWISE_CONFIGS, key=[])
+@triton.jit
+def relu_gradient_kernel(
+    grad_output_pointer, output_pointer,  # dense, with the same strides: element i of one is element i of the other
+    masked_pointer,  # the same layout: relu_gradient(grad_output, output)
+    count,  # elements
+    BLOCK: tl.constexpr,
+):
+    index = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    valid = index < count
+    gradient = tl.load(grad_output_pointer + index, mask=valid, other=0.0)
+    output = tl.load(output_pointer + index, mask=valid, other=0.0)
+    tl.store(masked_pointer + index, relu_gradient(gradient, output), mask=valid)
+
+
+def separate_relu_gradient_pass(grad_output: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """ReLU's gradient mask applied once, before the gradient kernels, laid out like ``grad_output``'s dense memory
+    format. The interpreter's choice: there every gathered element costs numpy passes, and the fused mask gathers
+    the output beside the gradient and masks it again for every window tap that reads it (25 times per element for
+    conv2's 5x5 window; measured at batch 32, conv2's backward 1239 -> 866 ms with the mask done once, conv3-5
+    1.15-1.2x). On a GPU the fused mask writes no masked gradient at all."""
+    grad_output, _ = _dense(grad_output)
+    output = _like(output, grad_output)
+    masked = torch.empty_like(grad_output)
+    count = grad_output.numel()
+    if count:
+        meta = {"BLOCK": interpreter_block(count)} if INTERPRET else {}
+        relu_gradient_kernel[lambda meta: (triton.cdiv(count, meta["BLOCK"]),)](grad_output, output, masked, count,
+                                                                              **meta)
+    return masked
+
+
+def walk_padding_least(channels: int, taps: int, reduction_over_pixels: bool) -> bool:
+    """The interpreter's reduction walk, whose cost is per loop step and per element of a gathered tile: whichever
+    pads the reduction less, since the flat walk rounds ``channels * taps`` up to a power of two once and the
+    channels-inner walk rounds ``channels`` up once per tap (measured at batch 32, conv2 (16 channels x 25 taps,
+    400 -> 512 flat): forward 486 -> 347 ms, input gradient 1261 -> 976 ms with channels inner; conv4 (48 x 9: 432 ->
+    512 flat, 9 x 64 inner): flat 99 vs 130 ms). Channels inner also checks bounds per row rather than per element.
+    Fewer than 16 channels always walk flat (a tl.dot operand needs 16), and so does the weight gradient
+    (``reduction_over_pixels``): its programs own (out channel, window) tiles, and a channels-inner tile would load
+    the output gradient once per tap (conv2: 307 -> 1226 ms)."""
+    if reduction_over_pixels or channels < 16:
+        return False
+    return taps * triton.next_power_of_2(channels) <= triton.next_power_of_2(channels * taps)
+
+
+# Interpreter tiles hold up to 2**18 elements (4x the runtime's default block): the interpreter's cost is a few ms of
+# Python per loop step plus ~25 ns per gathered element (its load, pointer and mask passes); from this size on the
+# element work dominates (measured on alexnet_small's layers: 2**16 is 2x slower, 2**19 no faster).
+INTERPRETER_TILE = 4 * INTERPRETER_MAX_BLOCK
+# What one loop step costs in the interpreter, in gathered elements' worth of time (~3 ms / ~25 ns).
+INTERPRETER_STEP_ELEMENTS = 120_000
+
+
+def _interpreter_tiles(rows: int, columns: int, reduction: int) -> tuple[int, int, int]:
+    """Interpreter tiles (rows, columns, reduction chunk) for a program that loops over the reduction: all columns,
+    then the chunk and row count with the least modelled cost, steps x (step overhead + gathered elements), so few
+    loop steps run and little of a chunk is padding. conv1's 3 x 5 x 5 window: chunks of 32 (96 gathered, 3 steps
+    of 8192 rows) beat one chunk of 128 (2048 rows per program): forward 266 -> 142 ms at batch 32."""
+    block_columns = interpreter_block(columns, cap=256)
+    best = None
+    block_reduction = 16
+    while True:
+        block_rows = interpreter_block(rows, cap=max(16, INTERPRETER_TILE // max(block_reduction, block_columns)))
+        steps = -(-rows // block_rows) * -(-reduction // block_reduction)
+        cost = steps * (INTERPRETER_STEP_ELEMENTS + block_rows * block_reduction)
+        if best is None or cost <= best[0]:
+            best = (cost, (block_rows, block_columns, block_reduction))
+        if block_reduction >= min(reduction, INTERPRETER_TILE // block_columns):
+            return best[1]
+        block_reduction *= 2
+
+
+def _interpreter_weight_grad_tiles(pixels: int, out_channels: int, window: int) -> tuple[int, int, int]:
+    """Interpreter tiles for the weight gradient (pixels per loop step, out channels, window columns): its programs
+    own (out channel, window) tiles and loop over pixels, and a narrower window tile would load the output gradient
+    once per tile, so the whole window where it fits, then as many pixels as the element budget allows."""
+    block_columns = interpreter_block(out_channels, cap=256)
+    block_window = interpreter_block(window, cap=INTERPRETER_TILE // block_columns)
+    block_pixels = interpreter_block(pixels, cap=max(16, INTERPRETER_TILE // max(block_window, block_columns)))
+    return block_pixels, block_columns, block_window
 
 
 # ------------------------------------------------------------------------------------------------ GPU compile check
 
 # How typical launches specialise: the flat walk serves NCHW tensors with few channels (conv1: unit width strides,
 # nothing a multiple of 16); the channels-inner walk serves channels-last tensors (unit channel strides) with channel
-# counts, and so every other stride, multiples of 16 (conv2-5). The weight is contiguous for the flat forward and
-# channels-last otherwise (see _weight_layout).
+# counts, and so every other stride, multiples of 16 (conv2-5). The weight comes as the model keeps it: contiguous
+# beside NCHW activations, channels-last beside channels-last ones.
 _LAUNCHES = {
     ("conv2d_forward", False): (("input_width_stride", "weight_width_stride", "output_width_stride"), ()),
     ("conv2d_forward", True): (("input_channel_stride", "weight_channel_stride", "output_channel_stride"),
@@ -834,7 +964,7 @@ def compile_cases():
                 unit_strides, multiples_of_16 = _LAUNCHES[name, channels_inner]
                 launch = {"data": data, **{parameter: 1 if parameter in unit_strides else 9
                                            for parameter in parameters if parameter.endswith("_channel_stride")}}
-                for config in _tiles_for_launch(_configs(tiles, blocks), launch, INPUT_PRECISION=precision,
+                for config in _tiles_for_launch(gpu_configs(blocks, tiles), launch, INPUT_PRECISION=precision,
                                                 CHANNELS_INNER=channels_inner):
                     constexprs = dict(config.kwargs, KERNEL_H=3, KERNEL_W=3, CHANNELS_INNER=channels_inner,
                                       INPUT_PRECISION=precision, ACCUMULATOR=tl.float32, **options,
@@ -849,8 +979,8 @@ def compile_cases():
         cases.append(CompileCase("relu_gradient", relu_gradient_kernel,
                                  {"grad_output_pointer": f"*{dtype}", "output_pointer": f"*{dtype}",
                                   "masked_pointer": f"*{dtype}", "count": "i64", "BLOCK": "constexpr"},
-                                 {"BLOCK": 1024}, dtype))
+                                 dict(ELEMENTWISE_CONFIGS[0].kwargs), dtype))
         cases.append(CompileCase("sum_splits", sum_splits_kernel,
                                  {"partials_pointer": "*fp32", "total_pointer": f"*{dtype}", "splits": "i32",
-                                  "count": "i32", "BLOCK": "constexpr"}, {"BLOCK": 1024}, dtype))
+                                  "count": "i32", "BLOCK": "constexpr"}, dict(ELEMENTWISE_CONFIGS[0].kwargs), dtype))
     return cases

@@ -48,7 +48,9 @@ import triton.language as tl
 
 from kernels.dropout import dropout_keep
 from kernels.gpu_compile import CompileCase, kernel_parameters
-from kernels.runtime import INTERPRET, autotune, check_device, check_dot_dtype, interpreter_block
+from kernels.relu import relu, relu_gradient
+from kernels.runtime import (INTERPRET, autotune, autotune_bucket, check_device, check_dot_dtype, gpu_configs,
+                             interpreter_block)
 
 # Interpreter tiles: a whole dimension where it fits (the CPU training demo runs these layers in the interpreter).
 INTERPRETER_TILE = 512
@@ -61,8 +63,8 @@ class GemmConfigs:
     FMA (fp32 with IEEE precision: a different machine, whose fully unrolled FMA dot spills with the wide K steps that
     suit tensor cores). The autotuner times only the list the launch can use."""
 
-    tensor_cores: list
-    fma: list
+    tensor_cores: list[triton.Config]
+    fma: list[triton.Config]
 
     @property
     def all(self) -> list:
@@ -81,36 +83,29 @@ class GemmConfigs:
         return self.tensor_cores if tensor_cores else self.fma
 
 
-def _configs(names: tuple[str, str, str], tensor_cores, fma) -> GemmConfigs:
-    """Configs from (tile, tile, reduction step, warps, stages) tuples."""
-    make = lambda rows: [triton.Config(dict(zip(names, blocks)), num_warps=warps, num_stages=stages)
-                         for *blocks, warps, stages in rows]
-    return GemmConfigs(make(tensor_cores), make(fma))
-
-
 # GPU tiles, chosen for AlexNet's classifier at batch 128 on H100/H200, and checked to compile for sm_80 and sm_90
 # without spilling (kernels.gpu_compile). With only 128 rows, a 128x128 output tile would give fc6/fc7 32 programs
 # for 132 SMs, so the tiles are narrow enough for 64-256 programs that all stream weights.
 # Forward: rows x out_features, reduction over in_features: fc6 128 x 4096 (9216), fc7 128 x 4096 (4096),
 # fc8 128 x 1000 (4096).
-FORWARD_CONFIGS = _configs(
-    ("BLOCK_ROWS", "BLOCK_OUT", "BLOCK_IN"),
-    tensor_cores=[(128, 64, 64, 8, 3), (64, 64, 128, 4, 3), (64, 32, 128, 4, 4)],
-    fma=[(128, 64, 32, 8, 3), (64, 32, 32, 4, 3)])
+FORWARD_BLOCKS = ("BLOCK_ROWS", "BLOCK_OUT", "BLOCK_IN")
+FORWARD_CONFIGS = GemmConfigs(
+    tensor_cores=gpu_configs(FORWARD_BLOCKS, [(128, 64, 64, 8, 3), (64, 64, 128, 4, 3), (64, 32, 128, 4, 4)]),
+    fma=gpu_configs(FORWARD_BLOCKS, [(128, 64, 32, 8, 3), (64, 32, 32, 4, 3)]))
 # Grad-input: rows x in_features, reduction over out_features: fc6 128 x 9216 (4096), fc7 128 x 4096 (4096),
 # fc8 128 x 4096 (1000).
-GRAD_INPUT_CONFIGS = _configs(
-    ("BLOCK_ROWS", "BLOCK_IN", "BLOCK_OUT"),
-    tensor_cores=[(128, 64, 64, 8, 3), (64, 128, 64, 8, 3), (64, 64, 128, 4, 3)],
-    fma=[(64, 64, 32, 8, 3), (32, 64, 32, 4, 3)])
+GRAD_INPUT_BLOCKS = ("BLOCK_ROWS", "BLOCK_IN", "BLOCK_OUT")
+GRAD_INPUT_CONFIGS = GemmConfigs(
+    tensor_cores=gpu_configs(GRAD_INPUT_BLOCKS, [(128, 64, 64, 8, 3), (64, 128, 64, 8, 3), (64, 64, 128, 4, 3)]),
+    fma=gpu_configs(GRAD_INPUT_BLOCKS, [(64, 64, 32, 8, 3), (32, 64, 32, 4, 3)]))
 # Grad-weight: out_features x in_features, reduction over the batch (128 rows for AlexNet): thousands of programs of
 # one or two reduction steps each, bound by writing the weight gradient.
-GRAD_WEIGHT_CONFIGS = _configs(
-    ("BLOCK_OUT", "BLOCK_IN", "BLOCK_ROWS"),
-    tensor_cores=[(128, 128, 64, 8, 2), (128, 64, 64, 8, 3), (64, 128, 64, 8, 3)],
-    fma=[(128, 64, 32, 8, 3), (64, 32, 32, 4, 3)])
+GRAD_WEIGHT_BLOCKS = ("BLOCK_OUT", "BLOCK_IN", "BLOCK_ROWS")
+GRAD_WEIGHT_CONFIGS = GemmConfigs(
+    tensor_cores=gpu_configs(GRAD_WEIGHT_BLOCKS, [(128, 128, 64, 8, 2), (128, 64, 64, 8, 3), (64, 128, 64, 8, 3)]),
+    fma=gpu_configs(GRAD_WEIGHT_BLOCKS, [(128, 64, 32, 8, 3), (64, 32, 32, 4, 3)]))
 # The elementwise pass of the backward without ReLU: Philox-bound; a small tile keeps the random state in registers.
-DROPOUT_GRAD_CONFIGS = [triton.Config({"BLOCK_ROWS": 16, "BLOCK_OUT": 128}, num_warps=4)]
+DROPOUT_GRAD_CONFIGS = gpu_configs(("BLOCK_ROWS", "BLOCK_OUT"), [(16, 128, 4, 3)])
 
 
 @triton.jit
@@ -131,7 +126,7 @@ def _output_tile(first_extent, second_extent, BLOCK_FIRST: tl.constexpr, BLOCK_S
     return first, second, tile_second
 
 
-@FORWARD_CONFIGS.autotuned(key=["rows", "out_features", "in_features"])
+@FORWARD_CONFIGS.autotuned(key=["rows_bucket", "out_features", "in_features"])
 @triton.jit(do_not_specialize=["seed"])
 def linear_forward_kernel(
     input_pointer,  # (rows, in_features), any strides
@@ -139,6 +134,7 @@ def linear_forward_kernel(
     bias_pointer,  # (out_features,); unused without HAS_BIAS
     output_pointer,  # (rows, out_features), contiguous
     rows,  # number of rows of the flattened input (the product of its leading dimensions)
+    rows_bucket,  # rows rounded up to a power of two: the autotuner's key only (see autotune_bucket)
     out_features,  # number of output features
     in_features,  # number of input features: the GEMM's reduction length
     input_stride_row, input_stride_feature,  # input strides, in elements
@@ -176,7 +172,7 @@ def linear_forward_kernel(
         bias = tl.load(bias_pointer + out_feature * bias_stride, mask=out_in_range, other=0.0)
         accumulator += bias.to(accumulator_dtype)[None, :]
     if RELU:
-        accumulator = tl.maximum(accumulator, 0.0)
+        accumulator = relu(accumulator)
     flat_index = row[:, None] * out_features + out_feature[None, :]
     if DROPOUT:
         keep = dropout_keep(seed, flat_index, dropout_p)
@@ -190,21 +186,22 @@ def _masked_grad_output(grad_output_pointer, output_pointer, row, out_feature, i
                         grad_output_stride_row, grad_output_stride_out, RELU: tl.constexpr):
     """The backward's prologue: a tile of ``grad_output`` (its shape is the broadcast of the int64 indices ``row``
     and ``out_feature``), zero where the saved forward ``output`` (contiguous (rows, out_features); read with RELU)
-    is not positive: where ReLU or dropout zeroed it."""
+    is zero or negative: where ReLU or dropout zeroed it (a NaN output passes the gradient, as torch's relu)."""
     grad = tl.load(grad_output_pointer + row * grad_output_stride_row + out_feature * grad_output_stride_out,
                    mask=in_range, other=0.0)
     if RELU:
         output = tl.load(output_pointer + row * out_features + out_feature, mask=in_range, other=0.0)
-        grad = tl.where(output > 0, grad, 0.0)
+        grad = relu_gradient(grad, output)
     return grad
 
 
-@autotune(configs=DROPOUT_GRAD_CONFIGS, key=["rows", "out_features"])
+@autotune(configs=DROPOUT_GRAD_CONFIGS, key=["rows_bucket", "out_features"])
 @triton.jit(do_not_specialize=["seed"])
 def linear_dropout_grad_kernel(
     grad_output_pointer,  # (rows, out_features), any strides
     grad_pre_pointer,  # (rows, out_features), contiguous: the result
     rows, out_features,  # the output's shape
+    rows_bucket,  # rows rounded up to a power of two: the autotuner's key only (see autotune_bucket)
     grad_output_stride_row, grad_output_stride_out,  # grad_output strides, in elements
     seed,  # Philox seed of the forward's dropout mask
     dropout_p,  # the forward's dropout probability
@@ -224,7 +221,7 @@ def linear_dropout_grad_kernel(
     tl.store(grad_pre_pointer + flat_index, grad_pre.to(grad_pre_pointer.dtype.element_ty), mask=in_range)
 
 
-@GRAD_INPUT_CONFIGS.autotuned(key=["rows", "in_features", "out_features"])
+@GRAD_INPUT_CONFIGS.autotuned(key=["rows_bucket", "in_features", "out_features"])
 @triton.jit
 def linear_grad_input_kernel(
     grad_output_pointer,  # (rows, out_features), any strides
@@ -232,6 +229,7 @@ def linear_grad_input_kernel(
     weight_pointer,  # (out_features, in_features), any strides
     grad_input_pointer,  # (rows, in_features), contiguous
     rows, in_features,  # the tile grid: the grad-input's shape
+    rows_bucket,  # rows rounded up to a power of two: the autotuner's key only (see autotune_bucket)
     out_features,  # the reduction length
     grad_output_stride_row, grad_output_stride_out,  # grad_output strides, in elements
     weight_stride_out, weight_stride_in,  # weight strides, in elements
@@ -266,7 +264,7 @@ def linear_grad_input_kernel(
              accumulator.to(grad_input_pointer.dtype.element_ty), mask=row_in_range[:, None] & in_in_range[None, :])
 
 
-@GRAD_WEIGHT_CONFIGS.autotuned(key=["out_features", "in_features", "rows"])
+@GRAD_WEIGHT_CONFIGS.autotuned(key=["out_features", "in_features", "rows_bucket"])
 @triton.jit
 def linear_grad_weight_kernel(
     grad_output_pointer,  # (rows, out_features), any strides
@@ -276,6 +274,7 @@ def linear_grad_weight_kernel(
     grad_bias_pointer,  # (out_features,), contiguous; written with HAS_BIAS
     out_features, in_features,  # the tile grid: the grad-weight's shape
     rows,  # the reduction length
+    rows_bucket,  # rows rounded up to a power of two: the autotuner's key only (see autotune_bucket)
     grad_output_stride_row, grad_output_stride_out,  # grad_output strides, in elements
     input_stride_row, input_stride_feature,  # input strides, in elements
     dropout_p,  # the forward's dropout probability (used with DROPOUT_SCALE)
@@ -353,7 +352,8 @@ def linear_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         return output
     grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_ROWS"]) * triton.cdiv(out_features, meta["BLOCK_OUT"]),)
     linear_forward_kernel[grid](
-        input, weight, bias if bias is not None else weight, output, rows, out_features, in_features,
+        input, weight, bias if bias is not None else weight, output, rows, autotune_bucket(rows), out_features,
+        in_features,
         input.stride(0), input.stride(1), weight.stride(0), weight.stride(1), bias.stride(0) if bias is not None else 0,
         seed, dropout_p, HAS_BIAS=bias is not None, RELU=relu, DROPOUT=dropout_p > 0.0,
         INPUT_PRECISION=_input_precision(input.dtype), GROUP_ROWS=GROUP_ROWS,
@@ -361,7 +361,7 @@ def linear_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     return output
 
 
-def _dropout_grad(grad_output: torch.Tensor, dropout_p: float, seed: int) -> torch.Tensor:
+def dropout_grad(grad_output: torch.Tensor, dropout_p: float, seed: int) -> torch.Tensor:
     """``grad_output * keep / (1 - p)`` with the forward's keep mask, as a new contiguous tensor."""
     rows, out_features = grad_output.shape
     grad_pre = torch.empty((rows, out_features), device=grad_output.device, dtype=grad_output.dtype)
@@ -370,8 +370,8 @@ def _dropout_grad(grad_output: torch.Tensor, dropout_p: float, seed: int) -> tor
     meta = {} if not INTERPRET else {"BLOCK_ROWS": interpreter_block(rows, INTERPRETER_TILE),
                                      "BLOCK_OUT": interpreter_block(out_features, INTERPRETER_TILE)}
     grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_ROWS"]), triton.cdiv(out_features, meta["BLOCK_OUT"]))
-    linear_dropout_grad_kernel[grid](grad_output, grad_pre, rows, out_features, grad_output.stride(0),
-                                     grad_output.stride(1), seed, dropout_p, **meta)
+    linear_dropout_grad_kernel[grid](grad_output, grad_pre, rows, out_features, autotune_bucket(rows),
+                                     grad_output.stride(0), grad_output.stride(1), seed, dropout_p, **meta)
     return grad_pre
 
 
@@ -388,7 +388,7 @@ def linear_backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torc
     out_features = weight.shape[0]
     dropout_scale = dropout_p > 0.0 and relu  # the mask comes with the saved output
     if dropout_p > 0.0 and not relu:
-        grad_output = _dropout_grad(grad_output, dropout_p, seed)
+        grad_output = dropout_grad(grad_output, dropout_p, seed)
     mask_source = output if relu else grad_output  # a placeholder pointer when the kernels don't read it
     precision = _input_precision(input.dtype)
     grad_input = grad_weight = grad_bias = None
@@ -399,7 +399,7 @@ def linear_backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torc
         elif grad_input.numel():
             grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_ROWS"]) * triton.cdiv(in_features, meta["BLOCK_IN"]),)
             linear_grad_input_kernel[grid](
-                grad_output, mask_source, weight, grad_input, rows, in_features, out_features,
+                grad_output, mask_source, weight, grad_input, rows, in_features, autotune_bucket(rows), out_features,
                 grad_output.stride(0), grad_output.stride(1), weight.stride(0), weight.stride(1), dropout_p,
                 RELU=relu, DROPOUT_SCALE=dropout_scale, INPUT_PRECISION=precision, GROUP_ROWS=GROUP_ROWS,
                 **_tiles(rows, out_features, in_features))
@@ -415,7 +415,7 @@ def linear_backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torc
                                  * max(1, triton.cdiv(in_features, meta["BLOCK_IN"])),)
             linear_grad_weight_kernel[grid](
                 grad_output, mask_source, input, grad_weight, grad_bias if needs_bias_grad else grad_weight,
-                out_features, in_features, rows, grad_output.stride(0), grad_output.stride(1),
+                out_features, in_features, rows, autotune_bucket(rows), grad_output.stride(0), grad_output.stride(1),
                 input.stride(0), input.stride(1), dropout_p, HAS_BIAS=needs_bias_grad, RELU=relu,
                 DROPOUT_SCALE=dropout_scale, INPUT_PRECISION=precision, GROUP_OUT=GROUP_ROWS,
                 **_tiles(rows, out_features, in_features))

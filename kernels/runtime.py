@@ -298,6 +298,13 @@ def _time_only_rivals(tuner) -> None:
     tuner.prune_configs, tuner._bench = counting_prune_configs, bench_rivals
 
 
+def autotune_bucket(size: int) -> int:
+    """``size`` rounded up to a power of two, for autotuner keys. The kernels mask by the exact size, so any tile is
+    right for any size in a bucket; which tile is fastest depends on the size's magnitude, not its exact value. So
+    the last, partial batch of an epoch reuses the full batches' tuning instead of timing every config again."""
+    return triton.next_power_of_2(max(int(size), 1))
+
+
 def check_device(name: str, tensor) -> None:
     """Triton kernels need CUDA tensors on the GPU; the interpreter takes CPU (or CUDA) tensors; a launch recorder
     (kernels.launches) takes meta tensors, whose shapes stand in for a GPU's."""

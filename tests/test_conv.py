@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels import conv as conv_kernels
+from kernels.gpu_compile import kernel_parameters
 from tests.helpers import DEVICE, DOT_DTYPES, LAYOUTS, ON_GPU, assert_close, in_layout
 from tritonnet.ops.conv import conv2d
 
@@ -39,14 +40,30 @@ def conv_problems(draw):
         kernel=kernel, stride=stride if stride[0] != stride[1] or draw(st.booleans()) else stride[0],
         padding=padding, dilation=dilation, bias=draw(st.booleans()), relu=draw(st.booleans()),
         dtype=draw(st.sampled_from(DOT_DTYPES)), scale=draw(st.sampled_from([0.01, 1.0, 10.0])),
-        layout=draw(st.sampled_from(LAYOUTS)),
+        layout=draw(st.sampled_from(LAYOUTS)), weight_layout=draw(st.sampled_from(LAYOUTS)),
+        bias_layout=draw(st.sampled_from(BIAS_LAYOUTS)),
         seed=draw(st.integers(0, 2**31 - 1)),
     )
 
 
+# A bias may also be one value expanded (stride 0), as torch.tensor([b]).expand(C) gives.
+BIAS_LAYOUTS = [*LAYOUTS, "expanded"]
+
+
 def make_tensor(shape, dtype, scale, generator, layout="contiguous"):
     """Random values rounded to ``dtype``, on the device, in the drawn memory layout."""
-    return in_layout((torch.randn(shape, generator=generator, dtype=torch.float64) * scale).to(dtype), layout)
+    data = (torch.randn(shape, generator=generator, dtype=torch.float64) * scale).to(dtype)
+    if layout == "expanded":
+        return data[:1].to(DEVICE).expand(shape)
+    return in_layout(data, layout)
+
+
+def result_format(*tensors):
+    """torch's memory format for conv2d's output and input gradient: channels-last when the input or the weight is
+    (and not also contiguous)."""
+    channels_last = any(tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+                        for tensor in tensors if tensor.dim() == 4)
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def reference(input, weight, bias, output_mask, grad_output, **geometry):
@@ -69,10 +86,10 @@ def test_conv2d_forward_and_gradients_match_torch(problem):
     input = make_tensor(shape if problem["unbatched"] else (problem["batch"], *shape), dtype, scale, generator,
                         problem["layout"]).requires_grad_()
     weight = make_tensor((problem["out_channels"], problem["in_channels"] // problem["groups"], kernel_h, kernel_w),
-                         dtype, 1.0, generator).requires_grad_()
+                         dtype, 1.0, generator, problem["weight_layout"]).requires_grad_()
     bias = None
     if problem["bias"]:
-        bias = make_tensor((problem["out_channels"],), dtype, scale, generator).requires_grad_()
+        bias = make_tensor((problem["out_channels"],), dtype, scale, generator, problem["bias_layout"]).requires_grad_()
     geometry = dict(stride=problem["stride"], padding=problem["padding"], dilation=problem["dilation"],
                     groups=problem["groups"])
 
@@ -91,6 +108,9 @@ def test_conv2d_forward_and_gradients_match_torch(problem):
     torch_output = torch_functional.conv2d(input.detach(), weight.detach(), None, **geometry)
     assert output.is_contiguous(memory_format=torch.channels_last) == torch_output.is_contiguous(
         memory_format=torch.channels_last), "the output's memory format differs from torch's"
+    if input.dim() == 4:
+        assert grads[0].is_contiguous(memory_format=result_format(input, weight)), "grad_input's memory format"
+    assert grads[1].is_contiguous(memory_format=result_format(weight)), "grad_weight is not in the weight's format"
     assert_close(output, expected, reduction_length=window, name="output")
     # each input pixel receives at most out_channels_per_group x kernel taps terms
     assert_close(grads[0], expected_grads[0], reduction_length=problem["out_channels"] // problem["groups"]
@@ -263,3 +283,148 @@ def test_conv2d_refuses_bad_arguments(arguments, error, message):
 def test_conv2d_refuses_cpu_tensors_on_gpu():
     with pytest.raises(ValueError, match="CUDA tensor"):
         conv2d(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("separate_relu_gradient", [False, True], ids=["fused mask", "separate mask"])
+def test_conv2d_relu_keeps_nan_and_infinities_like_torch_forward_and_backward(separate_relu_gradient):
+    """relu(NaN) = NaN, relu(-inf) = 0, relu(inf) = inf, and the backward passes the gradient where the output is
+    NaN (torch's threshold_backward), with ReLU's gradient fused into the kernels or applied in a separate pass."""
+    values = torch.tensor([float("nan"), float("inf"), -float("inf"), 2.0, -3.0, 0.0, 1.0, -1.0, 5.0])
+    input = values.view(1, 1, 3, 3).to(DEVICE)
+    weight = torch.ones(2, 1, 1, 1, device=DEVICE)
+    weight[1] = -1.0
+    output = conv_kernels.conv2d_forward(input, weight, None, (1, 1), (0, 0, 0, 0), (1, 1), 1, True)
+    leaves = [tensor.clone().requires_grad_() for tensor in (input, weight)]
+    expected = torch.relu(torch_functional.conv2d(*leaves))
+    torch.testing.assert_close(output, expected.detach(), equal_nan=True)
+    grad_output = torch.arange(1.0, 19.0, device=DEVICE).view(expected.shape)
+    expected_grads = torch.autograd.grad(expected, leaves, grad_output)
+    grads = conv_kernels.conv2d_backward(grad_output, input, weight, output, (1, 1), (0, 0, 0, 0), (1, 1), 1,
+                                         needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=False,
+                                         separate_relu_gradient=separate_relu_gradient)
+    torch.testing.assert_close(grads[0], expected_grads[0], equal_nan=True)
+    torch.testing.assert_close(grads[1], expected_grads[1], equal_nan=True)
+
+
+@pytest.mark.parametrize("walk_by_padding", [False, True], ids=["gpu walk", "interpreter walk"])
+@pytest.mark.parametrize("separate_relu_gradient", [False, True], ids=["fused mask", "separate mask"])
+def test_conv2d_backward_matches_torch_with_every_algorithm(separate_relu_gradient, walk_by_padding):
+    """Both choices of each ALGORITHMS entry conv reads, through the launch functions' keywords, on channels-last
+    tensors with 16 channels (where the GPU and interpreter walks differ: channels inner vs flat for a 1x3 window)."""
+    generator = torch.Generator().manual_seed(3)
+    dtype = torch.float32 if ON_GPU else torch.float64
+    input = make_tensor((2, 16, 5, 6), dtype, 1.0, generator, "channels last")
+    weight = make_tensor((8, 16, 1, 3), dtype, 1.0, generator, "channels last")
+    bias = make_tensor((8,), dtype, 1.0, generator)
+    geometry = dict(stride=(1, 2), padding=(1, 1), dilation=(1, 1), groups=1)
+    sides = (1, 1, 1, 1)
+    output = conv_kernels.conv2d_forward(input, weight, bias, (1, 2), sides, (1, 1), 1, True,
+                                         walk_by_padding=walk_by_padding)
+    grad_output = make_tensor(output.shape, dtype, 1.0, generator, "channels last")
+    grads = conv_kernels.conv2d_backward(grad_output, input, weight, output, (1, 2), sides, (1, 1), 1,
+                                         needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True,
+                                         separate_relu_gradient=separate_relu_gradient,
+                                         walk_by_padding=walk_by_padding)
+    expected, expected_grads = reference(input, weight, bias, (output > 0).double(), grad_output, **geometry)
+    assert_close(output, expected.clamp(min=0), reduction_length=16 * 3, name="output")
+    for name, actual, wanted in zip(("grad_input", "grad_weight", "grad_bias"), grads, expected_grads):
+        assert_close(actual, wanted, reduction_length=output.numel() // 8, name=name)
+    assert output.is_contiguous(memory_format=torch.channels_last)
+    assert grads[0].is_contiguous(memory_format=torch.channels_last)
+    assert grads[1].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("bias, expected", [(torch.tensor([5.0]).expand(4), [6.0, 6.0, 6.0, 6.0]),
+                                            (torch.arange(8.0)[::2], [1.0, 3.0, 5.0, 7.0])],
+                         ids=["expanded", "every other element"])
+def test_conv2d_reads_the_bias_through_its_strides(bias, expected):
+    output = conv2d(torch.ones(1, 1, 2, 2, device=DEVICE), torch.ones(4, 1, 1, 1, device=DEVICE), bias.to(DEVICE))
+    assert output[0, :, 0, 0].tolist() == expected and (output == output[:, :, :1, :1]).all()
+
+
+class _LaunchSpy:
+    """Stands in for a kernel: records the tensors each launch passes, then launches the kernel."""
+
+    def __init__(self, kernel):
+        self.kernel, self.tensors = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.tensors += [arg for arg in args if isinstance(arg, torch.Tensor)]
+            return self.kernel[grid](*args, **kwargs)
+        return launch
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels last"])
+def test_conv2d_kernels_read_the_weight_where_it_lives(monkeypatch, layout):
+    """No launch copies the weight: the forward and input-gradient kernels get the weight's own storage and strides
+    (a channels-last model's weights stay channels-last), and the weight gradient comes back in its format."""
+    spies = {name: _LaunchSpy(getattr(conv_kernels, name)) for name in ("conv2d_forward_kernel",
+                                                                        "conv2d_input_grad_kernel")}
+    for name, spy in spies.items():
+        monkeypatch.setattr(conv_kernels, name, spy)
+    generator = torch.Generator().manual_seed(0)
+    input = make_tensor((2, 16, 4, 4), torch.float32, 1.0, generator, layout).requires_grad_()
+    weight = make_tensor((16, 16, 3, 3), torch.float32, 1.0, generator, layout).requires_grad_()
+    output = conv2d(input, weight, padding=1, relu=True)
+    output.backward(torch.ones_like(output))
+    for name, spy in spies.items():
+        assert any(tensor.data_ptr() == weight.data_ptr() and tensor.stride() == weight.stride()
+                   for tensor in spy.tensors), f"{name} was not given the weight itself"
+    memory_format = torch.channels_last if layout == "channels last" else torch.contiguous_format
+    assert output.is_contiguous(memory_format=memory_format)
+    assert input.grad.is_contiguous(memory_format=memory_format)
+    assert weight.grad.is_contiguous(memory_format=memory_format)
+
+
+def test_conv2d_refuses_double_backward_in_every_path():
+    """The backward is not differentiable: create_graph=True raises through autograd.grad and .backward alike, so
+    no second-order gradient silently comes back as None or zero."""
+    input = torch.randn(1, 2, 4, 4, device=DEVICE, requires_grad=True)
+    weight = torch.randn(3, 2, 3, 3, device=DEVICE, requires_grad=True)
+    with pytest.raises(RuntimeError, match="cannot be differentiated"):
+        torch.autograd.grad(conv2d(input, weight).pow(3).sum(), input, create_graph=True)
+    with pytest.raises(RuntimeError, match="cannot be differentiated"):
+        conv2d(input, weight, relu=True).pow(3).sum().backward(create_graph=True)
+    (grad,) = torch.autograd.grad(conv2d(input, weight).pow(3).sum(), input)  # first order still works
+    assert grad.shape == input.shape and not grad.requires_grad
+
+
+def test_weight_gradient_split_fills_whole_waves():
+    """The split count from the real tile count, SMs and blocks per SM. At batch 128 on 132 SMs with the 64x64x32
+    tile (3 blocks per SM: 396 slots): conv2 (100 tiles, 2916 steps of 32 pixels) splits 27 ways, 2700 blocks in 7
+    waves (the former 4-way split ran 400 blocks: a second wave for 4 blocks); conv3 (216 tiles, 676 steps) 11 ways,
+    2376 blocks, exactly 6 waves."""
+    from types import SimpleNamespace
+
+    h200 = SimpleNamespace(multi_processor_count=132, max_threads_per_multi_processor=2048,
+                           shared_memory_per_multiprocessor=233472, regs_per_multiprocessor=65536)
+    tile = next(config for config in conv_kernels.WEIGHT_GRAD_CONFIGS
+                if config.kwargs == dict(BLOCK_OUT_CHANNELS=64, BLOCK_WINDOW=64, BLOCK_PIXELS=32))
+    assert conv_kernels.blocks_per_processor(tile, 2, h200) == 3
+    splits = conv_kernels.weight_grad_splits
+    assert splits(100, 132, 3, 2916) == 27 and -(-100 * 27 // 396) == 7
+    assert splits(216, 132, 3, 676) == 11 and 216 * 11 == 6 * 396
+    assert splits(100, 132, 3, 2916) == splits(100, 132, 3, 2916)  # a pure function: the same shapes, one order
+
+    def modelled_time(tiles, count, steps, slots=396):
+        return -(-tiles * count // slots) * (-(-steps // count) + conv_kernels.SPLIT_COST_STEPS)
+
+    for tiles, steps in ((100, 2916), (216, 676), (7, 100_000), (5000, 3000), (1, 1)):
+        chosen = splits(tiles, 132, 3, steps)
+        assert 1 <= chosen <= max(1, steps // conv_kernels.MINIMUM_STEPS_PER_SPLIT)
+        assert all(modelled_time(tiles, chosen, steps) <= modelled_time(tiles, other, steps)
+                   for other in range(1, max(1, steps // conv_kernels.MINIMUM_STEPS_PER_SPLIT) + 1))
+    assert splits(792, 132, 3, 3000) == 1  # exactly two full waves: a split would only add partial sums
+    assert splits(64, 132, 3, 10) == 1  # too few steps to share
+
+
+def test_autotune_buckets_are_powers_of_two_covering_the_size():
+    """Autotuner keys carry batch or pixel counts rounded up to a power of two, so a last partial batch reuses the
+    tuning of the full ones (128 and 100 images share a key; 128 and 129 do not)."""
+    from kernels.runtime import autotune_bucket
+
+    assert [autotune_bucket(size) for size in (1, 2, 3, 100, 128, 129)] == [1, 2, 4, 128, 128, 256]
+    for kernel in (conv_kernels.conv2d_forward_kernel, conv_kernels.conv2d_weight_grad_kernel):
+        assert "pixels_bucket" in [name for name, _ in kernel_parameters(kernel)]
+    assert "batch_bucket" in [name for name, _ in kernel_parameters(conv_kernels.conv2d_input_grad_kernel)]

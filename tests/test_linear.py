@@ -43,7 +43,10 @@ def seed_after(manual_seed: int) -> int:
 
 def strided(data: torch.Tensor, layout: str) -> torch.Tensor:
     """``data`` in the given memory layout (same values): contiguous, every other element of a twice-wider tensor
-    along the last dimension, or (2-D only) the transpose of a contiguous tensor."""
+    along the last dimension, (2-D only) the transpose of a contiguous tensor, or its first element expanded (stride
+    0: other values, the same for every element)."""
+    if layout == "expanded":
+        return data.reshape(-1)[:1].expand(data.shape)
     if layout == "every other feature":
         wide = torch.zeros(*data.shape[:-1], 2 * data.shape[-1], dtype=data.dtype, device=data.device)
         wide[..., ::2] = data
@@ -70,12 +73,13 @@ def linear_problems(draw):
         scale=draw(st.sampled_from([0.01, 1.0, 4.0])),
         input_layout=draw(st.sampled_from(["contiguous", "every other feature", "transposed"])),
         weight_layout=draw(st.sampled_from(["contiguous", "every other feature", "transposed"])),
+        bias_layout=draw(st.sampled_from(["contiguous", "every other feature", "expanded"])),
         manual_seed=draw(st.integers(0, 2**31 - 1)),
     )
 
 
 def check_against_torch(input_shape, out_features, bias, relu, dropout_p, training, dtype, scale, input_layout,
-                        weight_layout, manual_seed):
+                        weight_layout, manual_seed, bias_layout="contiguous"):
     """Forward and all three gradients of the Triton provider against torch in fp64. The dropout mask comes from the
     seed scheme (``keep_mask``); the ReLU mask of the backward reference is the forward's own decision
     (``output > 0``), so that a pre-activation within rounding of zero cannot flip between the two."""
@@ -84,7 +88,7 @@ def check_against_torch(input_shape, out_features, bias, relu, dropout_p, traini
     make = lambda *shape: (torch.randn(*shape, generator=generator, dtype=torch.float64) * scale).to(dtype).to(DEVICE)
     input = strided(make(*input_shape), input_layout).requires_grad_()
     weight = strided(make(out_features, in_features), weight_layout).requires_grad_()
-    bias_tensor = make(out_features).requires_grad_() if bias else None
+    bias_tensor = strided(make(out_features), bias_layout).requires_grad_() if bias else None
 
     torch.manual_seed(manual_seed)
     output = linear(input, weight, bias_tensor, relu=relu, dropout_p=dropout_p, training=training, provider="triton")
@@ -237,16 +241,53 @@ def test_linear_without_active_dropout_equals_no_dropout_and_draws_no_seed(varia
 
 
 @pytest.mark.parametrize("relu, dropout_p", [(False, 0.0), (True, 0.0), (False, 0.3), (True, 0.3)])
-def test_linear_gradcheck_fp64(relu, dropout_p):
-    input = torch.randn(2, 2, 5, dtype=torch.float64, device=DEVICE, requires_grad=True)
-    weight = torch.randn(3, 5, dtype=torch.float64, device=DEVICE, requires_grad=True)
-    bias = torch.randn(3, dtype=torch.float64, device=DEVICE, requires_grad=True)
+def test_linear_gradcheck_and_gradgradcheck_fp64(relu, dropout_p):
+    """First and second derivatives (the backward is differentiable: see tritonnet/ops/linear.py)."""
+    generator = torch.Generator().manual_seed(0)
+    make = lambda *shape: torch.randn(*shape, dtype=torch.float64, generator=generator).to(DEVICE).requires_grad_()
+    input, weight, bias = make(2, 2, 5), make(3, 5), make(3)
 
     def function(input, weight, bias):
         torch.manual_seed(0)  # the same mask on every evaluation
         return linear(input, weight, bias, relu=relu, dropout_p=dropout_p, provider="triton")
 
-    assert torch.autograd.gradcheck(function, (input, weight, bias))
+    assert torch.autograd.gradcheck(function, (input, weight, bias), fast_mode=True)
+    input, weight, bias = make(2, 3), make(2, 3), make(2)
+    assert torch.autograd.gradgradcheck(function, (input, weight, bias), fast_mode=True)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_linear_hessian_vector_product_matches_torch(relu):
+    """``create_graph=True`` through autograd.grad and through .backward: the second derivative of
+    ``linear(x, w).pow(3).sum()`` as torch's (65.06 at this seed where the backward once returned 0.0)."""
+    generator = torch.Generator().manual_seed(0)
+    input = torch.randn(4, 6, dtype=torch.float64, generator=generator).to(DEVICE)
+    weight = torch.randn(5, 6, dtype=torch.float64, generator=generator).to(DEVICE)
+    vector = torch.randn(4, 6, dtype=torch.float64, generator=generator).to(DEVICE)
+    results = {}
+    for provider in ("triton", "torch"):
+        leaves = [tensor.clone().requires_grad_() for tensor in (input, weight)]
+        (grad,) = torch.autograd.grad(linear(*leaves, relu=relu, provider=provider).pow(3).sum(), leaves[0],
+                                      create_graph=True)
+        (grad * vector).sum().backward()
+        results[provider] = [leaf.grad for leaf in leaves]
+    for actual, expected in zip(results["triton"], results["torch"]):
+        assert actual is not None and expected.abs().max() > 0
+        assert_close(actual, expected, reduction_length=30)
+
+
+def test_linear_relu_keeps_nan_and_infinities_like_torch():
+    """relu(NaN) = NaN, relu(-inf) = 0, relu(inf) = inf in the fused epilogue, and a NaN output passes the gradient
+    as torch's relu does (tl.maximum and PTX max.f32 would turn NaN into 0)."""
+    input = torch.tensor([[float("nan")], [float("inf")], [-float("inf")], [-1.0], [2.0]], device=DEVICE)
+    results = {}
+    for provider in ("triton", "torch"):
+        leaf = input.clone().requires_grad_()
+        output = linear(leaf, torch.ones(1, 1, device=DEVICE), relu=True, provider=provider)
+        output.backward(torch.full_like(output, 3.0))
+        results[provider] = (output.detach(), leaf.grad)
+    for actual, expected in zip(results["triton"], results["torch"]):
+        torch.testing.assert_close(actual, expected, equal_nan=True)
 
 
 @pytest.mark.parametrize("input_shape", [(6, 12), (2, 3, 12)])

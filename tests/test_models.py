@@ -19,6 +19,7 @@ from torch import nn
 
 import tritonnet
 from tests.helpers import DEVICE, ON_GPU, assert_close, tolerance
+from kernels.conv import dense_format
 from tests.spies import every_op
 from tritonnet import registry
 from tritonnet.models import (MODELS, AlexNet, _paper_classifier, _paper_features, alexnet, alexnet_small,
@@ -96,13 +97,16 @@ def assert_as_accurate_as_reference(actual: torch.Tensor, exact: torch.Tensor, r
     assert_close(actual, exact, dtype=dtype, reduction_length=reduction_length, scale=scale, name=name)
 
 
-def _assert_model_matches_reference(model: nn.Module, batch: int, provider: str, dtype: torch.dtype, seed: int = 0):
+def _assert_model_matches_reference(model: nn.Module, batch: int, provider: str, dtype: torch.dtype, seed: int = 0,
+                                    memory_format: torch.memory_format = torch.contiguous_format):
     """Eval mode (dropout off), the same weights and input: ``provider`` in ``dtype`` against the torch reference
     (see :func:`assert_as_accurate_as_reference`), for the logits, the loss, the images' gradient and every
-    parameter's gradient."""
-    model = model.to(DEVICE).eval()
+    parameter's gradient. With ``memory_format=torch.channels_last`` the model is converted by ``model.to`` (every
+    conv weight becomes channels-last, and so must its gradient) and the images are channels-last."""
+    model = model.to(DEVICE, memory_format=memory_format).eval()
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, 3, model.input_size, model.input_size, generator=generator).to(DEVICE)
+    images = torch.randn(batch, 3, model.input_size, model.input_size, generator=generator).to(
+        DEVICE, memory_format=memory_format)
     targets = torch.randint(0, model.classifier[-1].out_features, (batch,), generator=generator).to(DEVICE)
     length = chain_reduction_length(model, images)
     exact = _step(copy.deepcopy(model).double(), images.double(), targets, REFERENCE)
@@ -110,6 +114,8 @@ def _assert_model_matches_reference(model: nn.Module, batch: int, provider: str,
     reference = exact if dtype == torch.float64 else _step(model, images.to(dtype), targets, REFERENCE)
     actual = _step(model, images.to(dtype), targets, provider)
     assert actual.keys() == exact.keys()
+    for name, parameter in model.named_parameters():
+        assert actual[f"{name}.grad"].is_contiguous(memory_format=dense_format(parameter)), f"{name}'s gradient layout"
     for name, value in exact.items():
         assert_as_accurate_as_reference(actual[name], value, reference[name], dtype=dtype, reduction_length=length,
                                         name=f"{name} ({provider}, {dtype})")
@@ -124,17 +130,37 @@ def _paper_geometry(width_divisor: int) -> AlexNet:
     return paper_init(model)
 
 
-@pytest.mark.parametrize("dtype", MODEL_DTYPES, ids=lambda dtype: str(dtype).replace("torch.", ""))
-@pytest.mark.parametrize("provider", COMPARED)
-def test_alexnet_small_matches_reference(provider, dtype):
-    torch.manual_seed(0)
-    _assert_model_matches_reference(alexnet_small(), batch=2, provider=provider, dtype=dtype)
+# Each dtype contiguous, and the exact dtype channels-last (the GPU layout: DESIGN's channels-last end to end).
+LAYOUTS = [pytest.param(dtype, torch.contiguous_format, id=str(dtype).replace("torch.", "")) for dtype in MODEL_DTYPES]
+LAYOUTS.append(pytest.param(MODEL_DTYPES[0], torch.channels_last,
+                            id=str(MODEL_DTYPES[0]).replace("torch.", "") + "-channels-last"))
 
 
+@pytest.mark.parametrize("dtype, memory_format", LAYOUTS)
 @pytest.mark.parametrize("provider", COMPARED)
-def test_paper_geometry_narrow_matches_reference(provider):
+def test_alexnet_small_matches_reference(provider, dtype, memory_format):
     torch.manual_seed(0)
-    _assert_model_matches_reference(_paper_geometry(8), batch=1, provider=provider, dtype=MODEL_DTYPES[0])
+    _assert_model_matches_reference(alexnet_small(), batch=2, provider=provider, dtype=dtype,
+                                    memory_format=memory_format)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last],
+                         ids=["contiguous", "channels-last"])
+@pytest.mark.parametrize("provider", COMPARED)
+def test_paper_geometry_narrow_matches_reference(provider, memory_format):
+    torch.manual_seed(0)
+    _assert_model_matches_reference(_paper_geometry(8), batch=1, provider=provider, dtype=MODEL_DTYPES[0],
+                                    memory_format=memory_format)
+
+
+def test_torchvision_geometry_converts_to_channels_last():
+    """``model.to(memory_format=torch.channels_last)`` makes every conv weight channels-last in torchvision's net too
+    (the other two run channels-last above; on the meta device: the layers, not their 61M weights)."""
+    with torch.device("meta"):
+        model = alexnet_torchvision().to(memory_format=torch.channels_last)
+    weights = [module.weight for module in model.modules() if isinstance(module, nn.Conv2d)]
+    assert len(weights) == 5 and all(weight.is_contiguous(memory_format=torch.channels_last)
+                                     and not weight.is_contiguous() for weight in weights)
 
 
 # In the interpreter the full net takes 20-50 s per dtype on 2 cores: fp64 (the exact check) always runs, fp32 is
@@ -282,3 +308,4 @@ def test_sgd_steps_lower_the_loss():
     after = eval_loss()
     assert math.isfinite(after) and after < 0.8 * before, (before, after)
     assert registry.provider_for("conv2d") == registry.available_kernels()["conv2d"][0]  # the default kernels ran
+

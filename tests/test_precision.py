@@ -95,3 +95,16 @@ def test_gemm_kernels_refuse_bf16_in_the_interpreter():
     with pytest.raises(TypeError, match="input is bf16"):
         linear_forward(torch.randn(3, 16, dtype=torch.bfloat16), torch.randn(8, 16, dtype=torch.bfloat16), None,
                        False, 0.0, 0)
+
+
+@pytest.mark.parametrize("bf16_through_fp32", [False, True])
+def test_bf16_widening_follows_the_algorithms_policy(bf16_through_fp32):
+    """Only bf16 is widened, and only where the policy says so (by default ``runtime.ALGORITHMS``: the interpreter);
+    the keyword runs either choice in either mode."""
+    from kernels.runtime import ALGORITHMS
+    from tritonnet.ops._precision import computes_in_fp32
+
+    assert computes_in_fp32(torch.bfloat16, bf16_through_fp32=bf16_through_fp32) is bf16_through_fp32
+    assert not any(computes_in_fp32(dtype, bf16_through_fp32=bf16_through_fp32)
+                   for dtype in (torch.float16, torch.float32, torch.float64))
+    assert computes_in_fp32(torch.bfloat16) is ALGORITHMS.bf16_through_fp32

@@ -8,6 +8,10 @@
 - :func:`alexnet_small`: the same layer types sized for 32x32 inputs (the CPU demo and the tests).
 
 Fused forms are used where they exist: conv+ReLU in one kernel, linear+ReLU+dropout in one kernel.
+
+On a GPU the nets run channels-last: ``model.to(memory_format=torch.channels_last)`` makes every conv weight
+channels-last (torch converts 4-D parameters), and channels-last images then stay channels-last through the
+features; the outputs and gradients are the contiguous net's.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ class AlexNet(nn.Module):
         features = self.features(images)
         if hasattr(self, "avgpool"):
             features = self.avgpool(features)
+        # The one activation copy of a channels-last net, on purpose: fc6's weight columns are in (channel, h, w)
+        # order, the order of torch's and torchvision's checkpoints, so the NHWC features are flattened in NCHW order
+        # (torch.flatten copies a channels-last tensor; it is a view of a contiguous one).
         return self.classifier(torch.flatten(features, 1))
 
 

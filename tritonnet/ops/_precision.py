@@ -6,15 +6,16 @@
   torch's. Max-pool and dropout follow their input's dtype, as torch's do under autocast; LRN returns the dtype
   torch's returns (fp32 for some inputs, see tritonnet/ops/lrn.py).
 - Triton's interpreter multiplies bf16 ``tl.dot`` operands wrongly (triton 3.9: errors around 1e11 on values near
-  1). :func:`interpreter_widens` says when the providers run a bf16 call in fp32 there and round the result to
-  bf16, so CPU runs give right answers (more precise than a GPU's bf16 GEMM); on a GPU bf16 runs natively.
+  1). :func:`computes_in_fp32` says when the providers run a bf16 call in fp32 and round the result to bf16
+  (``runtime.ALGORITHMS.bf16_through_fp32``: in the interpreter), so CPU runs give right answers (more precise than
+  a GPU's bf16 GEMM); on a GPU bf16 runs natively.
 """
 
 from __future__ import annotations
 
 import torch
 
-from kernels.runtime import INTERPRET
+from kernels.runtime import ALGORITHMS
 
 
 def autocast_operands(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
@@ -28,9 +29,9 @@ def autocast_operands(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | Non
                  and tensor.dtype != torch.float64 else tensor for tensor in tensors)
 
 
-def interpreter_widens(dtype: torch.dtype) -> bool:
-    """Whether a matmul-like op in this ``dtype`` runs in fp32 here (bf16 in the interpreter; see above)."""
-    return INTERPRET and dtype == torch.bfloat16
+def computes_in_fp32(dtype: torch.dtype, *, bf16_through_fp32: bool = ALGORITHMS.bf16_through_fp32) -> bool:
+    """Whether a matmul-like op in this ``dtype`` runs in fp32 (bf16 with ``bf16_through_fp32``; see above)."""
+    return bf16_through_fp32 and dtype == torch.bfloat16
 
 
 def widened(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:

@@ -2,9 +2,12 @@
 
 The "triton" provider runs all three passes in Triton (kernels/conv.py): the forward with bias and ReLU fused, the
 input gradient and the weight gradient (bias gradient fused) as implicit GEMMs, with ReLU's mask read from the saved
-output inside the gradient kernels. NCHW and channels-last inputs both run natively (the kernels take strides; the
-output keeps the input's memory format, as torch's does); other layouts are made contiguous first. On a GPU
-channels-last is the fast layout (its channel chunks load as vectors; see kernels/conv.py). 3-D (unbatched) input
+output inside the gradient kernels. NCHW and channels-last inputs both run natively, and the weight and bias are read
+in whatever layout they come (the kernels take strides; no launch copies them); other input layouts are made
+contiguous first. The output and input gradient come back channels-last when the input or the weight is, as
+torch's do, and the weight gradient in the weight's format. On a GPU channels-last is the fast layout (input and
+weight channels-last, as ``model.to(memory_format=torch.channels_last)`` leaves a net: channel chunks load as
+vectors; see kernels/conv.py). The backward refuses ``create_graph=True`` (see Conv2dFunction). 3-D (unbatched) input
 works as in torch. Any stride, padding (per side, so padding='same' with even kernels works), dilation and
 groups; fp32, fp16, bf16 on GPU, and fp64 in the interpreter (where bf16 runs in fp32). Under torch.autocast
 the operands are cast as torch's conv2d's are (see _precision.py).
@@ -14,13 +17,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
-from kernels.conv import (FUSE_RELU_GRADIENT, conv2d_forward, conv2d_input_grad, conv2d_weight_grad, dense_format,
-                          relu_gradient)
+from kernels.conv import conv2d_backward, conv2d_forward
 from kernels.runtime import INTERPRET, check_device
 from tritonnet.ops._checks import as_pair, check_int, check_like, check_tensor
-from tritonnet.ops._precision import autocast_operands, interpreter_widens, widened
+from tritonnet.ops._precision import autocast_operands, computes_in_fp32, widened
 from tritonnet.registry import lookup, register
 
 OP = "conv2d"
@@ -98,7 +99,12 @@ def padding_sides(padding, kernel_size, dilation) -> tuple[int, int, int, int]:
 
 class Conv2dFunction(torch.autograd.Function):
     """conv2d (+ bias, + ReLU) on 4-D input with Triton forward and backward. Saves input and weight, and the
-    output only when ReLU is fused (its backward mask is ``output > 0``)."""
+    output only when ReLU is fused (its backward mask is ``output <= 0``).
+
+    The backward is not differentiable (its input gradient would be a transposed convolution and its weight gradient
+    a correlation of input and gradient, which have no Triton kernels of their own here), so it refuses to build a
+    graph: ``create_graph=True`` (``autograd.grad`` or ``.backward``) raises instead of returning a gradient that
+    silently lacks the second-order terms. provider='torch' differentiates twice."""
 
     @staticmethod
     def forward(ctx, input, weight, bias, stride, padding, dilation, groups, relu):
@@ -109,20 +115,16 @@ class Conv2dFunction(torch.autograd.Function):
         return output
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output):
+        if torch.is_grad_enabled():  # only under create_graph=True: autograd runs backward without grad otherwise
+            raise RuntimeError("conv2d's Triton backward cannot be differentiated (create_graph=True, e.g. a "
+                               "Hessian-vector product or a gradient penalty); use provider='torch' for conv2d there")
         input, weight, output = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.geometry
-        grad_input = grad_weight = grad_bias = None
-        if output is not None and not FUSE_RELU_GRADIENT:
-            grad_output, output = relu_gradient(grad_output, output), None
-        if ctx.needs_input_grad[0]:
-            grad_input = conv2d_input_grad(grad_output, output, weight, input.shape, dense_format(input), stride,
-                                           padding, dilation, groups)
-        bias_needed = ctx.has_bias and ctx.needs_input_grad[2]
-        if ctx.needs_input_grad[1] or bias_needed:
-            grad_weight, grad_bias = conv2d_weight_grad(input, grad_output, output, weight.shape, weight.dtype, stride,
-                                                        padding, dilation, groups, bias_needed)
+        grad_input, grad_weight, grad_bias = conv2d_backward(
+            grad_output, input, weight, output, stride, padding, dilation, groups,
+            needs_input_grad=ctx.needs_input_grad[0], needs_weight_grad=ctx.needs_input_grad[1],
+            needs_bias_grad=ctx.has_bias and ctx.needs_input_grad[2])
         return grad_input, grad_weight, grad_bias, None, None, None, None, None
 
 
@@ -132,7 +134,7 @@ def triton_conv2d(input, weight, bias, stride, padding, dilation, groups, relu):
     if input.dtype == torch.float64 and not INTERPRET:
         raise TypeError("conv2d's Triton kernels take fp32, fp16 or bf16 on the GPU (fp64 runs in the interpreter "
                         "only); use provider='torch' for fp64")
-    if interpreter_widens(input.dtype):
+    if computes_in_fp32(input.dtype):
         input, weight, bias = widened(input, weight, bias)
         return triton_conv2d(input, weight, bias, stride, padding, dilation, groups, relu).to(torch.bfloat16)
     padding = padding_sides(padding, weight.shape[2:], dilation)

@@ -1,7 +1,15 @@
 """Fully connected layer ``y = x W^T + b``, with ReLU and dropout optionally fused into the GEMM's epilogue.
 
 Under torch.autocast the operands are cast as torch's linear's are; bf16 runs in fp32 in the interpreter (see
-_precision.py)."""
+_precision.py). Any strides (a channels-last activation flattened for fc6 arrives as a copy made by the flatten,
+weights and biases may be transposed, strided or expanded views): the kernels read every operand through its
+strides.
+
+The backward is differentiable to any order: it is ``grad_pre = grad_output x (constant masks)`` and two GEMMs that
+are themselves linear layers, ``grad_input = linear(grad_pre, weight^T)`` and ``grad_weight = linear(grad_pre^T,
+input^T)``, plus ``grad_bias = grad_pre.sum(0)``. Under ``create_graph=True`` it runs in that form, so autograd
+records it; otherwise the fused kernels (masks in the GEMMs' prologues) run it without a graph.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +18,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kernels.linear import linear_backward, linear_forward
+from kernels.linear import dropout_grad, linear_backward, linear_forward
 from tritonnet.ops._checks import check_float, check_like, check_tensor
-from tritonnet.ops._precision import autocast_operands, interpreter_widens, widened
+from tritonnet.ops._precision import autocast_operands, computes_in_fp32, widened
 from tritonnet.ops.dropout import draw_seed
 from tritonnet.registry import lookup, register
 
@@ -66,27 +74,53 @@ class LinearFunction(torch.autograd.Function):
         # Allocated in its final shape: returning a view of a tensor made here would forbid in-place use of the output.
         output = linear_forward(flat_input, weight, bias, relu, dropout_p, seed,
                                 output_shape=(*input.shape[:-1], weight.shape[0]))
-        ctx.save_for_backward(flat_input, weight, output if relu else None)
+        # The input itself, not its flattened view: a view made here (grad mode is off in forward) would not be
+        # connected to the input in a recorded backward.
+        ctx.save_for_backward(input, weight, output if relu else None)
         ctx.input_shape = input.shape
         ctx.relu, ctx.dropout_p, ctx.seed = relu, dropout_p, seed
         return output
 
     @staticmethod
     def backward(ctx, grad_output):
-        flat_input, weight, output = ctx.saved_tensors
-        grad_input, grad_weight, grad_bias = linear_backward(
-            grad_output.reshape(flat_input.shape[0], weight.shape[0]), flat_input, weight, output, ctx.relu,
-            ctx.dropout_p, ctx.seed,
-            needs_input_grad=ctx.needs_input_grad[0], needs_weight_grad=ctx.needs_input_grad[1],
-            needs_bias_grad=ctx.needs_input_grad[2])
+        input, weight, output = ctx.saved_tensors
+        flat_input = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
+        grad_output = grad_output.reshape(flat_input.shape[0], weight.shape[0])
+        if torch.is_grad_enabled():  # create_graph=True: autograd records the backward (see the module docstring)
+            grad_input, grad_weight, grad_bias = _recorded_backward(ctx, grad_output, flat_input, weight, output)
+        else:
+            grad_input, grad_weight, grad_bias = linear_backward(
+                grad_output, flat_input, weight, output, ctx.relu, ctx.dropout_p, ctx.seed,
+                needs_input_grad=ctx.needs_input_grad[0], needs_weight_grad=ctx.needs_input_grad[1],
+                needs_bias_grad=ctx.needs_input_grad[2])
         if grad_input is not None:
-            grad_input = grad_input.view(ctx.input_shape)
+            grad_input = grad_input.reshape(ctx.input_shape)
         return grad_input, grad_weight, grad_bias, None, None, None
+
+
+def _recorded_backward(ctx, grad_output, flat_input, weight, output):
+    """:func:`linear_backward`'s results as differentiable ops: the masks are constants (ReLU's comes from the saved
+    output, whose second derivative is zero; dropout's from the seed), the GEMMs are :class:`LinearFunction`s."""
+    grad_pre = grad_output
+    if ctx.relu:  # the saved post-dropout output carries both masks (kernels/linear.py); a NaN output passes
+        grad_pre = grad_pre.masked_fill(output.reshape(grad_pre.shape) <= 0, 0.0)
+        if ctx.dropout_p > 0.0:
+            grad_pre = grad_pre / (1.0 - ctx.dropout_p)
+    elif ctx.dropout_p > 0.0:
+        grad_pre = grad_pre * dropout_grad(torch.ones_like(grad_pre), ctx.dropout_p, ctx.seed)
+    grad_input = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_input = LinearFunction.apply(grad_pre, weight.t(), None, False, 0.0, False)
+    if ctx.needs_input_grad[1]:
+        grad_weight = LinearFunction.apply(grad_pre.t(), flat_input.t(), None, False, 0.0, False)
+    if ctx.needs_input_grad[2]:
+        grad_bias = grad_pre.sum(0)
+    return grad_input, grad_weight, grad_bias
 
 
 @register(OP, "triton")
 def triton_linear(input, weight, bias, relu, dropout_p, training):
-    if interpreter_widens(input.dtype):
+    if computes_in_fp32(input.dtype):
         input, weight, bias = widened(input, weight, bias)
         return LinearFunction.apply(input, weight, bias, relu, dropout_p, training).to(torch.bfloat16)
     return LinearFunction.apply(input, weight, bias, relu, dropout_p, training)
