@@ -164,6 +164,13 @@ def lrn_forward_kernel(
 # the mirrored window [j - after, j + before]. base[j] itself needs window(j) = [j - before, j + after]; since
 # before >= after, both windows lie in [j - before, j + before], so one walk over those offsets loads x, g and u
 # once per offset and accumulates both sums. Then base[j]^-beta = base[j] * u[j]: no pow in the backward.
+@triton.jit
+def _base_to_minus_beta(base, base_power):
+    """base^-beta as base * base^(-beta-1), but 0 for an infinite base (a window holding an infinity), where the
+    product would be inf * 0 = NaN: torch's pow gives inf^-beta = 0, so such a channel's own term vanishes."""
+    return tl.where(base == float("inf"), 0.0, base * base_power)
+
+
 @autotune(GPU_CONFIGS, key=TUNING_KEY)
 @triton.jit
 def lrn_backward_kernel(
@@ -219,7 +226,7 @@ def lrn_backward_kernel(
         value = _load_rows(input_pointer, channel, input_channel_stride, input_position, channels, inside)
         grad = _load_rows(grad_output_pointer, channel, grad_output_channel_stride, grad_position, channels, inside)
         base_power = _load_rows(base_power_pointer, channel, output_channel_stride, output_position, channels, inside)
-        grad_input = grad * (base * base_power) - gradient_coefficient * value * weighted_sum
+        grad_input = grad * _base_to_minus_beta(base, base_power) - gradient_coefficient * value * weighted_sum
         _store_rows(grad_input_pointer, grad_input, channel, output_channel_stride, output_position, channels, inside)
 
 
@@ -337,7 +344,7 @@ def lrn_backward_band_matrix_kernel(
     base = _window_sum(value * value, channel, channels, window_before, window_after, alpha_over_size, k)
     scaled_weighted_sum = _window_sum(grad * value * base_power, channel, channels, window_after, window_before,
                                       gradient_coefficient, 0.0)
-    grad_input = grad * (base * base_power) - value * scaled_weighted_sum
+    grad_input = grad * _base_to_minus_beta(base, base_power) - value * scaled_weighted_sum
     tl.store(grad_input_pointer + output_offsets, grad_input.to(grad_input_pointer.dtype.element_ty), mask=inside)
 
 

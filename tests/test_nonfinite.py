@@ -109,13 +109,7 @@ CASES = [
 ]
 
 # Cases whose providers do not propagate NaN/inf as torch does today: (case name, provider) -> reason.
-KNOWN_DEFECTS: dict[tuple[str, str], str] = {
-    ("conv2d-relu=True", "triton"): "the fused ReLU's backward masks the gradient where the output is NaN; torch's "
-                                    "passes it (its mask is output <= 0, false for NaN)",
-    ("linear-relu=True", "triton"): "the fused ReLU turns a NaN output into 0; torch's relu keeps NaN",
-    ("local_response_norm", "triton"): "the backward gives NaN gradients to channels whose window holds an infinity "
-                                       "(their output is 0 or finite); torch's gradient there is finite",
-}
+KNOWN_DEFECTS: dict[tuple[str, str], str] = {}
 
 
 def _params():
