@@ -377,16 +377,26 @@ def test_conv2d_kernels_read_the_weight_where_it_lives(monkeypatch, layout):
     assert weight.grad.is_contiguous(memory_format=memory_format)
 
 
-def test_conv2d_refuses_double_backward_in_every_path():
-    """The backward is not differentiable: create_graph=True raises through autograd.grad and .backward alike, so
-    no second-order gradient silently comes back as None or zero."""
-    input = torch.randn(1, 2, 4, 4, device=DEVICE, requires_grad=True)
-    weight = torch.randn(3, 2, 3, 3, device=DEVICE, requires_grad=True)
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv2d_refuses_double_backward_in_every_path(relu):
+    """The backward is not differentiable: a second derivative raises through autograd.grad (with allow_unused too)
+    and through .backward alike, for the input's and the weight's gradient, so none silently comes back as None or
+    zero. First derivatives, with or without create_graph, still work."""
+    generator = torch.Generator().manual_seed(0)
+    input = torch.randn(1, 2, 4, 4, generator=generator).to(DEVICE).requires_grad_()
+    weight = torch.randn(3, 2, 3, 3, generator=generator).to(DEVICE).requires_grad_()
+    bias = torch.randn(3, generator=generator).to(DEVICE).requires_grad_()
+    loss = lambda: conv2d(input, weight, bias, padding=1, relu=relu).pow(3).sum()  # noqa: E731
+    for leaf in (input, weight):
+        (grad,) = torch.autograd.grad(loss(), leaf, create_graph=True)
+        assert grad.shape == leaf.shape
+        for target in (input, weight):
+            with pytest.raises(RuntimeError, match="cannot be differentiated"):
+                torch.autograd.grad(grad.sum(), target, allow_unused=True)
+    loss().backward(create_graph=True)
     with pytest.raises(RuntimeError, match="cannot be differentiated"):
-        torch.autograd.grad(conv2d(input, weight).pow(3).sum(), input, create_graph=True)
-    with pytest.raises(RuntimeError, match="cannot be differentiated"):
-        conv2d(input, weight, relu=True).pow(3).sum().backward(create_graph=True)
-    (grad,) = torch.autograd.grad(conv2d(input, weight).pow(3).sum(), input)  # first order still works
+        (input.grad.sum() + weight.grad.sum()).backward()
+    (grad,) = torch.autograd.grad(loss(), input)
     assert grad.shape == input.shape and not grad.requires_grad
 
 

@@ -102,9 +102,10 @@ class Conv2dFunction(torch.autograd.Function):
     output only when ReLU is fused (its backward mask is ``output <= 0``).
 
     The backward is not differentiable (its input gradient would be a transposed convolution and its weight gradient
-    a correlation of input and gradient, which have no Triton kernels of their own here), so it refuses to build a
-    graph: ``create_graph=True`` (``autograd.grad`` or ``.backward``) raises instead of returning a gradient that
-    silently lacks the second-order terms. provider='torch' differentiates twice."""
+    a correlation of input and gradient, which have no Triton kernels of their own here). Under ``create_graph=True``
+    its gradients are connected to the grad_output, input and weight they depend on through a node that raises when
+    differentiated, so a second derivative raises (``autograd.grad``, ``allow_unused`` or not, and ``.backward``
+    alike) instead of coming back as None or zero. provider='torch' differentiates twice."""
 
     @staticmethod
     def forward(ctx, input, weight, bias, stride, padding, dilation, groups, relu):
@@ -116,16 +117,32 @@ class Conv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        if torch.is_grad_enabled():  # only under create_graph=True: autograd runs backward without grad otherwise
-            raise RuntimeError("conv2d's Triton backward cannot be differentiated (create_graph=True, e.g. a "
-                               "Hessian-vector product or a gradient penalty); use provider='torch' for conv2d there")
         input, weight, output = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.geometry
-        grad_input, grad_weight, grad_bias = conv2d_backward(
+        gradients = conv2d_backward(
             grad_output, input, weight, output, stride, padding, dilation, groups,
             needs_input_grad=ctx.needs_input_grad[0], needs_weight_grad=ctx.needs_input_grad[1],
             needs_bias_grad=ctx.has_bias and ctx.needs_input_grad[2])
-        return grad_input, grad_weight, grad_bias, None, None, None, None, None
+        if torch.is_grad_enabled():  # create_graph=True: autograd runs the backward without grad otherwise
+            present = [gradient for gradient in gradients if gradient is not None]
+            refusing = iter(_RefuseDifferentiation.apply(len(present), *present, grad_output, input, weight))
+            gradients = [None if gradient is None else next(refusing) for gradient in gradients]
+        return (*gradients, None, None, None, None, None)
+
+
+class _RefuseDifferentiation(torch.autograd.Function):
+    """The identity on conv2d's first ``count`` arguments (its gradients), recorded as depending on the rest (what
+    those gradients are functions of); differentiating through it raises."""
+
+    @staticmethod
+    def forward(ctx, count, *tensors):
+        return tuple(tensor.clone() for tensor in tensors[:count])
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError("conv2d's Triton backward cannot be differentiated (a second derivative through conv2d, "
+                           "e.g. a Hessian-vector product or a gradient penalty): use provider='torch' for conv2d "
+                           "there")
 
 
 @register(OP, "triton")
