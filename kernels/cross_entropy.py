@@ -48,7 +48,6 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.gpu_compile import CompileCase
 from kernels.runtime import INTERPRET, INTERPRETER_MAX_BLOCK, autotune, check_device, gpu_configs, interpreter_block
 
 # One row per program for ImageNet-sized class counts (1000 classes: one block, 128 programs at batch 128); several
@@ -397,56 +396,3 @@ def cross_entropy_backward(grad_output: torch.Tensor, logits: torch.Tensor, targ
         WEIGHTED=weight is not None, SMOOTHING=label_smoothing > 0.0, MEAN=reduction == "mean",
         GRAD_TARGET=grad_target, **_row_tiles(rows, classes))
     return grad_logits, grad_probabilities
-
-
-def compile_cases() -> list[CompileCase]:
-    """Each kernel with each GPU config: for fp32/fp16/bf16 logits, int64 class indices with class weights, mean
-    and label smoothing (AlexNet's case, with every flag's code); for fp32, probability targets with their gradient.
-    (N, C) logits with contiguous classes, as a typical launch specializes them."""
-    cases = []
-    for dtype in ("fp32", "fp16", "bf16"):
-        logits, statistics = f"*{dtype}", "*fp32"
-        for soft_targets in (False, True) if dtype == "fp32" else (False,):
-            target = logits if soft_targets else "*i64"
-            flags = dict(SOFT_TARGETS=soft_targets, WEIGHTED=True, SMOOTHING=True, MEAN=True)
-            strides = dict(spatial=1, logits_stride_class=1, logits_stride_spatial=0, target_stride_class=1,
-                           target_stride_spatial=0, weight_stride=1)
-            for config in ROW_CONFIGS:
-                forward_signature = dict(
-                    logits_pointer=logits, target_pointer=target, weight_pointer=logits, loss_pointer=statistics,
-                    row_weight_pointer=statistics, row_max_pointer=statistics, log_denominator_pointer=statistics,
-                    target_mass_pointer=statistics, error_record_pointer="*i64", rows="i32", classes="i32",
-                    spatial="constexpr", logits_stride_batch="i32", logits_stride_class="constexpr",
-                    logits_stride_spatial="constexpr", target_stride_batch="i32", target_stride_class="constexpr",
-                    target_stride_spatial="constexpr", weight_stride="constexpr", ignore_index="i32",
-                    label_smoothing="fp32", label_smoothing_rest="fp32",
-                    **{name: "constexpr" for name in (*flags, *config.kwargs)})
-                cases.append(CompileCase("cross_entropy_forward", cross_entropy_forward_kernel, forward_signature,
-                                         dict(**strides, **flags, **config.kwargs), dtype, config.num_warps,
-                                         config.num_stages))
-                backward_signature = dict(
-                    logits_pointer=logits, target_pointer=target, weight_pointer=logits, row_max_pointer=statistics,
-                    log_denominator_pointer=statistics, target_mass_pointer=statistics, grad_output_pointer=logits,
-                    total_weight_pointer=statistics, grad_logits_pointer=logits, grad_target_pointer=logits,
-                    rows="i32", classes="i32", spatial="constexpr", logits_stride_batch="i32",
-                    logits_stride_class="constexpr", logits_stride_spatial="constexpr", target_stride_batch="i32",
-                    target_stride_class="constexpr", target_stride_spatial="constexpr", weight_stride="constexpr",
-                    grad_output_stride_batch="constexpr", grad_output_stride_spatial="constexpr",
-                    grad_logits_stride_batch="i32", grad_logits_stride_class="constexpr",
-                    grad_logits_stride_spatial="constexpr", grad_target_stride_batch="i32",
-                    grad_target_stride_class="constexpr", grad_target_stride_spatial="constexpr",
-                    ignore_index="i32", label_smoothing="fp32", label_smoothing_rest="fp32",
-                    **{name: "constexpr" for name in (*flags, "GRAD_TARGET", *config.kwargs)})
-                cases.append(CompileCase(
-                    "cross_entropy_backward", cross_entropy_backward_kernel, backward_signature,
-                    dict(**strides, grad_output_stride_batch=0, grad_output_stride_spatial=0,
-                         grad_logits_stride_class=1, grad_logits_stride_spatial=0, grad_target_stride_class=1,
-                         grad_target_stride_spatial=0, GRAD_TARGET=soft_targets, **flags, **config.kwargs),
-                    dtype, config.num_warps, config.num_stages))
-        for config in REDUCE_CONFIGS:
-            cases.append(CompileCase(
-                "cross_entropy_reduce", cross_entropy_reduce_kernel,
-                dict(loss_pointer=statistics, row_weight_pointer=statistics, result_pointer=logits,
-                     total_weight_pointer=statistics, rows="i32", MEAN="constexpr", BLOCK_ROWS="constexpr"),
-                dict(MEAN=True, **config.kwargs), dtype, config.num_warps, config.num_stages))
-    return cases

@@ -25,7 +25,6 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.gpu_compile import CompileCase
 from kernels.layout import collapse_dims, contiguous_strides, coordinates, may_overlap, needs_wide_index, \
     program_indices, strided_offset
 from kernels.runtime import INTERPRET, autotune, check_device, gpu_configs, interpreter_block
@@ -95,30 +94,3 @@ def apply_dropout(input: torch.Tensor, p: float, seed: int, *, inplace: bool = F
     dropout_kernel[grid](input, output, numel, *sizes[1:], *input_strides, *output_strides, *index_strides, p, scale,
                          seed, **meta)
     return output
-
-
-def compile_cases() -> list[CompileCase]:
-    """Each dtype, contiguous (the walk is one dim) and channels-last NCHW (three: batch, pixels, channels; the
-    logical index keeps pixels and channels apart), plus 2**31 elements or more (numel passed as i64). Sizes and
-    strides of 1 are constants, as Triton specialises them at launch."""
-    walks = {  # (size1, size2, size3), then the input's = output's strides, then the logical index's
-        "contiguous": ((1, 1, "i32"), (0, 0, 0, 1), (0, 0, 0, 1)),
-        "channels_last": (("i32", "i32", "i32"), (0, "i32", "i32", 1), (0, "i32", 1, "i32")),
-    }
-    cases = []
-    for dtype, numel, layout in (("fp32", "i32", "contiguous"), ("fp16", "i32", "contiguous"),
-                                 ("bf16", "i32", "contiguous"), ("fp32", "i64", "contiguous"),
-                                 ("fp32", "i32", "channels_last"), ("bf16", "i32", "channels_last")):
-        sizes, strides, index_strides = walks[layout]
-        integers = {**dict(zip(("size1", "size2", "size3"), sizes)),
-                    **{f"{tensor}_stride{dim}": stride for tensor in ("input", "output")
-                       for dim, stride in enumerate(strides)},
-                    **{f"index_stride{dim}": stride for dim, stride in enumerate(index_strides)}}
-        signature = {"input_pointer": f"*{dtype}", "output_pointer": f"*{dtype}", "numel": numel,
-                     **{name: "constexpr" if value == 1 else "i32" for name, value in integers.items()},
-                     "p": "fp32", "scale": "fp32", "seed": "i32", "BLOCK": "constexpr", "WIDE_INDEX": "constexpr"}
-        for config in GPU_CONFIGS:
-            constants = {name: 1 for name, value in integers.items() if value == 1} | {"WIDE_INDEX": numel == "i64"}
-            cases.append(CompileCase(f"dropout_{layout}", dropout_kernel, signature, {**constants, **config.kwargs},
-                                     dtype, num_warps=config.num_warps, num_stages=config.num_stages))
-    return cases

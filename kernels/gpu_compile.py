@@ -41,22 +41,6 @@ MAX_POOL_MODULES = ("kernels.maxpool",)
 NAN_DROPPING_MAX = re.compile(r"^\s*(?:@%p\w+\s+)?max((?:\.\w+)*)\.(?:f32|f16|bf16|f16x2|bf16x2)\b", re.MULTILINE)
 
 
-@dataclasses.dataclass(frozen=True)
-class CompileCase:
-    """Superseded by recorded launches (kernel modules' ``compile_cases()`` still build these; nothing compiles
-    them any more)."""
-
-    kernel_name: str
-    kernel: Any
-    signature: dict[str, str]
-    constexprs: dict[str, Any]
-    dtype: str
-    num_warps: int = 4
-    num_stages: int = 3
-    expects_tensor_cores: bool = False
-    multiples_of_16: tuple[str, ...] = ()
-
-
 def jit_function(kernel):
     """The ``JITFunction`` under autotuner/heuristics wrappers."""
     from triton.runtime.jit import JITFunction
@@ -76,8 +60,7 @@ def python_function(kernel):
 
 
 def kernel_parameters(kernel) -> list[tuple[str, bool]]:
-    """``(name, is_constexpr)`` for each argument of a kernel; works in interpreter-mode processes too, so compile
-    cases can be listed anywhere."""
+    """``(name, is_constexpr)`` for each argument of a kernel; works in interpreter-mode processes too."""
     import inspect
 
     parameters = inspect.signature(python_function(kernel)).parameters.values()

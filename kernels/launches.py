@@ -34,13 +34,12 @@ import contextlib
 import dataclasses
 import functools
 import importlib
-import inspect
 import json
 import os
 import subprocess
 import sys
 import tempfile
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg", "enable_fp_fusion", "launch_cooperative_grid",
                   "launch_pdl")

@@ -47,7 +47,6 @@ import triton
 import triton.language as tl
 
 from kernels.dropout import dropout_keep
-from kernels.gpu_compile import CompileCase, kernel_parameters
 from kernels.relu import relu, relu_gradient
 from kernels.runtime import (INTERPRET, autotune, autotune_bucket, check_device, check_dot_dtype, gpu_configs,
                              interpreter_block)
@@ -430,43 +429,3 @@ def linear_backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torc
 _UNIT_STRIDES = ("input_stride_feature", "weight_stride_in", "grad_output_stride_out", "bias_stride")
 _MULTIPLES_OF_16 = ("rows", "out_features", "in_features", "input_stride_row", "weight_stride_out",
                     "grad_output_stride_row")
-
-
-def _compile_case(name: str, kernel, dtype: str, config: triton.Config, **flags) -> CompileCase:
-    """``kernel`` specialised as a typical launch specializes it, with ``config``'s tiles and the ``flags``."""
-    signature, constexprs = {}, {**flags, **config.kwargs}
-    for argument, is_constexpr in kernel_parameters(kernel):
-        if is_constexpr or argument in _UNIT_STRIDES:
-            signature[argument] = "constexpr"
-            constexprs.setdefault(argument, 1)
-        elif argument.endswith("_pointer"):
-            signature[argument] = f"*{dtype}"
-        else:
-            signature[argument] = "fp32" if argument == "dropout_p" else "i32"
-    return CompileCase(name, kernel, signature, constexprs, dtype, config.num_warps, config.num_stages,
-                       expects_tensor_cores="INPUT_PRECISION" in flags and (dtype != "fp32"
-                                                                             or flags["INPUT_PRECISION"] == "tf32"),
-                       multiples_of_16=_MULTIPLES_OF_16)
-
-
-def compile_cases() -> list[CompileCase]:
-    """Every kernel with every GPU config it can be autotuned over, with the options that need the most registers on
-    (forward: bias + ReLU + dropout; backward: ReLU mask, dropout scale, bias): tensor-core configs in fp16, bf16
-    and fp32 as TF32 (which must use mma/wgmma), FMA configs in fp32."""
-    gemms = [("linear_forward", linear_forward_kernel, FORWARD_CONFIGS,
-              dict(HAS_BIAS=True, RELU=True, DROPOUT=True, GROUP_ROWS=GROUP_ROWS)),
-             ("linear_grad_input", linear_grad_input_kernel, GRAD_INPUT_CONFIGS,
-              dict(RELU=True, DROPOUT_SCALE=True, GROUP_ROWS=GROUP_ROWS)),
-             ("linear_grad_weight", linear_grad_weight_kernel, GRAD_WEIGHT_CONFIGS,
-              dict(HAS_BIAS=True, RELU=True, DROPOUT_SCALE=True, GROUP_OUT=GROUP_ROWS))]
-    cases = []
-    for name, kernel, configs, flags in gemms:
-        for dtype, precision in (("fp16", "ieee"), ("bf16", "ieee"), ("fp32", "tf32")):
-            cases += [_compile_case(name, kernel, dtype, config, INPUT_PRECISION=precision, **flags)
-                      for config in configs.tensor_cores]
-        cases += [_compile_case(name, kernel, "fp32", config, INPUT_PRECISION="ieee", **flags)
-                  for config in configs.fma]
-    for dtype in ("fp32", "fp16", "bf16"):
-        cases += [_compile_case("linear_dropout_grad", linear_dropout_grad_kernel, dtype, config)
-                  for config in DROPOUT_GRAD_CONFIGS]
-    return cases

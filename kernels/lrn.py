@@ -48,7 +48,6 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.gpu_compile import CompileCase
 from kernels.layout import collapse_dims, coordinates, needs_wide_index, program_indices, strided_offset
 from kernels.runtime import ALGORITHMS, INTERPRET, INTERPRETER_MAX_BLOCK, autotune, check_device, gpu_configs, \
     interpreter_block
@@ -462,42 +461,3 @@ def lrn_backward(input: torch.Tensor, base_power: torch.Tensor, grad_output: tor
             *grad_output_strides, *output_strides, *lrn_window(channels, size), alpha / size, k,
             2.0 * alpha * beta / size)
     return grad_input
-
-
-def compile_cases() -> list[CompileCase]:
-    """The GPU kernels for every tile config, in contiguous NCHW (positions walk (batch, pixels), channels a runtime
-    stride apart, pixels stride 1) and channels-last (one dim of positions, channels stride 1), and NCHW with 2**31
-    positions or more (a 64-bit flat index). Sizes and strides of 1 are constants, as Triton specialises them at
-    launch."""
-    walks = {  # (size1, size2, size3), then (channel stride, position strides) of every tensor
-        "nchw": ((1, "i32", "i32"), ("i32", 0, 0, "i32", 1)),
-        "nhwc": ((1, 1, "i32"), (1, 0, 0, 0, "i32")),
-    }
-    cases = []
-    for dtype, wide_index in (("fp32", False), ("bf16", False), ("fp32", True)):
-        for layout, (sizes, strides) in walks.items():
-            if wide_index and layout == "nhwc":
-                continue  # one layout shows the 64-bit index's cost
-            for config in GPU_CONFIGS:
-                for name, kernel, pointers, strided, scalars in (
-                        ("lrn_forward", lrn_forward_kernel, ("input", "output", "base_power"), ("input", "output"),
-                         ("beta", "negative_base_sign", "save_for_backward")),
-                        ("lrn_backward", lrn_backward_kernel, ("input", "base_power", "grad_output", "grad_input"),
-                         ("input", "grad_output", "output"), ("gradient_coefficient",))):
-                    integers = {**dict(zip(("size1", "size2", "size3"), sizes)),
-                                **{f"{tensor}_{dim}": stride for tensor in strided for dim, stride in
-                                   zip(("channel_stride", "stride0", "stride1", "stride2", "stride3"), strides)}}
-                    signature = {f"{pointer}_pointer": "*fp32" if pointer == "base_power" else f"*{dtype}"
-                                 for pointer in pointers}
-                    signature |= {"positions": "i64" if wide_index else "i32", "channels": "i32"}
-                    signature |= {name: "constexpr" if value == 1 else "i32" for name, value in integers.items()}
-                    signature |= {"window_before": "i32", "window_after": "i32", "alpha_over_size": "fp32",
-                                  "k": "fp32"}
-                    signature |= {scalar: "i32" if scalar == "save_for_backward" else "fp32" for scalar in scalars}
-                    signature |= {name: "constexpr" for name in (*config.kwargs, "WIDE_INDEX")}
-                    constants = {name: 1 for name, value in integers.items() if value == 1}
-                    constants |= {"WIDE_INDEX": wide_index, **config.kwargs}
-                    suffix = "_wide_index" if wide_index else ""
-                    cases.append(CompileCase(f"{name}_{layout}{suffix}", kernel, signature, constants, dtype,
-                                             num_warps=config.num_warps, num_stages=config.num_stages))
-    return cases

@@ -50,7 +50,6 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.gpu_compile import CompileCase, kernel_parameters
 from kernels.runtime import ALGORITHMS, INTERPRET, autotune, check_device, gpu_configs, interpreter_block
 
 MAX_WINDOW_ELEMENTS = 256  # the arg-max offset inside a window is stored in one byte
@@ -430,31 +429,3 @@ def _compile_signature(kernel_name: str, dtype: str) -> dict[str, str]:
     signature.update({f"{name}_stride_{axis}": "i32" for name in strided for axis in ("batch", "channel", "row",
                                                                                        "column")})
     return signature
-
-
-def compile_cases() -> list[CompileCase]:
-    """The three kernels as listed in ``COMPILE_VARIANTS``; the forward in fp32 also with ``return_indices``. The
-    scatter is the interpreter's default, compiled so that it stays usable on a GPU
-    (``ALGORITHMS.maxpool_scatter_backward``)."""
-    kernels = {"forward": max_pool2d_forward_kernel, "backward": max_pool2d_backward_kernel,
-               "backward_scatter": max_pool2d_backward_scatter_kernel}
-    cases = []
-    for window_name, channels_last, dtypes, configs, kernel_names in COMPILE_VARIANTS:
-        window = _window(*COMPILE_WINDOWS[window_name])
-        for dtype in dtypes:
-            for config in configs:
-                for kernel_name in kernel_names:
-                    kernel = kernels[kernel_name]
-                    signature = _compile_signature(kernel_name, dtype)
-                    flags = [{}]
-                    if kernel_name == "forward":
-                        flags = [{"WRITE_INDICES": False}, {"WRITE_INDICES": True}] if dtype == "fp32" else \
-                            [{"WRITE_INDICES": False}]
-                    for flag in flags:
-                        constexprs = {**window, "CHANNELS_LAST": channels_last, **flag, **config.kwargs}
-                        ordered = {name: "constexpr" if is_constexpr else signature.get(name, "i32")
-                                   for name, is_constexpr in kernel_parameters(kernel)}
-                        layout = "channels_last" if channels_last else "contiguous"
-                        cases.append(CompileCase(f"max_pool2d_{kernel_name}_{window_name}_{layout}", kernel, ordered,
-                                                 constexprs, dtype, config.num_warps, config.num_stages))
-    return cases
