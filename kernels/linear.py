@@ -49,7 +49,7 @@ import triton.language as tl
 from kernels.dropout import dropout_keep
 from kernels.relu import relu, relu_gradient
 from kernels.runtime import (INTERPRET, autotune, autotune_bucket, check_device, check_dot_dtype, gpu_configs,
-                             interpreter_block)
+                             interpreter_block, pipelined_shared_memory)
 
 # Interpreter tiles: a whole dimension where it fits (the CPU training demo runs these layers in the interpreter).
 INTERPRETER_TILE = 512
@@ -64,6 +64,8 @@ class GemmConfigs:
 
     tensor_cores: list[triton.Config]
     fma: list[triton.Config]
+    blocks: tuple[str, str, str]  # the output tile's two sides, then the reduction step
+    operand: str  # an operand pointer argument: its element size prices the pipelined tiles in shared memory
 
     @property
     def all(self) -> list:
@@ -72,7 +74,8 @@ class GemmConfigs:
     def autotuned(self, key: list[str]):
         """Decorator: autotune a GEMM kernel over these configs, keyed on its ``key`` sizes and its precision."""
         return autotune(configs=self.all, key=[*key, "INPUT_PRECISION"],
-                        prune_configs_by={"early_config_prune": self.prune})
+                        prune_configs_by={"early_config_prune": self.prune},
+                        shared_memory=pipelined_shared_memory(*self.blocks, self.operand))
 
     def prune(self, configs, named_args, **kwargs) -> list:
         """``early_config_prune`` for triton.autotune: the configs for this launch's dtype and precision."""
@@ -90,19 +93,22 @@ class GemmConfigs:
 FORWARD_BLOCKS = ("BLOCK_ROWS", "BLOCK_OUT", "BLOCK_IN")
 FORWARD_CONFIGS = GemmConfigs(
     tensor_cores=gpu_configs(FORWARD_BLOCKS, [(128, 64, 64, 8, 3), (64, 64, 128, 4, 3), (64, 32, 128, 4, 4)]),
-    fma=gpu_configs(FORWARD_BLOCKS, [(128, 64, 32, 8, 3), (64, 32, 32, 4, 3)]))
+    fma=gpu_configs(FORWARD_BLOCKS, [(128, 64, 32, 8, 3), (64, 32, 32, 4, 3)]), blocks=FORWARD_BLOCKS,
+    operand="input_pointer")
 # Grad-input: rows x in_features, reduction over out_features: fc6 128 x 9216 (4096), fc7 128 x 4096 (4096),
 # fc8 128 x 4096 (1000).
 GRAD_INPUT_BLOCKS = ("BLOCK_ROWS", "BLOCK_IN", "BLOCK_OUT")
 GRAD_INPUT_CONFIGS = GemmConfigs(
-    tensor_cores=gpu_configs(GRAD_INPUT_BLOCKS, [(128, 64, 64, 8, 3), (64, 128, 64, 8, 3), (64, 64, 128, 4, 3)]),
-    fma=gpu_configs(GRAD_INPUT_BLOCKS, [(64, 64, 32, 8, 3), (32, 64, 32, 4, 3)]))
+    tensor_cores=gpu_configs(GRAD_INPUT_BLOCKS, [(128, 64, 64, 8, 3), (64, 128, 64, 8, 3), (64, 64, 128, 8, 3)]),
+    fma=gpu_configs(GRAD_INPUT_BLOCKS, [(64, 64, 32, 8, 3), (32, 64, 32, 4, 3)]), blocks=GRAD_INPUT_BLOCKS,
+    operand="grad_output_pointer")
 # Grad-weight: out_features x in_features, reduction over the batch (128 rows for AlexNet): thousands of programs of
 # one or two reduction steps each, bound by writing the weight gradient.
 GRAD_WEIGHT_BLOCKS = ("BLOCK_OUT", "BLOCK_IN", "BLOCK_ROWS")
 GRAD_WEIGHT_CONFIGS = GemmConfigs(
     tensor_cores=gpu_configs(GRAD_WEIGHT_BLOCKS, [(128, 128, 64, 8, 2), (128, 64, 64, 8, 3), (64, 128, 64, 8, 3)]),
-    fma=gpu_configs(GRAD_WEIGHT_BLOCKS, [(128, 64, 32, 8, 3), (64, 32, 32, 4, 3)]))
+    fma=gpu_configs(GRAD_WEIGHT_BLOCKS, [(128, 64, 32, 8, 3), (64, 32, 32, 4, 3)]), blocks=GRAD_WEIGHT_BLOCKS,
+    operand="grad_output_pointer")
 # The elementwise pass of the backward without ReLU: Philox-bound; a small tile keeps the random state in registers.
 DROPOUT_GRAD_CONFIGS = gpu_configs(("BLOCK_ROWS", "BLOCK_OUT"), [(16, 128, 4, 3)])
 

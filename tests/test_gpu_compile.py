@@ -9,14 +9,9 @@ from kernels.gpu_compile import ARCHS, STEPS
 
 MODULES = ("conv", "linear", "lrn", "maxpool", "dropout", "cross_entropy")
 
-# Defects the recorded launches expose in files this test does not own; strict, so a fix turns them into failures
-# that ask for the marker's removal.
-KNOWN_DEFECTS = {
-    ("nans", "linear"): "linear_forward_kernel's fused ReLU is tl.maximum without propagate_nan (max.f32, no .NaN)",
-    ("shared", "linear"): "TF32 grad-input 64x64x128x3 (196,608 B) and grad-weight 128x64x64x3 (167,936 B) exceed "
-                          "sm_80's 166,912 B: linear's autotune needs shared_memory=runtime.pipelined_shared_memory",
-    ("local", "linear"): "TF32 grad-input 64x64x128 (4 warps) uses a 240-304 B stack frame on sm_80/sm_90",
-}
+# Defects the recorded launches expose, each a strict expected failure of its check and module (so a fix turns it
+# into a failure asking for the entry's removal). None today.
+KNOWN_DEFECTS: dict[tuple[str, str], str] = {}
 
 
 def _modules(check: str):
