@@ -143,7 +143,7 @@ def test_charts_are_valid_pngs(smoke_run):
 
 # ----------------------------------------------------------------------------------------------- accounting
 
-# Forward multiply-accumulates per image, from the paper's table (ALEXNET.md), in millions.
+# Forward multiply-accumulates per image, from the paper's table (docs/alexnet.md), in millions.
 PAPER_MACS = {"conv1": 105.4, "conv2": 223.9, "conv3": 149.5, "conv4": 112.1, "conv5": 74.8, "fc6": 37.7,
               "fc7": 16.8, "fc8": 4.1}
 

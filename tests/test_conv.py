@@ -175,8 +175,9 @@ def test_conv2d_gradcheck_fp64(relu):
                                     fast_mode=True)
 
 
-# The paper's conv1 and conv2 (ALEXNET.md): their windows, strides, paddings, groups and image sizes. Full-size conv1
-# takes ~10-30 s in the interpreter, so the default suite runs it with fewer out channels and the slow one in full.
+# The paper's conv1 and conv2 (docs/alexnet.md): their windows, strides, paddings, groups and image sizes. Full-size
+# conv1 takes ~10-30 s in the interpreter, so the default suite runs it with fewer out channels and the slow one in
+# full.
 PAPER_LAYERS = {
     "conv1": dict(in_channels=3, out_channels=96, kernel=11, stride=4, padding=0, groups=1, size=227, output_size=55),
     "conv2": dict(in_channels=96, out_channels=256, kernel=5, stride=1, padding=2, groups=2, size=27, output_size=27),

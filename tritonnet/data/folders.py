@@ -1,5 +1,5 @@
 """ImageNet-style image folders (``DIR/train/<class>/*``, ``DIR/val/<class>/*``) decoded with Pillow in DataLoader
-workers, with the paper's preprocessing (section 4.1 and ALEXNET.md).
+workers, with the paper's preprocessing (section 4.1 and docs/alexnet.md).
 
 For an input size S (227 for alexnet; the ratios stay the paper's 256:227 for other sizes):
 
