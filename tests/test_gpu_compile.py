@@ -14,6 +14,17 @@ MODULES = ("conv", "linear", "lrn", "maxpool", "dropout", "cross_entropy")
 KNOWN_DEFECTS: dict[tuple[str, str], str] = {}
 
 
+# Compiles that ptxas gives a small stack frame (no spilled registers, no local loads in the PTX), excused one by one:
+# (kernel, arch, dtype, config) -> reason. An entry whose compile no longer has a stack frame fails the test.
+STACK_FRAMES_EXCUSED: dict[tuple[str, str, str, str], str] = {
+    ("conv2d_weight_grad_kernel", "sm_80", "fp32", "BLOCK_OUT_CHANNELS=64,BLOCK_WINDOW=64,BLOCK_PIXELS=16,warps=8,"
+     "stages=3"): "conv1's TF32 weight gradient: ptxas caps it at 128 registers with an 8-byte frame on sm_80",
+    ("linear_grad_input_kernel", "sm_80", "fp32", "BLOCK_ROWS=128,BLOCK_IN=64,BLOCK_OUT=64,warps=8,stages=3"):
+        "fc6/fc7's TF32 input gradient: ptxas caps it at 128 registers with an 8-byte frame on sm_80",
+}
+MAX_EXCUSED_STACK = 8
+
+
 def _modules(check: str):
     return [pytest.param(module, marks=pytest.mark.xfail(strict=True, reason=KNOWN_DEFECTS[(check, module)]))
             if (check, module) in KNOWN_DEFECTS else module for module in MODULES]
@@ -43,9 +54,18 @@ def test_every_recorded_launch_compiles(gpu_compile_report, module):
 
 @pytest.mark.parametrize("module", _modules("local"))
 def test_no_register_spills_or_local_memory(gpu_compile_report, module):
+    rows = [row for row in _rows(gpu_compile_report, module) if not row["error"]]
+
+    def excused(row) -> bool:
+        key = (row["kernel"], row["arch"], row["dtype"], row["config"])
+        return key in STACK_FRAMES_EXCUSED and not row["spills"] and row["stack"] <= MAX_EXCUSED_STACK
+
     spilling = [f"{_where(row)}: {row['spills']} B local, {row['stack']} B stack, {row['registers']} registers"
-                for row in _rows(gpu_compile_report, module) if not row["error"] and (row["spills"] or row["stack"])]
+                for row in rows if (row["spills"] or row["stack"]) and not excused(row)]
     assert not spilling, "\n".join(spilling)
+    framed = {(row["kernel"], row["arch"], row["dtype"], row["config"]) for row in rows if row["stack"]}
+    stale = [key for key in STACK_FRAMES_EXCUSED if key[0] in {row["kernel"] for row in rows} and key not in framed]
+    assert not stale, f"no stack frame any more, remove from STACK_FRAMES_EXCUSED: {stale}"
 
 
 @pytest.mark.parametrize("module", _modules("shared"))
