@@ -325,6 +325,6 @@ def ratio_chart(path: str, title: str, panels: dict[str, list[tuple[str, dict[st
 
     series = list(dict.fromkeys(name for rows in panels.values() for _, values in rows for name in values))
     charts = [plot.BarChart({label: {name: values.get(name) for name in series} for label, values in rows},
-                            title=panel, horizontal=True, reference=reference, value_format="{:.2f}X")
+                            title=panel, reference=reference, value_format="{:.2f}X")
               for panel, rows in panels.items()]
     plot.save(path, charts, panel_size=(560, 160), title=title, subtitle=subtitle)
