@@ -56,7 +56,7 @@ import torch.nn.functional as torch_functional
 import tritonnet
 from benchmarks import harness
 from benchmarks.harness import COMPILED, EAGER, GoalResult, check_minimum
-from tritonnet import functional
+from tritonnet import functional, registry
 
 PASSES = ("fwd", "fwd+bwd")
 OURS = "triton"  # the provider the goals are about
@@ -436,8 +436,8 @@ def evaluate_goals(rows: list[dict]) -> list[GoalResult]:
 # ------------------------------------------------------------------------------------------------------ reporting
 
 def provider_order(provider: str) -> tuple:
-    """Ours first, other registered providers next, then PyTorch eager and torch.compile."""
-    return provider == COMPILED, provider == EAGER, provider != OURS, provider
+    """The registered providers in the registry's order (ours first, then PyTorch eager), then torch.compile."""
+    return provider == COMPILED, registry.provider_order(provider)
 
 
 def _cell(row: dict) -> str:

@@ -43,6 +43,7 @@ import tritonnet
 import tritonnet.nn
 from benchmarks import harness
 from benchmarks.harness import COMPILED, EAGER, check_minimum
+from tritonnet import cli
 from tritonnet.models import MODELS, create_model
 
 OURS = "tritonnet"
@@ -154,8 +155,9 @@ def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true",
                         help="alexnet-small, batch 2, fp32, one step per provider: seconds on a CPU")
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=None,
-                        help="default alexnet alexnet-torchvision (alexnet-small with --smoke)")
+    parser.add_argument("--models", nargs="+", type=cli.model_name, choices=list(MODELS), default=None,
+                        help="the Python names (alexnet_small) work too (default: alexnet alexnet-torchvision; "
+                             "alexnet-small with --smoke)")
     parser.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=None,
                         help="default bf16 fp32 (fp32 with --smoke)")
     parser.add_argument("--batch-size", type=int, default=None, help="default 128 (2 with --smoke)")
@@ -164,7 +166,7 @@ def parse_arguments(argv=None):
     parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                         help="include torch.compile (auto: on a GPU only)")
     parser.add_argument("--compile-backend", default="inductor")
-    parser.add_argument("--kernels", default="", help="tritonnet providers, e.g. 'local_response_norm=torch'")
+    cli.add_kernels_argument(parser)
     parser.add_argument("--warmup-steps", type=int, default=None,
                         help="untimed steps first, for compiling and autotuning (default 3; 0 with --smoke)")
     parser.add_argument("--warmup-ms", type=float, default=None, help="default 50 (0 with --smoke)")
@@ -185,10 +187,6 @@ def parse_arguments(argv=None):
         parser.error("--batch-size must be >= 1 and --warmup-steps >= 0")
     compile_on = args.compile == "on" or (args.compile == "auto" and harness.ON_GPU)
     args.providers = [provider for provider in (args.providers or PROVIDERS) if provider != COMPILED or compile_on]
-    try:
-        args.kernel_choices = tritonnet.parse_kernels(args.kernels)
-    except ValueError as error:
-        parser.error(str(error))
     return args
 
 
@@ -196,7 +194,7 @@ def main(argv=None) -> int:
     args = parse_arguments(argv)
     console = harness.make_console()
     harness.fair_settings(args.tf32)
-    with tritonnet.use_kernels(**args.kernel_choices):
+    with tritonnet.use_kernels(**args.kernels):
         kernels = {op: tritonnet.provider_for(op) for op in tritonnet.available_kernels()}
     environment = harness.environment(batch_size=args.batch_size, smoke=args.smoke, tf32=args.tf32,
                                       tritonnet_kernels=kernels)
@@ -211,7 +209,7 @@ def main(argv=None) -> int:
             for model_name in args.models:
                 for provider in args.providers:
                     try:
-                        with tritonnet.use_kernels(**args.kernel_choices):
+                        with tritonnet.use_kernels(**args.kernels):
                             rows.append(benchmark(model_name, harness.DTYPES[dtype_name], provider, args))
                     except Exception as error:  # noqa: BLE001  (reported; the other providers still run)
                         rows.append({"model": model_name, "provider": provider, "dtype": dtype_name,

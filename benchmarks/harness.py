@@ -1,15 +1,8 @@
 """What the benchmarks share: the device, how to time a function there, the GPU's roofline, the run's environment,
 the results file, the ratios to PyTorch eager and the pass/fail table of the goals.
 
-Timing (:func:`measure`, the one place that decides how to time on each device):
-
-- GPU: ``triton.testing.do_bench``: CUDA events around each call, the L2 cache flushed before each call (so inputs
-  come from HBM, as they do in a network), the median and the 20th/80th percentiles of the call times.
-  ``cuda_graph=True`` replays a captured CUDA graph instead (``do_bench_cudagraph``), which removes launch overhead;
-  :func:`measure_alike` uses it for a group of functions only when every one of them can be captured, so no
-  provider gets an advantage the others were denied.
-- CPU (Triton's interpreter; the ``--smoke`` runs): ``time.perf_counter`` around each call, one warm-up call, at
-  least three timed calls.
+Timing is :mod:`tritonnet.timing` (``measure``, ``measure_alike``, ``DTYPES``, the device), shared with the
+profiler; it is imported here so that every benchmark reaches it as ``harness.measure``.
 
 Results files are JSON: ``{"environment": {...}, "rows": [...], ...}``; ``environment`` says what ran where
 (GPU, driver, torch, triton, CUDA, date, command line).
@@ -27,77 +20,16 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from typing import Callable, Iterable
 
 import torch
 
 import tritonnet  # noqa: F401  (decides GPU or interpreter mode before any kernel is decorated)
 from kernels.runtime import INTERPRET
+from tritonnet.timing import DEVICE, DTYPES, ON_GPU, Timing, dtype_name, measure, measure_alike  # noqa: F401
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() and not INTERPRET else "cpu")
-ON_GPU = DEVICE.type == "cuda"
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 EAGER = "torch"  # the provider every ratio is taken against: PyTorch eager, through tritonnet's "torch" reference
 COMPILED = "torch.compile"  # the row name for torch.compile of the torch reference
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return {value: key for key, value in DTYPES.items()}[dtype]
-
-
-# ---------------------------------------------------------------------------------------------------------- timing
-
-@dataclasses.dataclass(frozen=True)
-class Timing:
-    ms: float  # median milliseconds per call
-    p20: float  # 20th percentile
-    p80: float  # 80th percentile
-    method: str  # "do_bench", "cuda_graph" or "perf_counter"
-
-
-def measure(fn: Callable[[], object], *, warmup_ms: float = 25.0, rep_ms: float = 100.0, cuda_graph: bool = False,
-            min_reps: int = 3) -> Timing:
-    """Time ``fn()`` on the benchmark device (see the module docstring). ``warmup_ms`` and ``rep_ms`` are the
-    time spent warming up and timing; on the CPU at least one warm-up call (none if ``warmup_ms`` is 0) and
-    ``min_reps`` timed calls."""
-    if ON_GPU:
-        import triton.testing
-
-        if cuda_graph:
-            median, p20, p80 = triton.testing.do_bench_cudagraph(fn, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
-            return Timing(median, p20, p80, "cuda_graph")
-        median, p20, p80 = triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
-        return Timing(median, p20, p80, "do_bench")
-    import numpy
-
-    if warmup_ms > 0:
-        deadline = time.perf_counter() + warmup_ms / 1000.0
-        fn()
-        while time.perf_counter() < deadline:
-            fn()
-    times = []
-    deadline = time.perf_counter() + rep_ms / 1000.0
-    while len(times) < min_reps or (time.perf_counter() < deadline and len(times) < 1000):
-        started = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - started) * 1000.0)
-    median, p20, p80 = numpy.quantile(times, [0.5, 0.2, 0.8])
-    return Timing(float(median), float(p20), float(p80), "perf_counter")
-
-
-def measure_alike(fns: dict[str, Callable[[], object]], *, warmup_ms: float, rep_ms: float,
-                  cuda_graph: bool = False, min_reps: int = 3) -> dict[str, Timing]:
-    """Time every function of a group the same way: with CUDA graphs only if all of them can be captured (a
-    provider that synchronises with the host, or draws its random seed on the host, can't be), else all without."""
-    if cuda_graph and ON_GPU:
-        try:
-            return {name: measure(fn, warmup_ms=warmup_ms, rep_ms=rep_ms, cuda_graph=True)
-                    for name, fn in fns.items()}
-        except Exception:  # noqa: BLE001  (a capture failed: time them all without graphs)
-            torch.cuda.synchronize()
-    return {name: measure(fn, warmup_ms=warmup_ms, rep_ms=rep_ms, min_reps=min_reps) for name, fn in fns.items()}
 
 
 def significant(value: float, digits: int = 5) -> float:
@@ -126,8 +58,7 @@ def fair_settings(tf32: bool) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class GpuSpec:
-    """Datasheet peaks (dense, no sparsity). Measured ceilings are lower: about 90% of the bandwidth for a
-    device-to-device copy and 80% of the bf16 rate for a large matrix product on an H200."""
+    """Datasheet peaks (dense, no sparsity). Measured ceilings are lower (benchmarks/results/NOTES.md)."""
 
     name: str
     tflops: dict[str, float]  # "fp32" (CUDA cores), "tf32", "fp16", "bf16" (tensor cores)
@@ -325,6 +256,6 @@ def ratio_chart(path: str, title: str, panels: dict[str, list[tuple[str, dict[st
 
     series = list(dict.fromkeys(name for rows in panels.values() for _, values in rows for name in values))
     charts = [plot.BarChart({label: {name: values.get(name) for name in series} for label, values in rows},
-                            title=panel, horizontal=True, reference=reference, value_format="{:.2f}X")
+                            title=panel, reference=reference, value_format="{:.2f}X")
               for panel, rows in panels.items()]
     plot.save(path, charts, panel_size=(560, 160), title=title, subtitle=subtitle)

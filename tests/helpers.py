@@ -15,12 +15,10 @@ from kernels.runtime import INTERPRET
 DEVICE = torch.device("cpu" if INTERPRET or not torch.cuda.is_available() else "cuda")
 ON_GPU = DEVICE.type == "cuda"
 
-# Dtypes each mode can check. The interpreter's tl.dot gives wrong bf16 results (triton 3.9), and fp64 is only
-# useful there (gradcheck); bf16 numerics are checked on a GPU.
+# Dtypes each mode can check, for every op (the matrix-product ops too). The interpreter's tl.dot gives wrong bf16
+# results, and fp64 is only useful there (gradcheck); bf16 numerics are checked on a GPU.
 FLOAT_DTYPES = [torch.float32, torch.float16, torch.bfloat16] if ON_GPU else [torch.float32, torch.float16,
                                                                                torch.float64]
-DOT_DTYPES = [torch.float32, torch.float16, torch.bfloat16] if ON_GPU else [torch.float32, torch.float16,
-                                                                             torch.float64]
 
 _EPS = {torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7, torch.float32: 2.0 ** -23, torch.float64: 2.0 ** -52}
 

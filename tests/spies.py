@@ -1,6 +1,5 @@
 """Registry spies for dispatch tests: record which provider each op call went to, and add a stand-in provider, so
-dispatch is tested whatever providers exist (before and after the Triton kernels land). Both undo themselves
-through pytest's ``monkeypatch``."""
+dispatch is tested whatever providers are registered. Both undo themselves through pytest's ``monkeypatch``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The shared ``--kernels op=provider,...`` command-line option."""
+"""The shared command-line options: ``--kernels op=provider,...`` and model names in either spelling."""
 
 import argparse
 
@@ -49,3 +49,34 @@ def test_describe_kernels_parses_back_and_help_lists_providers():
     assert tritonnet.parse_kernels(describe_kernels()) == {op: tritonnet.provider_for(op)
                                                          for op in tritonnet.available_kernels()}
     assert "local_response_norm: " in _parser().format_help().replace("\n", " ")
+
+
+@pytest.mark.parametrize("spelling", ["alexnet-small", "alexnet_small"])
+def test_every_command_line_naming_a_model_takes_both_spellings(spelling):
+    from benchmarks import bench_model
+    from tritonnet import profile
+    from tritonnet.train import config_from_arguments
+
+    assert config_from_arguments(["--model", spelling])[0].model == "alexnet-small"
+    assert profile.build_parser().parse_args(["--model", spelling]).model == "alexnet-small"
+    assert bench_model.parse_arguments(["--models", spelling, "alexnet_torchvision"]).models == [
+        "alexnet-small", "alexnet-torchvision"]
+
+
+def test_an_unknown_model_is_refused_by_every_command_line(capsys):
+    from benchmarks import bench_model
+    from tritonnet import profile
+    from tritonnet.train import config_from_arguments
+
+    for parse in (lambda: config_from_arguments(["--model", "alexnet_big"]),
+                  lambda: profile.build_parser().parse_args(["--model", "alexnet_big"]),
+                  lambda: bench_model.parse_arguments(["--models", "alexnet_big"])):
+        with pytest.raises(SystemExit):
+            parse()
+        assert "invalid choice: 'alexnet-big'" in capsys.readouterr().err
+
+
+def test_a_python_config_may_name_the_model_either_way():
+    from tritonnet.train import TrainConfig, resolve
+
+    assert resolve(TrainConfig(model="alexnet_small", data="synthetic"), on_gpu=False)[0].model == "alexnet-small"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from kernels import conv as conv_kernels
 from kernels.gpu_compile import kernel_parameters
-from tests.helpers import DEVICE, DOT_DTYPES, LAYOUTS, ON_GPU, assert_close, in_layout
+from tests.helpers import DEVICE, FLOAT_DTYPES as DOT_DTYPES, LAYOUTS, ON_GPU, assert_close, in_layout
 from tritonnet.ops.conv import conv2d
 
 

@@ -13,7 +13,7 @@ import tritonnet
 from kernels import linear as linear_kernels
 from kernels.dropout import dropout_keep
 from kernels.runtime import INTERPRET, interpreter_block
-from tests.helpers import DEVICE, DOT_DTYPES, ON_GPU, assert_close
+from tests.helpers import DEVICE, FLOAT_DTYPES as DOT_DTYPES, ON_GPU, assert_close
 from tritonnet.ops.dropout import draw_seed
 from tritonnet.ops.linear import linear, torch_linear
 

@@ -35,10 +35,9 @@ def test_png_round_trips_pixels(tmp_path):
 
 
 def test_line_chart_draws_each_series_in_its_colour(tmp_path):
-    path = plot.line_chart(tmp_path / "lines.png", {"train": ([1, 2, 3], [2.0, 1.0, 0.5]),
-                                                    "val": ([1, 2, 3], [2.2, float("nan"), 0.9])},
-                           title="loss", xlabel="epoch", ylabel="loss", size=(400, 300))
-    pixels = decode_png(path)
+    chart = plot.LineChart({"train": ([1, 2, 3], [2.0, 1.0, 0.5]), "val": ([1, 2, 3], [2.2, float("nan"), 0.9])},
+                           title="loss", xlabel="epoch", ylabel="loss")
+    pixels = decode_png(plot.save(tmp_path / "lines.png", [chart], panel_size=(400, 300)))
     assert pixels.shape == (300, 400, 3)
     for colour in plot.PALETTE[:2]:
         assert (pixels == colour).all(axis=2).sum() > 50
@@ -47,9 +46,9 @@ def test_line_chart_draws_each_series_in_its_colour(tmp_path):
 
 
 def test_bar_chart_bars_grow_with_their_values(tmp_path):
-    path = plot.bar_chart(tmp_path / "bars.png", {"conv1": {"triton": 1.0, "torch": 3.0}, "lrn": {"triton": 0.5}},
-                          title="time", ylabel="ms", size=(400, 300))
-    pixels = decode_png(path)
+    chart = plot.BarChart({"conv1": {"triton": 1.0, "torch": 3.0}, "lrn": {"triton": 0.5}}, title="time",
+                          ylabel="ms")
+    pixels = decode_png(plot.save(tmp_path / "bars.png", [chart], panel_size=(400, 100)))
     triton_pixels = (pixels == plot.PALETTE[0]).all(axis=2).sum()
     torch_pixels = (pixels == plot.PALETTE[1]).all(axis=2).sum()
     assert torch_pixels > triton_pixels > 0  # 3 against 1 + 0.5
@@ -79,11 +78,11 @@ def test_every_printable_character_has_a_distinct_glyph():
     assert not plot._glyph(" ").any()
 
 
-def test_horizontal_bars_grow_the_panel_leave_out_missing_values_and_draw_the_reference(tmp_path):
+def test_bars_grow_the_panel_leave_out_missing_values_and_draw_the_reference(tmp_path):
     def draw(rows: int, slow, reference):
         values = {f"conv{row} input grad bf16": {"fast": 2.0 + row % 3, "slow": slow} for row in range(rows)}
         values["lrn1 fwd"] = {"fast": float("nan"), "slow": None}
-        chart = plot.BarChart(values, title="bf16", horizontal=True, reference=reference, value_format="{:.2f}X")
+        chart = plot.BarChart(values, title="bf16", reference=reference, value_format="{:.2f}X")
         return decode_png(plot.save(tmp_path / "ratios.png", [chart, chart], panel_size=(400, 100), title="speed-up",
                                     subtitle="batch 128"))
 

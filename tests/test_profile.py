@@ -13,7 +13,7 @@ import tritonnet
 from tests.helpers import DEVICE
 from tests.spies import add_provider, every_op, record_calls
 from tritonnet import nn as tnn
-from tritonnet import profile
+from tritonnet import profile, timing
 from tritonnet.models import alexnet_small
 
 
@@ -94,22 +94,32 @@ def test_first_layer_input_needs_no_gradient_and_the_rest_do():
 
 def test_measure_excludes_warmup_and_takes_the_median():
     delays = iter([0.3] + [0.001] * 20)
-    assert profile.measure_ms(lambda _: time.sleep(next(delays)), device=torch.device("cpu"), repeats=3,
-                              warmup=1) < 100
+    assert timing.measure_ms(lambda _: time.sleep(next(delays)), device=torch.device("cpu"), repeats=3,
+                             warmup=1) < 100
     delays = iter([0.3, 0.001, 0.3, 0.001, 0.001])
-    assert profile.measure_ms(lambda _: time.sleep(next(delays)), device=torch.device("cpu"), repeats=5,
-                              warmup=0) < 100
+    assert timing.measure_ms(lambda _: time.sleep(next(delays)), device=torch.device("cpu"), repeats=5,
+                             warmup=0) < 100
     prepared = []
-    profile.measure_ms(lambda state: prepared.append(state), device=torch.device("cpu"), repeats=2, warmup=1,
-                       prepare=lambda: len(prepared))
+    timing.measure_ms(lambda state: prepared.append(state), device=torch.device("cpu"), repeats=2, warmup=1,
+                      prepare=lambda: len(prepared))
     assert prepared == [0, 1, 2]  # a fresh prepare() before each run, outside the timed region
     handed = []
-    first, second = profile.measure_stages_ms(
+    first, second = timing.measure_stages_ms(
         [lambda state: time.sleep(0.03) or state + 1, lambda state: handed.append(state)],
         device=torch.device("cpu"), repeats=2, warmup=0, prepare=lambda: 10)
     assert handed == [11, 11] and first >= 30 > second  # each stage timed on its own, fed by the one before
     with pytest.raises(ValueError, match="repeats must be >= 1"):
-        profile.measure_ms(lambda _: None, device=torch.device("cpu"), repeats=0, warmup=0)
+        timing.measure_ms(lambda _: None, device=torch.device("cpu"), repeats=0, warmup=0)
+
+
+def test_profiler_and_benchmarks_time_and_name_dtypes_with_one_module():
+    from benchmarks import harness
+
+    assert harness.measure is timing.measure and harness.DTYPES is timing.DTYPES is profile.DTYPES
+    assert profile.measure_stages_ms is timing.measure_stages_ms
+    assert [timing.dtype_name(dtype) for dtype in timing.DTYPES.values()] == list(timing.DTYPES)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        timing.dtype_name(torch.int8)
 
 
 def test_table_shows_every_layer_provider_and_missing_kernels(monkeypatch):

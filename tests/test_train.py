@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from tritonnet.train import CPU_DEMO, EXIT_INTERRUPTED, EXIT_NAN, EXIT_OK, EXIT_USAGE, main
+from tritonnet.train import (CPU_DEFAULTS, CPU_DEMO, EXIT_INTERRUPTED, EXIT_NAN, EXIT_OK, EXIT_USAGE, GPU_DEFAULTS,
+                             GPU_FASHION_MNIST, PAPER, TrainConfig, build_parser, main, shown)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "train_alexnet.py"
@@ -256,3 +258,43 @@ def test_unknown_kernel_provider_is_refused_by_name(capsys):
 def test_cpu_demo_recipe_fits_the_shipped_slice():
     assert CPU_DEMO["train_subset"] <= 10_000 and CPU_DEMO["val_subset"] >= 1_000  # the slice; the task's minimum
     assert CPU_DEMO["model"] == "alexnet-small"
+
+
+def readme_flag_table() -> list[tuple[list[str], str]]:
+    """The README's table of training flags: (the flags of a row, its default column)."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("| flag | meaning | default |") + 2
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split(" | ")]
+        rows.append((re.findall(r"`(-{1,2}[a-z][a-z0-9-]*)", cells[0]), cells[-1]))
+    return rows
+
+
+def help_default(action) -> str:
+    """The ``(default: ...)`` of a flag's help, or "-" without one."""
+    found = re.search(r"\(default: (.*)\)$", action.help or "")
+    return found.group(1) if found else "-"
+
+
+def test_readme_flag_table_agrees_with_help_and_the_presets():
+    parser = build_parser()
+    actions = {flag: action for action in parser._actions for flag in action.option_strings
+               if action.dest != "help"}
+    rows = readme_flag_table()
+    in_readme = [flag for flags, _ in rows for flag in flags]
+    assert sorted(in_readme) == sorted(actions), "flags in one of README.md and --help only"
+    for flags, default in rows:
+        assert default == help_default(actions[flags[0]]), flags
+    # Each preset's values are the ones quoted: the paper's first, then the CPU demo's where they differ.
+    quoted = {action.dest: help_default(action) for action in actions.values()}
+    for name, value in CPU_DEMO.items():
+        assert quoted[name].startswith(shown(PAPER.get(name))), name
+        if shown(value) != shown(PAPER.get(name)):
+            assert quoted[name].endswith(f"; {shown(value)} in the CPU demo"), name
+    assert quoted["epochs"] == f"{PAPER['epochs']}; {GPU_FASHION_MNIST['epochs']} for Fashion-MNIST on a GPU; " \
+                               f"{CPU_DEMO['epochs']} in the CPU demo"
+    assert quoted["momentum"] == shown(TrainConfig().momentum) and quoted["print_every"] == \
+        f"{GPU_DEFAULTS['print_every']} on a GPU; {CPU_DEFAULTS['print_every']} on a CPU"

@@ -1,4 +1,5 @@
-"""Command-line helpers shared by the examples, the benchmarks and the profiler: ``--kernels op=provider,...``.
+"""Command-line helpers shared by the examples, the benchmarks and the profiler: ``--kernels op=provider,...``, and
+model names in either spelling (:func:`model_name`).
 
     parser = argparse.ArgumentParser()
     add_kernels_argument(parser)
@@ -46,10 +47,16 @@ def add_kernels_argument(parser: argparse.ArgumentParser, *flags: str, dest: str
              f"it (beats TRITONNET_KERNELS). Available: {choices}")
 
 
+def model_name(text: str) -> str:
+    """argparse ``type=`` for a model flag: a model's command-line name (``alexnet-small``) from it or its Python
+    name (``alexnet_small``); ``choices=`` then refuses an unknown one."""
+    return text.replace("_", "-")
+
+
 def describe_kernels() -> str:
     """The provider each op uses here and now, as ``op=provider,...`` (for logs and report headers; it parses
     back with ``--kernels``)."""
     return ",".join(f"{op}={provider_for(op)}" for op in available_kernels())
 
 
-__all__ = ["add_kernels_argument", "describe_kernels", "parse_kernels_argument"]
+__all__ = ["add_kernels_argument", "describe_kernels", "model_name", "parse_kernels_argument"]

@@ -1,18 +1,16 @@
 """PNG line and bar charts with numpy and zlib only (no matplotlib: it is not on the GPU machines).
 
 A chart is a dataclass (:class:`LineChart`, :class:`BarChart`); :func:`save` draws one or several side by side into
-a PNG. The one-chart shortcuts are :func:`line_chart` and :func:`bar_chart`::
+a PNG::
 
-    line_chart("loss.png", {"train": (epochs, train_loss), "val": (epochs, val_loss)},
-               title="loss", xlabel="epoch", ylabel="cross-entropy")
-    bar_chart("speed.png", {"conv1": {"triton": 1.2, "torch": 0.9}, "conv2": {"triton": 0.7, "torch": 0.8}},
-              title="forward time", ylabel="ms")
+    save("curves.png", [LineChart({"train": (epochs, train_loss), "val": (epochs, val_loss)}, title="loss",
+                                  xlabel="epoch", ylabel="cross-entropy")])
 
-A ``BarChart(horizontal=True)`` lists its categories down the left, one row each, and its panel grows taller with
-the rows; ``reference`` draws a dashed line at a value (1.0 for a speed-up) and ``value_format`` labels each bar::
+A ``BarChart`` lists its categories down the left, one row each, and its panel grows taller with the rows;
+``reference`` draws a dashed line at a value (1.0 for a speed-up) and ``value_format`` labels each bar::
 
-    save("speedup.png", [BarChart({"conv1 fwd": {"triton": 1.52, "compile": 1.1}}, title="bf16", horizontal=True,
-                                  reference=1.0, value_format="{:.2f}X")],
+    save("speedup.png", [BarChart({"conv1 fwd": {"triton": 1.52, "compile": 1.1}}, title="bf16", reference=1.0,
+                                  value_format="{:.2f}X")],
          title="times faster than eager", subtitle="H100, batch 128")
 
 Text uses a built-in 5x7 bitmap font (printable ASCII). Non-finite values and None are left out (a line breaks
@@ -184,15 +182,14 @@ class BarChart:
     coloured by series in the order they first appear, with a legend). A series given as None in a category keeps
     its colour and leaves that bar out, so panels drawn side by side colour their series alike.
 
-    ``ylabel`` names the value axis (below the bars when ``horizontal``). ``horizontal`` puts one row per category
-    down the left, bars growing to the right, and makes the panel as tall as its rows need. ``reference`` draws a
+    One row per category down the left, bars growing to the right; the panel is as tall as its rows need.
+    ``ylabel`` names the value axis, below the bars. ``reference`` draws a
     dashed line across the bars at that value; ``value_format`` (a ``str.format`` pattern such as ``"{:.2f}X"``)
     writes each bar's value at its end."""
 
     values: Mapping[str, float | None | Mapping[str, float | None]]
     title: str = ""
     ylabel: str = ""
-    horizontal: bool = False
     reference: float | None = None
     value_format: str | None = None
 
@@ -336,43 +333,14 @@ def _value_range(chart: BarChart, groups: Mapping[str, Mapping[str, float]]) -> 
     return _padded_range(values + ([float(chart.reference)] if chart.reference is not None else []), include_zero=True)
 
 
-def _draw_bar_chart(canvas: Canvas, box: tuple[int, int, int, int], chart: BarChart) -> None:
-    if chart.horizontal:
-        _draw_horizontal_bar_chart(canvas, box, chart)
-        return
-    groups, names = _bars(chart)
-    frame = _frame(canvas, box, chart.title, "", chart.ylabel, _value_range(chart, groups),
-                   [name for name in names if name])
-    slot = (frame.right - frame.left) / max(len(groups), 1)
-    bar_width = max(1.0, slot * 0.8 / max(len(names), 1))
-    zero = frame.y(max(frame.y_range[0], min(0.0, frame.y_range[1])))
-    if chart.reference is not None:
-        y = round(frame.y(float(chart.reference)))
-        canvas.line(frame.left, y, frame.right, y, AXIS_TEXT, thickness=2, dash=4)
-    for group_index, (category, bars) in enumerate(groups.items()):
-        group_left = frame.left + slot * group_index + slot * 0.1
-        for name, value in bars.items():
-            series_index = names.index(name)
-            left = group_left + bar_width * series_index
-            top, bottom = sorted((frame.y(value), zero))
-            canvas.rectangle(round(left), round(top), round(left + bar_width) - 1, round(bottom) + 1,
-                             PALETTE[series_index % len(PALETTE)])
-            if chart.value_format:
-                canvas.text(round(left + bar_width / 2), round(top) - 10 if value >= 0 else round(bottom) + 3,
-                            chart.value_format.format(value), AXIS_TEXT, anchor="center")
-        canvas.text(round(frame.left + slot * (group_index + 0.5)), frame.bottom + 7, _fit(category, slot), AXIS_TEXT,
-                    anchor="center")
-    _axes(canvas, frame)
-
-
-def _horizontal_height(chart: BarChart, width: int) -> int:
-    """The height a horizontal bar chart ``width`` pixels wide needs for its header, rows and value axis."""
+def _bar_chart_height(chart: BarChart, width: int) -> int:
+    """The height a bar chart ``width`` pixels wide needs for its header, rows and value axis."""
     groups, names = _bars(chart)
     rows = len(groups) * (BAR_THICKNESS * len(names) + ROW_GAP)
     return _header_height(width, chart.title, [name for name in names if name]) + rows + (40 if chart.ylabel else 26)
 
 
-def _draw_horizontal_bar_chart(canvas: Canvas, box: tuple[int, int, int, int], chart: BarChart) -> None:
+def _draw_bar_chart(canvas: Canvas, box: tuple[int, int, int, int], chart: BarChart) -> None:
     """One row per category, its label on the left (cut short past 2/5 of the panel); the value axis at the bottom."""
     left, _, right, bottom = box
     groups, names = _bars(chart)
@@ -418,12 +386,12 @@ def render(charts: Sequence[LineChart | BarChart], columns: int | None = None,
            panel_size: tuple[int, int] = (560, 380), title: str = "", subtitle: str = "") -> np.ndarray:
     """Draw ``charts`` in a grid (``columns`` per row, all in one row by default) under an optional figure
     ``title`` and ``subtitle``; return the RGB pixels. A grid row of panels is ``panel_size``'s height, or taller
-    where a horizontal bar chart in it needs more for its rows."""
+    where a bar chart in it needs more for its rows."""
     columns = columns or max(len(charts), 1)
     panel_width, panel_height = panel_size
     grid = [charts[start:start + columns] for start in range(0, len(charts), columns)] or [[]]
-    heights = [max([panel_height] + [_horizontal_height(chart, panel_width) for chart in row
-                                     if isinstance(chart, BarChart) and chart.horizontal]) for row in grid]
+    heights = [max([panel_height] + [_bar_chart_height(chart, panel_width) for chart in row
+                                     if isinstance(chart, BarChart)]) for row in grid]
     header = (32 if title else 0) + (15 if subtitle else 0) + (6 if title or subtitle else 0)
     width = max(panel_width * columns, text_size(title, 2)[0] + 20, text_size(subtitle)[0] + 20)
     canvas = Canvas(width, header + sum(heights))
@@ -446,17 +414,4 @@ def save(path: str | Path, charts: Sequence[LineChart | BarChart], columns: int 
     return write_png(path, render(charts, columns, panel_size, title, subtitle))
 
 
-def line_chart(path: str | Path, series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str = "",
-               xlabel: str = "", ylabel: str = "", size: tuple[int, int] = (640, 400)) -> Path:
-    """One line chart: ``series`` is ``{name: (xs, ys)}``."""
-    return save(path, [LineChart(series, title, xlabel, ylabel)], panel_size=size)
-
-
-def bar_chart(path: str | Path, values: Mapping[str, float | Mapping[str, float]], title: str = "",
-              ylabel: str = "", size: tuple[int, int] = (640, 400)) -> Path:
-    """One bar chart: ``values`` is ``{category: value}`` or ``{category: {series: value}}``."""
-    return save(path, [BarChart(values, title, ylabel)], panel_size=size)
-
-
-__all__ = ["BarChart", "Canvas", "LineChart", "bar_chart", "line_chart", "nice_ticks", "render", "save",
-           "write_png"]
+__all__ = ["BarChart", "Canvas", "LineChart", "nice_ticks", "render", "save", "write_png"]

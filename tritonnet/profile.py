@@ -15,8 +15,8 @@ How the numbers are made, so they can be trusted:
   ``torch.autograd.grad(output, [input, *parameters], grad_output)``, with one saved random ``grad_output`` per
   layer (ones for the scalar loss) shared by every provider.
 - Warm-up calls (compilation, autotuning, allocator growth) are excluded; the median of ``repeats`` runs is
-  reported. On a GPU each forward and each backward is bracketed by CUDA events after a synchronize (the GPU
-  idle, so launch overhead counts); on the CPU by ``time.perf_counter``.
+  reported. Each forward and each backward is timed on its own by :func:`tritonnet.timing.measure_stages_ms`
+  (CUDA events after a synchronize on a GPU, so launch overhead counts; ``time.perf_counter`` on the CPU).
 - A layer's share is its forward + backward over the sum of that provider's layers. A whole training step (model,
   loss, parameter gradients) is also measured end to end per provider; the gap to the sum of the layers is
   everything between them (flatten, average pool, autograd's bookkeeping).
@@ -34,20 +34,18 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import statistics
 import sys
-import time
 from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from kernels.runtime import INTERPRET
-from tritonnet.cli import add_kernels_argument, describe_kernels
+from tritonnet.cli import add_kernels_argument, describe_kernels, model_name
 from tritonnet.nn import CrossEntropyLoss
-from tritonnet.registry import DEFAULT_PROVIDER, REFERENCE_PROVIDER, available_kernels, provider_for, use_kernels
+from tritonnet.registry import REFERENCE_PROVIDER, available_kernels, provider_for, provider_order, use_kernels
+from tritonnet.timing import DTYPES, ON_GPU, measure_stages_ms
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 STEP = "step"
 
 
@@ -90,44 +88,10 @@ class _CapturedLayer:
     output_shape: list[int]
 
 
-def measure_stages_ms(stages: Sequence[Callable[[object], object]], *, device: torch.device, repeats: int,
-                      warmup: int, prepare: Callable[[], object] | None = None) -> list[float]:
-    """Median milliseconds of each stage over ``repeats`` runs after ``warmup`` untimed ones. A run is
-    ``state = prepare()`` (never timed), then ``state = stage(state)`` for each stage, each timed on its own with the
-    device idle before it (a forward stage hands its graph to the backward stage)."""
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
-    on_gpu = device.type == "cuda"
-    samples: list[list[float]] = [[] for _ in stages]
-    for _ in range(warmup + repeats):
-        state = prepare() if prepare is not None else None
-        for stage, stage_samples in zip(stages, samples):
-            if on_gpu:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                torch.cuda.synchronize(device)
-                start.record()
-                state = stage(state)
-                end.record()
-                end.synchronize()
-                stage_samples.append(start.elapsed_time(end))
-            else:
-                began = time.perf_counter()
-                state = stage(state)
-                stage_samples.append((time.perf_counter() - began) * 1e3)
-        del state
-    return [statistics.median(stage_samples[warmup:]) for stage_samples in samples]
-
-
-def measure_ms(run: Callable[[object], object], *, device: torch.device, repeats: int, warmup: int,
-               prepare: Callable[[], object] | None = None) -> float:
-    """Median milliseconds of ``run(prepare())`` (see :func:`measure_stages_ms`)."""
-    return measure_stages_ms([run], device=device, repeats=repeats, warmup=warmup, prepare=prepare)[0]
-
-
 def all_providers() -> list[str]:
-    """Every provider some op has: the default first, then the reference, then the others by name."""
-    names = {provider for providers in available_kernels().values() for provider in providers}
-    return sorted(names, key=lambda name: (name != DEFAULT_PROVIDER, name != REFERENCE_PROVIDER, name))
+    """Every provider some op has, in the registry's order (:func:`tritonnet.registry.provider_order`)."""
+    return sorted({provider for providers in available_kernels().values() for provider in providers},
+                  key=provider_order)
 
 
 def check_providers(providers: Sequence[str]) -> list[str]:
@@ -475,7 +439,8 @@ def table(rows: list[LayerTiming], title: str = "per-layer profile"):
         timed = [cells for cells in by_layer.values() if provider in cells and cells[provider].forward_ms is not None]
         if len(timed) < len(by_layer):
             partial.append(provider)
-        total = sums[provider] = LayerTiming("sum", "sum", [], provider, sum(cells[provider].forward_ms for cells in timed),
+        total = sums[provider] = LayerTiming("sum", "sum", [], provider,
+                                             sum(cells[provider].forward_ms for cells in timed),
                                              sum(cells[provider].backward_ms or 0.0 for cells in timed))
         reference = [cells.get(REFERENCE_PROVIDER) for cells in timed]
         if provider != REFERENCE_PROVIDER and all(row is not None and row.forward_ms is not None for row in reference):
@@ -494,7 +459,8 @@ def table(rows: list[LayerTiming], title: str = "per-layer profile"):
         summary("whole step (measured)", steps.get, True)
         if "configured" in steps:
             configured = steps["configured"]
-            result.add_row("whole step, as configured (fwd + bwd)", "", "", *[""] * (3 * len(providers) + 2 * len(compared)),
+            result.add_row("whole step, as configured (fwd + bwd)", "", "",
+                           *[""] * (3 * len(providers) + 2 * len(compared)),
                            f"{_milliseconds(configured.forward_ms)} + {_milliseconds(configured.backward_ms)} ms")
     return result
 
@@ -509,10 +475,11 @@ def _parse_providers(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     from tritonnet.models import MODELS
 
-    gpu = torch.cuda.is_available() and not INTERPRET
+    gpu = ON_GPU
     parser = argparse.ArgumentParser(prog="python -m tritonnet.profile", description=__doc__.split("\n\n")[0])
     default_model, default_batch = ("alexnet", 128) if gpu else ("alexnet-small", 2)
-    parser.add_argument("--model", choices=list(MODELS), default=default_model, help=f"default: {default_model}")
+    parser.add_argument("--model", type=model_name, choices=list(MODELS), default=default_model,
+                        help=f"the Python names (alexnet_small) work too (default: {default_model})")
     parser.add_argument("--batch-size", type=int, default=default_batch, help=f"default: {default_batch}")
     parser.add_argument("--num-classes", type=int, default=None, help="default: the model's own")
     parser.add_argument("--providers", type=_parse_providers, default=None, metavar="NAME[,NAME...]",

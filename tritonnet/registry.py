@@ -41,14 +41,16 @@ def register(op: str, provider: str) -> Callable[[Callable], Callable]:
     return decorate
 
 
-def _preference(provider: str) -> tuple[bool, bool, str]:
+def provider_order(provider: str) -> tuple[bool, bool, str]:
+    """The sort key every list of providers follows: the default first, then the reference, then the others by
+    name. The first an op has is what it uses when nothing else is chosen."""
     return provider != DEFAULT_PROVIDER, provider != REFERENCE_PROVIDER, provider
 
 
 def available_kernels() -> dict[str, list[str]]:
     """``{op_name: [provider, ...]}`` for every registered op: the default provider first, then the reference,
     then the others by name. The first is what the op uses when nothing else is chosen."""
-    return {op: sorted(providers, key=_preference) for op, providers in sorted(_implementations.items())}
+    return {op: sorted(providers, key=provider_order) for op, providers in sorted(_implementations.items())}
 
 
 def _check_choice(op: str, provider: str, source: str) -> None:
@@ -127,7 +129,7 @@ def provider_for(op: str, provider: str | None = None) -> str:
     chosen = _overrides.get().get(op) or _from_environment().get(op)
     if chosen is not None:
         return chosen
-    return min(_implementations[op], key=_preference)
+    return min(_implementations[op], key=provider_order)
 
 
 def lookup(op: str, provider: str | None = None) -> Callable:

@@ -59,7 +59,7 @@ from rich.table import Table
 import tritonnet
 from tritonnet import functional as F
 from tritonnet import plot
-from tritonnet.cli import add_kernels_argument, describe_kernels
+from tritonnet.cli import add_kernels_argument, describe_kernels, model_name
 from tritonnet.data import DataError, build_data, find_idx_files
 from tritonnet.models import MODELS, create_model, he_init, paper_init
 from tritonnet.nn import Linear
@@ -136,27 +136,24 @@ PAPER = dict(model="alexnet", epochs=90, batch_size=128, lr=0.01, schedule="step
 # He initialisation: from the paper's N(0, 0.01) the loss stays flat at chance for hundreds of steps on these
 # normalised inputs (Caffe reports the same flat start); --init paper restores it.
 GPU_FASHION_MNIST = dict(PAPER, epochs=12, lr_steps=[8.0, 11.0], init="he")
-# The CPU demo, sized for Triton's interpreter on 2 cores (a 5-minute budget). Its cost is per image: measured with
-# the Triton kernels of 30 November 2026 on an idle 2-core machine, about 85 ms per training image at batch 32 (35%
-# more at batch 16, 12% less at batch 64) and 33 ms per evaluated image; the shared machine ran up to 30% slower at
-# times. What differs from the paper, and why:
+# The CPU demo, sized for Triton's interpreter on 2 cores (a 5-minute budget; the measured costs per image and the
+# recipe sweeps are in benchmarks/results/NOTES.md). What differs from the paper, and why:
 # - alexnet-small (32x32 input, He initialisation), so an image costs milliseconds, not seconds;
-# - one epoch of the first 1,792 training images, evaluated once, at the end (an evaluation of 1,000 images costs as
-#   much as 400 training images). Accuracy grows with the images seen; measured with the reference kernels
-#   (--kernels all=torch), mean top-1 over 3-4 seeds: 1,536 images 66.6%, 1,792 69.2%, 2,048 71.7% (2 epochs of
-#   1,024: 70.5%; 3 of 683: 64.2%). 1,792 keeps the run near 3.5 minutes, with room for a slower machine;
-# - batch 32, lr 0.03 with a linear warm-up over the first 0.1 epoch and a cosine decay to 0 (at 2,048 images: lr
-#   0.02 69.9%, 0.04 70.6%, 0.05 67.7%; batch 16 73.4% but 35% more time), label smoothing 0.1 (without: 67.3%).
-#   At 1,792 images over 5 seeds this recipe gives 68.5% (66.0-70.6%), and none of label smoothing 0.05 or 0.2,
-#   momentum 0.95 (lr 0.015) or 0.8 (lr 0.05), a 0.2-epoch warm-up (lr 0.04), no weight decay or lr 0.035 does
-#   better (64.3-68.4%); lr 0.035 and above diverge for some seeds. Nor do Nesterov momentum (66.9%) or AdamW
-#   (weight decay 0.05; lr 1e-3, 2e-3, 4e-3: 67.4%, 68.3%, 66.5%), so the demo keeps the paper's optimizer;
-# - no dropout and no augmentation: both slow learning this short, and Philox random numbers cost about 5 s per
-#   million in the interpreter;
+# - one epoch of the first 1,792 training images, evaluated once, at the end: accuracy grows with the images seen,
+#   and an evaluation costs as much as 400 training images;
+# - batch 32, lr 0.03 with a linear warm-up over the first 0.1 epoch and a cosine decay to 0, label smoothing 0.1:
+#   the best of the settings tried at this size, with the paper's optimizer;
+# - no dropout and no augmentation: both slow learning this short, and the interpreter's random numbers are slow;
 # - evaluation on the first 1,000 held-out test images.
 CPU_DEMO = dict(model="alexnet-small", epochs=1, batch_size=32, lr=0.03, schedule="cosine", lr_steps=[],
                 warmup_epochs=0.1, label_smoothing=0.1, dropout=0.0, dropout_start=0.0, init="model",
                 augment=False, train_subset=1_792, val_subset=1_000)
+# What depends on the device, not the recipe: a loss check is a host sync, which a GPU step should not wait on every
+# step; conv's fast GPU tiles need channels contiguous, while the interpreter runs either layout.
+GPU_DEFAULTS = dict(print_every=20, memory_format="channels_last")
+CPU_DEFAULTS = dict(print_every=1, memory_format="contiguous")
+# Where each preset applies, as --help says it: the paper's recipe is the plain default, the others are exceptions.
+PRESET_PLACES = (("", PAPER), ("for Fashion-MNIST on a GPU", GPU_FASHION_MNIST), ("in the CPU demo", CPU_DEMO))
 # What --resume takes from the checkpoint unless given again on the command line: every setting that shapes the
 # computation. The checkpoint holds the kernel providers and memory format the run actually used.
 RESTORED_ON_RESUME = ("data", "model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "lr_steps",
@@ -218,14 +215,15 @@ def resolve(config: TrainConfig, on_gpu: bool, checkpoint_args: dict | None = No
                                  f"new run")
             note(f"{flag} {values[name]} overrides the checkpoint's {'default' if saved is None else saved}")
     resolved = TrainConfig(**values)
+    if resolved.model is not None:
+        resolved.model = model_name(resolved.model)
     name, defaults = preset(resolved, on_gpu)
     for key, value in defaults.items():
         if getattr(resolved, key) is None:
             setattr(resolved, key, list(value) if isinstance(value, list) else value)
-    if resolved.print_every is None:
-        resolved.print_every = 20 if on_gpu else 1
-    if resolved.memory_format is None:
-        resolved.memory_format = "channels_last" if on_gpu else "contiguous"
+    for key, value in (GPU_DEFAULTS if on_gpu else CPU_DEFAULTS).items():
+        if getattr(resolved, key) is None:
+            setattr(resolved, key, value)
     return resolved, name
 
 
@@ -950,13 +948,16 @@ def describe(run: Run) -> None:
     """The first lines: where the kernels run, which kernels, the data, the model and the recipe."""
     config, device = run.config, run.device
     kernels = {op: tritonnet.provider_for(op) for op in tritonnet.available_kernels()}
+    epochs = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
     if device.type == "cuda":
         run.print(f"tritonnet: training on {torch.cuda.get_device_name(device)} x {run.distributed.world_size}")
     elif tritonnet.INTERPRET and "triton" in kernels.values():
+        demo = (f" This is the CPU demo: {config.model} trained for {epochs} on "
+                f"{run.data.train_size:,} images and tested on {run.data.val_size:,} (the progress bar shows the time "
+                f"left)." if run.preset_name == "CPU demo" else "")
         run.print("[bold]tritonnet: no CUDA device, so the Triton kernels run in Triton's interpreter on the CPU "
-                  "(TRITON_INTERPRET=1).[/] The default is a short demo: the small AlexNet trained on 1,792 images and "
-                  "tested on 1,000, in about 3.5 minutes on 2 cores (the progress bar shows the time left); add "
-                  "--kernels all=torch to use PyTorch's reference kernels instead (about 50x faster).")
+                  f"(TRITON_INTERPRET=1).[/]{demo} Add --kernels all=torch to use PyTorch's reference kernels "
+                  "instead (much faster).")
     else:
         run.print("tritonnet: no CUDA device; training on the CPU")
     run.print(f"kernels: {describe_kernels()}")
@@ -971,7 +972,6 @@ def describe(run: Run) -> None:
                 "cosine": "cosine decay to 0"}[config.schedule]
     warmup = f", linear warm-up over {config.warmup_epochs:g} epochs" if config.warmup_epochs else ""
     dropout_start = f" from epoch {config.dropout_start:g}" if config.dropout and config.dropout_start else ""
-    epochs = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
     run.print(f"recipe ({run.preset_name}): {epochs} of {run.steps_per_epoch} steps, batch "
               f"{config.batch_size}, SGD lr {config.lr:g} ({schedule}{warmup}), momentum {config.momentum:g}, "
               f"weight decay {config.weight_decay:g}, dropout {config.dropout:g}{dropout_start}, label smoothing "
@@ -1029,59 +1029,101 @@ def train(config: TrainConfig, explicit: set[str] = frozenset(), console: Consol
         if distributed.world_size > 1 and dist.is_initialized():
             if sys.exc_info()[0] is None:
                 # Leave together: a rank that tears gloo down while its peer is still finishing (rank 0 writes the
-                # checkpoint) aborted with "terminate called without an active exception" about one run in three.
+                # checkpoint) can abort the peer ("terminate called without an active exception").
                 dist.barrier()
             dist.destroy_process_group()
 
 
+def shown(value) -> str:
+    """A default as --help writes it."""
+    if value is None:
+        return "all"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ",".join(f"{item:g}" for item in value) or "none"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def preset_default(name: str) -> str:
+    """``default: ...`` for a field the presets fill: the paper's value, then each preset that differs from it
+    (``default: 90; 12 for Fashion-MNIST on a GPU; 1 in the CPU demo``)."""
+    places: dict[str, list[str]] = {}
+    for place, values in PRESET_PLACES:
+        places.setdefault(shown(values.get(name)), []).append(place)
+    parts = [value if "" in where else f"{value} {' and '.join(where)}" for value, where in places.items()]
+    return "default: " + "; ".join(parts)
+
+
+def device_default(name: str) -> str:
+    """``default: ...`` for a field that depends on the device."""
+    gpu, cpu = shown(GPU_DEFAULTS[name]), shown(CPU_DEFAULTS[name])
+    return f"default: {gpu}" if gpu == cpu else f"default: {gpu} on a GPU; {cpu} on a CPU"
+
+
+def field_default(name: str) -> str:
+    """``default: ...`` for a field with one default, :class:`TrainConfig`'s."""
+    return f"default: {shown(getattr(TrainConfig(), name))}"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    fields = TrainConfig()
     parser = argparse.ArgumentParser(
         prog="train_alexnet.py",
         description="Train AlexNet with tritonnet's Triton kernels. With no arguments: Fashion-MNIST (the full set "
-                    "when installed, else the slice shipped in tritonnet/data); the paper's recipe on a GPU, a "
-                    "few-minute demo of the small model on a CPU.")
+                    "when installed, else the slice shipped in tritonnet/data). The defaults are the paper's recipe, "
+                    "shortened for Fashion-MNIST on a GPU; without a GPU, Fashion-MNIST, IDX folders and synthetic "
+                    "data get the CPU demo, a few minutes of the small model.")
     add = parser.add_argument
     add("--data", metavar="DIR", help="ImageNet-style folder (DIR/train/<class>/*, DIR/val/<class>/*), a folder of "
         "IDX files, or 'synthetic' (default: Fashion-MNIST)")
-    add("--model", choices=sorted(MODELS), help="default: alexnet on a GPU, alexnet-small on a CPU")
-    add("--epochs", type=int, help="default: 90 (image folders), 12 (Fashion-MNIST on a GPU), 2 (CPU demo)")
-    add("-b", "--batch-size", type=int, help="global batch, split across ranks (default: 128; 32 in the CPU demo)")
-    add("--lr", type=float, help="initial (peak) learning rate (default: 0.01; 0.03 in the CPU demo)")
-    add("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
-    add("--weight-decay", "--wd", type=float, default=5e-4, help="(default: 5e-4)")
-    add("--schedule", choices=["step", "plateau", "cosine"], help="lr schedule (default: step; cosine in the CPU "
-        "demo)")
+    add("--model", type=model_name, choices=sorted(MODELS),
+        help=f"the network; the Python names (alexnet_small) work too ({preset_default('model')})")
+    add("--epochs", type=int, help=f"passes over the training images ({preset_default('epochs')})")
+    add("-b", "--batch-size", type=int, help=f"global batch, split across ranks ({preset_default('batch_size')})")
+    add("--lr", type=float, help=f"initial (peak) learning rate ({preset_default('lr')})")
+    add("--momentum", type=float, default=fields.momentum, help=f"SGD momentum ({field_default('momentum')})")
+    add("--weight-decay", "--wd", type=float, default=fields.weight_decay, help="SGD weight decay "
+        f"({field_default('weight_decay')})")
+    add("--schedule", choices=["step", "plateau", "cosine"], help=f"lr schedule ({preset_default('schedule')})")
     add("--lr-steps", type=lambda text: [float(item) for item in text.split(",") if item], metavar="E1,E2,...",
-        help="epochs at which the step schedule divides the lr by 10 (default: 30,60,80; 8,11 for Fashion-MNIST)")
-    add("--patience", type=int, default=3, help="plateau schedule: evaluations without a better top-1 before the lr "
-        "is divided by 10 (default: 3)")
-    add("--warmup-epochs", type=float, help="linear lr warm-up (default: 0; 0.1 in the CPU demo)")
-    add("--label-smoothing", type=float, help="(default: 0; 0.1 in the CPU demo)")
-    add("--dropout", type=float, help="dropout in fc6 and fc7 (default: 0.5; 0 in the CPU demo)")
-    add("--dropout-start", type=float, metavar="EPOCH", help="dropout is off before this epoch (default: 0)")
+        help=f"epochs at which the step schedule divides the lr by 10 ({preset_default('lr_steps')})")
+    add("--patience", type=int, default=fields.patience, help="plateau schedule: evaluations without a better top-1 "
+        f"before the lr is divided by 10 ({field_default('patience')})")
+    add("--warmup-epochs", type=float, help=f"linear lr warm-up ({preset_default('warmup_epochs')})")
+    add("--label-smoothing", type=float, help=f"label smoothing of the training loss "
+        f"({preset_default('label_smoothing')})")
+    add("--dropout", type=float, help=f"dropout in fc6 and fc7 ({preset_default('dropout')})")
+    add("--dropout-start", type=float, metavar="EPOCH",
+        help=f"dropout is off before this epoch ({preset_default('dropout_start')})")
     add("--init", choices=sorted(INITIALISATIONS), help="weights: the model's own (the paper's for alexnet, He for "
-        "alexnet-small), the paper's N(0, 0.01), or He (default: model; he for Fashion-MNIST on a GPU)")
+        f"alexnet-small), the paper's N(0, 0.01), or He ({preset_default('init')})")
     add("--augment", action=argparse.BooleanOptionalAction, help="random crops (shifts), flips and PCA lighting "
-        "when training (default: on; off in the CPU demo)")
+        f"when training ({preset_default('augment')})")
     add("--ten-crop", action="store_true", help="evaluate image folders on 10 crops, averaging the softmax")
-    add("--train-subset", type=int, metavar="N", help="train on the first N images (default: all; 1,792 in the CPU "
-        "demo)")
-    add("--val-subset", type=int, metavar="N", help="evaluate on the first N images (default: all; 1,000 on a CPU)")
+    add("--train-subset", type=int, metavar="N", help=f"train on the first N images ({preset_default('train_subset')})")
+    add("--val-subset", type=int, metavar="N", help=f"evaluate on the first N images ({preset_default('val_subset')})")
     add("--max-steps", type=int, metavar="N", help="stop after N optimizer steps in all (then evaluate and save)")
-    add("--seed", type=int, default=0, help="(default: 0)")
+    add("--seed", type=int, default=fields.seed, help="seeds the weights, the data order, augmentation and "
+        f"dropout ({field_default('seed')})")
     add("--amp", nargs="?", const="bf16", choices=["bf16", "fp16"], help="mixed precision on a GPU (bf16 when no "
         "value is given)")
-    add("-j", "--workers", type=int, default=4, help="DataLoader workers decoding image folders (default: 4)")
+    add("-j", "--workers", type=int, default=fields.workers,
+        help=f"DataLoader workers decoding image folders ({field_default('workers')})")
     add_kernels_argument(parser)
     add("--memory-format", choices=sorted(MEMORY_FORMATS), help="layout of the model's weights and input batches "
-        "(default: channels_last on a GPU, contiguous on a CPU)")
-    add("--out", metavar="DIR", help="output folder, refused when it holds another run (default: runs/<model>-<time>, "
-        "or the resumed checkpoint's; a new one forks the resumed run)")
+        f"({device_default('memory_format')})")
+    add("--out", metavar="DIR", help="output folder, refused when it holds another run; a new one forks the resumed "
+        "run (default: runs/<model>-<time>, or the resumed checkpoint's)")
     add("--resume", metavar="PATH", help="continue from this checkpoint, or a run folder's checkpoint.pt (with "
         "--evaluate: evaluate it); a checkpoint older than its folder's checkpoint.pt needs a new --out")
     add("--evaluate", action="store_true", help="evaluate on the validation set only, and log it")
     add("--print-every", type=int, metavar="STEPS", help="steps between loss checks and progress updates "
-        "(default: 1 on a CPU, 20 on a GPU)")
+        f"({device_default('print_every')})")
     return parser
 
 
