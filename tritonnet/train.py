@@ -1,6 +1,6 @@
 """Training AlexNet with tritonnet's kernels: the loop behind ``examples/train_alexnet.py``.
 
-The paper's recipe (Krizhevsky et al. 2012, section 5; ALEXNET.md): SGD with momentum 0.9 and weight decay 5e-4,
+The paper's recipe (Krizhevsky et al. 2012, section 5; docs/alexnet.md): SGD with momentum 0.9 and weight decay 5e-4,
 batch 128, learning rate 0.01 divided by 10 on a step schedule (``--schedule step --lr-steps ...``) or when the
 validation accuracy stops improving (``--schedule plateau``), dropout 0.5 in fc6 and fc7, the model's own
 initialisation (the paper's for ``alexnet``). That is the default on a GPU. Without a GPU the default is a short demo
