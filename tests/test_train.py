@@ -298,3 +298,13 @@ def test_readme_flag_table_agrees_with_help_and_the_presets():
                                f"{CPU_DEMO['epochs']} in the CPU demo"
     assert quoted["momentum"] == shown(TrainConfig().momentum) and quoted["print_every"] == \
         f"{GPU_DEFAULTS['print_every']} on a GPU; {CPU_DEFAULTS['print_every']} on a CPU"
+
+
+def test_an_evaluation_reports_the_lr_of_the_last_step_trained(tmp_path):
+    """A cosine schedule reaches 0 exactly at its end, which no step trains at: the metrics (and the summary table)
+    show the last step's learning rate, as train.jsonl does."""
+    out = tmp_path / "run"
+    assert main([*SMALL, "--schedule", "cosine", "--epochs", "1", "--print-every", "1", "--out", str(out)]) == EXIT_OK
+    steps = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    (evaluation,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert evaluation["lr"] == steps[-1]["lr"] > 0

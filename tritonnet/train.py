@@ -811,8 +811,7 @@ class Run:
                 while position.global_step < total_steps and not self.stop_requested():
                     self.train_epoch(progress, task, total_steps)
             if not self.stop_requested() and position.step > 0:  # cut short by --max-steps inside an epoch
-                self.save_after(self.evaluate_and_log(self.schedule.lr(position.epoch + position.step
-                                                                       / self.steps_per_epoch)))
+                self.save_after(self.evaluate_and_log(self.last_lr()))
             if self.stop_requested():
                 self.save()
         except NonFiniteLoss as error:
@@ -826,6 +825,11 @@ class Run:
             return EXIT_INTERRUPTED
         self.summary()
         return EXIT_OK
+
+    def last_lr(self) -> float:
+        """The learning rate of the last step trained (what an evaluation's record reports)."""
+        position = self.position
+        return self.schedule.lr(position.epoch + (max(position.step, 1) - 1) / self.steps_per_epoch)
 
     def train_epoch(self, progress: Progress, task, total_steps: int) -> None:
         """Train until the end of the epoch, ``total_steps``, or a signal; evaluate and save at the epoch's end."""
@@ -868,7 +872,7 @@ class Run:
             if self.stop_signal is not None or last:
                 break
         if position.step == self.steps_per_epoch:
-            record = self.evaluate_and_log(self.schedule.lr(position.epoch + 1.0))
+            record = self.evaluate_and_log(self.last_lr())
             position.epoch, position.step, position.totals, position.seconds = position.epoch + 1, 0, Totals(), 0.0
             self.save_after(record)
 
