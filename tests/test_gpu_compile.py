@@ -7,6 +7,9 @@ import pytest
 
 from kernels.gpu_compile import ARCHS, STEPS
 
+# One worker computes the session's compile report (pytest -n): the compiles run once.
+pytestmark = pytest.mark.xdist_group("gpu_compile")
+
 MODULES = ("conv", "linear", "lrn", "maxpool", "dropout", "cross_entropy")
 
 # Defects the recorded launches expose, each a strict expected failure of its check and module (so a fix turns it

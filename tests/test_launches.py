@@ -16,6 +16,9 @@ from kernels import runtime
 from kernels.launches import Config, Launch, LaunchRecorder, distinct, specialize
 from tests.recorded import gpu_check_stages
 
+# One worker records the GPU check's stages for these modules (pytest -n): tests/recorded.py caches them.
+pytestmark = pytest.mark.xdist_group("recorded")
+
 @pytest.fixture(scope="module")
 def step_launches() -> list[Launch]:
     """One alexnet training step, bf16, channels-last, batch 128, as an H200 would launch it."""

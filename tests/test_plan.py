@@ -14,6 +14,9 @@ from benchmarks import bench_kernels, budget, plan
 from kernels import runtime
 from tests.recorded import gpu_check_stages
 
+# One worker records the GPU check's stages for these modules (pytest -n): tests/recorded.py caches them.
+pytestmark = pytest.mark.xdist_group("recorded")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
