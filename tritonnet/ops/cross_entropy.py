@@ -31,6 +31,7 @@ from kernels.cross_entropy import (clear_target_errors, cross_entropy_backward, 
                                    new_target_error_record, read_target_errors)
 from kernels.runtime import INTERPRET
 from tritonnet.ops._checks import check_float, check_int, check_tensor
+from tritonnet.ops._library import placeholder, qualified
 from tritonnet.registry import lookup, register
 
 OP = "cross_entropy"
@@ -137,6 +138,58 @@ def _as_rows(tensor: torch.Tensor, unbatched: bool, with_classes: bool) -> torch
         return tensor.reshape(shape)
 
 
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@torch.library.custom_op(qualified("cross_entropy_forward"), mutates_args=())
+def cross_entropy_forward_op(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+                             ignore_index: int, reduction: str, label_smoothing: float,
+                             loss_shape: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                             torch.Tensor]:
+    """``torch.ops.tritonnet.cross_entropy_forward``: :func:`kernels.cross_entropy.cross_entropy_forward` on
+    (batch, classes, spatial) ``logits``: the loss, then each row's max logit, log-denominator and target mass, and
+    mean's denominator. Bad class indices raise here on the CPU (and in the interpreter), and are recorded on a GPU
+    (see the module docstring)."""
+    record = _error_record(logits.device, logits.shape[1], ignore_index)
+    loss, saved = cross_entropy_forward(logits, target, weight, record, ignore_index=ignore_index,
+                                        reduction=reduction, label_smoothing=label_smoothing,
+                                        loss_shape=tuple(loss_shape))
+    if INTERPRET or logits.device.type != "cuda":
+        _raise_target_errors([((logits.device, logits.shape[1], ignore_index), record)])
+    if reduction != "mean":  # only mean's kernel writes the denominator
+        saved[3].zero_()
+    return loss, *saved
+
+
+@cross_entropy_forward_op.register_fake
+def _cross_entropy_forward_fake(logits, target, weight, ignore_index, reduction, label_smoothing, loss_shape):
+    rows = logits.shape[0] * logits.shape[2]
+    compute_dtype = _compute_dtype(logits.dtype)
+    loss = logits.new_empty(loss_shape if reduction == "none" else ())
+    return (loss, *(logits.new_empty(rows, dtype=compute_dtype) for _ in range(3)),
+            logits.new_empty((), dtype=compute_dtype))
+
+
+@torch.library.custom_op(qualified("cross_entropy_backward"), mutates_args=())
+def cross_entropy_backward_op(grad_output: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
+                              weight: torch.Tensor | None, saved: list[torch.Tensor], ignore_index: int,
+                              reduction: str, label_smoothing: float,
+                              grad_target: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.ops.tritonnet.cross_entropy_backward``: :func:`kernels.cross_entropy.cross_entropy_backward`'s
+    gradients of the logits and (with ``grad_target``, else an empty placeholder) of probability targets."""
+    grad_logits, grad_probabilities = cross_entropy_backward(
+        grad_output, logits, target, weight, tuple(saved), ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=label_smoothing, grad_target=grad_target)
+    return grad_logits, placeholder(logits) if grad_probabilities is None else grad_probabilities
+
+
+@cross_entropy_backward_op.register_fake
+def _cross_entropy_backward_fake(grad_output, logits, target, weight, saved, ignore_index, reduction,
+                                 label_smoothing, grad_target):
+    return torch.empty_like(logits), torch.empty_like(target) if grad_target else placeholder(logits)
+
+
 class CrossEntropyFunction(torch.autograd.Function):
     """Fused log-softmax + NLL with the Triton kernels. Saves the logits, the targets, the weights, each row's max,
     log-denominator and target mass, and mean's denominator; the backward recomputes the softmax from them (see
@@ -148,14 +201,10 @@ class CrossEntropyFunction(torch.autograd.Function):
         soft_targets = target.shape == input.shape
         logits = _as_rows(input, unbatched, with_classes=True)
         rows_target = _as_rows(target, unbatched, with_classes=soft_targets)
-        record = _error_record(input.device, logits.shape[1], ignore_index)
         loss_shape = input.shape[:1] + input.shape[2:] if not unbatched else ()
         # The loss is allocated in its final shape: returning a view of a tensor made here would forbid in-place use.
-        loss, saved = cross_entropy_forward(logits, rows_target, weight, record, ignore_index=ignore_index,
-                                            reduction=reduction, label_smoothing=label_smoothing,
-                                            loss_shape=loss_shape)
-        if input.device.type != "meta" and (INTERPRET or input.device.type != "cuda"):  # meta: shapes only
-            _raise_target_errors([((input.device, logits.shape[1], ignore_index), record)])
+        loss, *saved = cross_entropy_forward_op(logits, rows_target, weight, ignore_index, reduction, label_smoothing,
+                                                list(loss_shape))
         ctx.save_for_backward(logits, rows_target, weight, *saved)
         ctx.input_shape, ctx.target_shape = input.shape, target.shape
         ctx.ignore_index, ctx.reduction, ctx.label_smoothing = ignore_index, reduction, label_smoothing
@@ -169,11 +218,11 @@ class CrossEntropyFunction(torch.autograd.Function):
         logits, rows_target, weight, *saved = ctx.saved_tensors
         if ctx.reduction == "none":
             grad_output = _as_rows(grad_output, len(ctx.input_shape) == 1, with_classes=False)
-        grad_input, grad_target = cross_entropy_backward(
-            grad_output, logits, rows_target, weight, tuple(saved), ignore_index=ctx.ignore_index,
-            reduction=ctx.reduction, label_smoothing=ctx.label_smoothing, grad_target=ctx.needs_input_grad[1])
-        return (grad_input.view(ctx.input_shape), None if grad_target is None else grad_target.view(ctx.target_shape),
-                None, None, None, None)
+        grad_input, grad_target = cross_entropy_backward_op(
+            grad_output, logits, rows_target, weight, saved, ctx.ignore_index, ctx.reduction, ctx.label_smoothing,
+            ctx.needs_input_grad[1])
+        return (grad_input.view(ctx.input_shape), grad_target.view(ctx.target_shape) if ctx.needs_input_grad[1]
+                else None, None, None, None, None)
 
 
 @register(OP, "triton")

@@ -1,0 +1,114 @@
+"""The registered operators (``torch.ops.tritonnet.*``) pass ``torch.library.opcheck``: schema (no hidden mutation or
+aliasing), fake implementations giving the real op's shapes, dtypes and strides, autograd registration, and
+AOTAutograd dispatch with dynamic shapes. Tiny samples, channels-last and contiguous, with and without the optional
+parts, so the interpreter's cost stays small."""
+
+import pytest
+import torch
+
+import tritonnet.functional  # noqa: F401  (registers every op)
+from tritonnet.ops.dropout import draw_seed
+
+CHANNELS_LAST = torch.channels_last
+
+
+def _randn(*shape, memory_format=torch.contiguous_format, requires_grad=False):
+    return torch.randn(*shape).contiguous(memory_format=memory_format).requires_grad_(requires_grad)
+
+
+def _conv_samples():
+    ops = torch.ops.tritonnet
+    input, weight, bias = _randn(1, 4, 5, 5), _randn(6, 2, 3, 3), _randn(6)
+    geometry = ([1, 1], [1, 1, 1, 1], [1, 1], 2)
+    output = ops.conv2d_forward(input, weight, bias, *geometry, True)
+    grad_output = _randn(*output.shape)
+    channels_last = input.contiguous(memory_format=CHANNELS_LAST)
+    return [
+        ("conv2d_forward", (input, weight, bias, *geometry, True)),
+        ("conv2d_forward", (channels_last, _randn(6, 4, 2, 3), None, [2, 1], [0, 1, 2, 0], [1, 2], 1, False)),
+        ("conv2d_backward", (grad_output, input, weight, output, *geometry, [True, True, True])),
+        ("conv2d_backward", (grad_output.contiguous(memory_format=CHANNELS_LAST), channels_last, weight, None,
+                             *geometry, [True, False, False])),
+    ]
+
+
+def _lrn_samples():
+    input = _randn(2, 5, 3, 2)
+    output, base_power = torch.ops.tritonnet.local_response_norm_forward(input, 3, 1e-2, 0.75, 1.0, True)
+    hyperparameters = (3, 1e-2, 0.75, 1.0)
+    return [
+        ("local_response_norm_forward", (input, *hyperparameters, True)),
+        ("local_response_norm_forward", (input.contiguous(memory_format=CHANNELS_LAST), 4, 1e-2, 2.0, 2.0, False)),
+        ("local_response_norm_backward", (input, base_power, _randn(*input.shape), *hyperparameters)),
+    ]
+
+
+def _max_pool_samples():
+    input = _randn(2, 3, 5, 5)
+    window = ([3, 3], [2, 2], [1, 1], [1, 1])
+    output, offsets, _ = torch.ops.tritonnet.max_pool2d_forward(input, *window, False, False, False)
+    return [
+        ("max_pool2d_forward", (input, *window, False, True, False)),
+        ("max_pool2d_forward", (input.contiguous(memory_format=CHANNELS_LAST), [2, 3], [1, 2], [0, 1], [2, 1],
+                                True, False, True)),
+        ("max_pool2d_backward", (_randn(*output.shape, requires_grad=True), offsets, list(input.shape), *window,
+                                 False)),
+    ]
+
+
+def _dropout_samples():
+    return [
+        ("dropout", (_randn(3, 4, requires_grad=True), 0.5, draw_seed())),
+        ("dropout", (_randn(2, 3, 4, 4, memory_format=CHANNELS_LAST), 1.0, draw_seed())),
+        ("dropout_", (_randn(3, 4), 0.25, draw_seed())),
+    ]
+
+
+def _linear_samples():
+    input, weight, bias, seed = _randn(3, 5), _randn(4, 5), _randn(4), draw_seed()
+    output = torch.ops.tritonnet.linear_forward(input, weight, bias, True, 0.5, seed, [3, 4])
+    return [
+        ("linear_forward", (input, weight, bias, True, 0.5, seed, [3, 4])),
+        ("linear_forward", (input, weight.t().contiguous().t(), None, False, 0.0, seed, [3, 1, 4])),
+        ("linear_backward", (_randn(3, 4), input, weight, output, True, 0.5, seed, [True, True, True])),
+        ("linear_backward", (_randn(3, 4), input, weight, None, False, 0.5, seed, [False, True, False])),
+        ("linear_dropout_grad", (_randn(3, 4), 0.5, seed)),
+    ]
+
+
+def _cross_entropy_samples():
+    logits, target = _randn(3, 4, 1), torch.tensor([[0], [3], [1]])
+    soft_logits = _randn(2, 3, 2)
+    soft_target = torch.softmax(_randn(2, 3, 2), dim=1)
+    loss, *saved = torch.ops.tritonnet.cross_entropy_forward(logits, target, None, -100, "mean", 0.1, [3, 1])
+    _, *soft_saved = torch.ops.tritonnet.cross_entropy_forward(soft_logits, soft_target, None, -100, "none", 0.0,
+                                                               [2, 2])
+    return [
+        ("cross_entropy_forward", (logits, target, None, -100, "mean", 0.1, [3])),
+        ("cross_entropy_forward", (logits, target, torch.rand(4), 3, "sum", 0.0, [3])),
+        ("cross_entropy_forward", (soft_logits, soft_target, None, -100, "none", 0.0, [2, 2])),
+        ("cross_entropy_backward", (torch.tensor(1.5), logits, target, None, saved, -100, "mean", 0.1, False)),
+        ("cross_entropy_backward", (_randn(2, 2), soft_logits, soft_target, None, soft_saved, -100, "none", 0.0,
+                                    True)),
+    ]
+
+
+SAMPLES = [_conv_samples, _lrn_samples, _max_pool_samples, _dropout_samples, _linear_samples, _cross_entropy_samples]
+REGISTERED = {"conv2d_forward", "conv2d_backward", "local_response_norm_forward", "local_response_norm_backward",
+              "max_pool2d_forward", "max_pool2d_backward", "dropout", "dropout_", "linear_forward", "linear_backward",
+              "linear_dropout_grad", "cross_entropy_forward", "cross_entropy_backward"}
+
+
+def test_every_registered_op_has_a_sample():
+    names = {name for samples in SAMPLES for name, _ in samples()}
+    assert names == REGISTERED
+    for name in REGISTERED:
+        assert hasattr(torch.ops.tritonnet, name), name
+
+
+@pytest.mark.parametrize("samples", SAMPLES, ids=lambda samples: samples.__name__.strip("_"))
+def test_registered_ops_pass_opcheck(samples):
+    torch.manual_seed(0)
+    for name, arguments in samples():
+        results = torch.library.opcheck(getattr(torch.ops.tritonnet, name), arguments)
+        assert set(results.values()) == {"SUCCESS"}, (name, results)
