@@ -112,3 +112,21 @@ def test_profiler_shows_each_op_by_its_registered_name():
                "max_pool2d_forward", "max_pool2d_backward", "linear_forward", "linear_backward",
                "cross_entropy_forward", "cross_entropy_backward"):
         assert f"tritonnet::{op}" in names, op
+
+
+@pytest.mark.parametrize("name, provider", [
+    ("alexnet", "triton"),
+    pytest.param("alexnet", "torch", marks=pytest.mark.slow),
+    pytest.param("alexnet-torchvision", "triton", marks=pytest.mark.slow),
+    pytest.param("alexnet-torchvision", "torch", marks=pytest.mark.slow),
+])
+def test_full_size_models_trace_to_one_graph_on_meta_tensors(name, provider):
+    """The paper's and torchvision's geometry traced on meta tensors (shapes only: the fakes stand in for the
+    kernels), since running them in the interpreter takes minutes."""
+    model = create_model(name, 1000).to("meta").train()
+    images = torch.empty(BATCH, 3, model.input_size, model.input_size, device="meta")
+    labels = torch.zeros(BATCH, dtype=torch.int64, device="meta")
+    with tritonnet.use_kernels(all=provider):
+        torch._dynamo.reset()
+        explanation = torch._dynamo.explain(_loss_function(model))(images, labels)
+    assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons

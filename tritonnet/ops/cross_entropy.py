@@ -32,6 +32,7 @@ from kernels.cross_entropy import (clear_target_errors, cross_entropy_backward, 
 from kernels.runtime import INTERPRET
 from tritonnet.ops._checks import check_float, check_int, check_tensor
 from tritonnet.ops._library import placeholder, qualified
+from tritonnet.ops._precision import autocast_enabled
 from tritonnet.registry import lookup, register
 
 OP = "cross_entropy"
@@ -50,7 +51,7 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
     check_tensor("input", input)
     if input.dim() == 0:
         raise ValueError("input must be a 1-D (C) or N-D (N, C, d1, ..., dk) tensor of logits, got a 0-D tensor")
-    if torch.is_autocast_enabled(input.device.type):
+    if autocast_enabled(input.device.type):
         input, target, weight = (tensor.float() if tensor is not None and tensor.dtype in AUTOCAST_WIDENED_DTYPES
                                  else tensor for tensor in (input, target, weight))
     classes = input.shape[0 if input.dim() == 1 else 1]
