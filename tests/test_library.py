@@ -6,7 +6,8 @@ parts, so the interpreter's cost stays small."""
 import pytest
 import torch
 
-import tritonnet.functional  # noqa: F401  (registers every op)
+from tests.helpers import assert_close
+from tritonnet import functional as F
 from tritonnet.ops.dropout import draw_seed
 
 CHANNELS_LAST = torch.channels_last
@@ -29,6 +30,7 @@ def _conv_samples():
         ("conv2d_backward", (grad_output, input, weight, output, *geometry, [True, True, True])),
         ("conv2d_backward", (grad_output.contiguous(memory_format=CHANNELS_LAST), channels_last, weight, None,
                              *geometry, [True, False, False])),
+        ("conv2d", (*(tensor.detach().requires_grad_() for tensor in (input, weight, bias)), *geometry, True)),
     ]
 
 
@@ -40,6 +42,8 @@ def _lrn_samples():
         ("local_response_norm_forward", (input, *hyperparameters, True)),
         ("local_response_norm_forward", (input.contiguous(memory_format=CHANNELS_LAST), 4, 1e-2, 2.0, 2.0, False)),
         ("local_response_norm_backward", (input, base_power, _randn(*input.shape), *hyperparameters)),
+        ("local_response_norm", (_randn(2, 5, 3, 2, memory_format=CHANNELS_LAST, requires_grad=True),
+                                 *hyperparameters)),
     ]
 
 
@@ -53,6 +57,7 @@ def _max_pool_samples():
                                 True, False, True)),
         ("max_pool2d_backward", (_randn(*output.shape, requires_grad=True), offsets, list(input.shape), *window,
                                  False)),
+        ("max_pool2d", (_randn(2, 3, 5, 5, memory_format=CHANNELS_LAST, requires_grad=True), *window, True)),
     ]
 
 
@@ -73,6 +78,8 @@ def _linear_samples():
         ("linear_backward", (_randn(3, 4), input, weight, output, True, 0.5, seed, [True, True, True])),
         ("linear_backward", (_randn(3, 4), input, weight, None, False, 0.5, seed, [False, True, False])),
         ("linear_dropout_grad", (_randn(3, 4), 0.5, seed)),
+        ("linear", (_randn(2, 3, 5, requires_grad=True), weight.detach().requires_grad_(),
+                    bias.detach().requires_grad_(), True, 0.5, seed)),
     ]
 
 
@@ -96,7 +103,8 @@ def _cross_entropy_samples():
 SAMPLES = [_conv_samples, _lrn_samples, _max_pool_samples, _dropout_samples, _linear_samples, _cross_entropy_samples]
 REGISTERED = {"conv2d_forward", "conv2d_backward", "local_response_norm_forward", "local_response_norm_backward",
               "max_pool2d_forward", "max_pool2d_backward", "dropout", "dropout_", "linear_forward", "linear_backward",
-              "linear_dropout_grad", "cross_entropy_forward", "cross_entropy_backward"}
+              "linear_dropout_grad", "cross_entropy_forward", "cross_entropy_backward", "conv2d", "local_response_norm",
+              "max_pool2d", "linear"}
 
 
 def test_every_registered_op_has_a_sample():
@@ -112,3 +120,37 @@ def test_registered_ops_pass_opcheck(samples):
     for name, arguments in samples():
         results = torch.library.opcheck(getattr(torch.ops.tritonnet, name), arguments)
         assert set(results.values()) == {"SUCCESS"}, (name, results)
+
+
+def _gradients(output, inputs):
+    return torch.autograd.grad(output, inputs, torch.randn_like(output, generator=torch.Generator().manual_seed(1)))
+
+
+def test_registered_public_ops_give_torchs_outputs_and_gradients():
+    """``torch.ops.tritonnet.<op>`` called directly, backward included, against torch (the "torch" provider)."""
+    torch.manual_seed(0)
+    input, weight, bias = _randn(2, 4, 6, 6, requires_grad=True), _randn(6, 2, 3, 3, requires_grad=True), _randn(6)
+    cases = [
+        (lambda x, w: torch.ops.tritonnet.conv2d(x, w, bias, [1, 1], [1, 1, 1, 1], [1, 1], 2, True),
+         lambda x, w: F.conv2d(x, w, bias, 1, 1, 1, 2, relu=True, provider="torch"), (input, weight)),
+        (lambda x: torch.ops.tritonnet.local_response_norm(x, 3, 0.1, 0.75, 1.0),
+         lambda x: F.local_response_norm(x, 3, 0.1, 0.75, 1.0, provider="torch"), (input,)),
+        (lambda x: torch.ops.tritonnet.max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], False)[0],
+         lambda x: F.max_pool2d(x, 3, 2, 1, provider="torch"), (input,)),
+        (lambda x, w: torch.ops.tritonnet.linear(x, w, None, True, 0.0, draw_seed()),
+         lambda x, w: F.linear(x, w, relu=True, provider="torch"), (input.detach()[0].requires_grad_(),
+                                                                     _randn(3, 6, requires_grad=True))),
+    ]
+    for ours, reference, inputs in cases:
+        output, expected = ours(*inputs), reference(*inputs)
+        assert_close(output, expected, reduction_length=72)
+        for gradient, expected_gradient in zip(_gradients(output, inputs), _gradients(expected, inputs)):
+            assert_close(gradient, expected_gradient, reduction_length=72, name="gradient")
+
+
+def test_registered_dropout_is_its_own_backward_with_the_same_seed():
+    input, seed = _randn(4, 8, requires_grad=True), draw_seed()
+    output = torch.ops.tritonnet.dropout(input, 0.5, seed)
+    (gradient,) = torch.autograd.grad(output, input, torch.ones_like(output))
+    assert torch.equal(gradient, torch.ops.tritonnet.dropout(torch.ones_like(input), 0.5, seed))
+    assert torch.equal(output == 0, gradient == 0)

@@ -153,24 +153,48 @@ class Conv2dFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, weight, bias, stride, padding, dilation, groups, relu):
         output = conv2d_forward_op(input, weight, bias, stride, padding, dilation, groups, relu)
-        ctx.save_for_backward(input, weight, output if relu else None)
-        ctx.geometry = (stride, padding, dilation, groups)
-        ctx.has_bias = bias is not None
+        _conv2d_setup_context(ctx, (input, weight, bias, stride, padding, dilation, groups, relu), output)
         return output
 
     @staticmethod
     def backward(ctx, grad_output):
-        input, weight, output = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.geometry
-        output_mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-        gradients = [asked_for(gradient, needed) for gradient, needed in zip(
-            conv2d_backward_op(grad_output, input, weight, output, stride, padding, dilation, groups, output_mask),
-            output_mask)]
-        if torch.is_grad_enabled():  # create_graph=True: autograd runs the backward without grad otherwise
-            present = [gradient for gradient in gradients if gradient is not None]
-            refusing = iter(_RefuseDifferentiation.apply(len(present), *present, grad_output, input, weight))
-            gradients = [None if gradient is None else next(refusing) for gradient in gradients]
-        return (*gradients, None, None, None, None, None)
+        return _conv2d_gradients(ctx, grad_output)
+
+
+def _conv2d_setup_context(ctx, inputs, output):
+    """What the backward keeps, for :class:`Conv2dFunction` and the registered ``tritonnet::conv2d`` alike."""
+    input, weight, bias, stride, padding, dilation, groups, relu = inputs
+    ctx.save_for_backward(input, weight, output if relu else None)
+    ctx.geometry = (stride, padding, dilation, groups)
+    ctx.has_bias = bias is not None
+
+
+def _conv2d_gradients(ctx, grad_output):
+    """The gradients of every input of :func:`conv2d_forward_op` (None for the geometry), through
+    :func:`conv2d_backward_op`; under ``create_graph=True`` connected through :class:`_RefuseDifferentiation`."""
+    input, weight, output = ctx.saved_tensors
+    stride, padding, dilation, groups = ctx.geometry
+    output_mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    gradients = [asked_for(gradient, needed) for gradient, needed in zip(
+        conv2d_backward_op(grad_output, input, weight, output, stride, padding, dilation, groups, output_mask),
+        output_mask)]
+    if torch.is_grad_enabled():  # create_graph=True: autograd runs the backward without grad otherwise
+        present = [gradient for gradient in gradients if gradient is not None]
+        refusing = iter(_RefuseDifferentiation.apply(len(present), *present, grad_output, input, weight))
+        gradients = [None if gradient is None else next(refusing) for gradient in gradients]
+    return (*gradients, None, None, None, None, None)
+
+
+@torch.library.custom_op(qualified("conv2d"), mutates_args=())
+def conv2d_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
+              padding: list[int], dilation: list[int], groups: int, relu: bool) -> torch.Tensor:
+    """``torch.ops.tritonnet.conv2d``: :func:`conv2d_forward_op` with its own autograd (the same backward as
+    :class:`Conv2dFunction`), for callers of the op itself. 4-D input; ``padding`` is (top, bottom, left, right)."""
+    return conv2d_forward(input, weight, bias, tuple(stride), tuple(padding), tuple(dilation), groups, relu)
+
+
+conv2d_op.register_fake(_conv2d_forward_fake)
+conv2d_op.register_autograd(_conv2d_gradients, setup_context=_conv2d_setup_context)
 
 
 class _RefuseDifferentiation(torch.autograd.Function):

@@ -119,30 +119,61 @@ class LinearFunction(torch.autograd.Function):
         # Allocated in its final shape: returning a view of a tensor made here would forbid in-place use of the output.
         output = linear_forward_op(flat_input, weight, bias, relu, dropout_p, seed,
                                    [*input.shape[:-1], weight.shape[0]])
-        # The input itself, not its flattened view: a view made here (grad mode is off in forward) would not be
-        # connected to the input in a recorded backward.
-        ctx.save_for_backward(input, weight, output if relu else None)
-        ctx.input_shape = input.shape
-        ctx.relu, ctx.dropout_p, ctx.seed = relu, dropout_p, seed  # the seed: a 0-D CPU tensor, not saved data
+        _linear_setup_context(ctx, (input, weight, bias, relu, dropout_p, seed), output)
         return output
 
     @staticmethod
     def backward(ctx, grad_output):
-        input, weight, output = ctx.saved_tensors
-        seed = ctx.seed
-        flat_input = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
-        grad_output = grad_output.reshape(flat_input.shape[0], weight.shape[0])
-        if torch.is_grad_enabled():  # create_graph=True: autograd records the backward (see the module docstring)
-            grad_input, grad_weight, grad_bias = _recorded_backward(ctx, grad_output, flat_input, weight, output,
-                                                                    seed)
-        else:
-            output_mask = list(ctx.needs_input_grad[:3])
-            grad_input, grad_weight, grad_bias = (asked_for(gradient, needed) for gradient, needed in zip(
-                linear_backward_op(grad_output, flat_input, weight, output, ctx.relu, ctx.dropout_p, seed,
-                                   output_mask), output_mask))
-        if grad_input is not None:
-            grad_input = grad_input.reshape(ctx.input_shape)
-        return grad_input, grad_weight, grad_bias, None, None, None
+        return *_linear_gradients(ctx, grad_output), None, None, None
+
+
+def _linear_setup_context(ctx, inputs, output):
+    """What the backward keeps, for :class:`LinearFunction` and the registered ``tritonnet::linear`` alike."""
+    input, weight, bias, relu, dropout_p, seed = inputs
+    # The input itself, not its flattened view: a view made here (grad mode is off in forward) would not be
+    # connected to the input in a recorded backward.
+    ctx.save_for_backward(input, weight, output if relu else None)
+    ctx.input_shape = input.shape
+    ctx.relu, ctx.dropout_p, ctx.seed = relu, dropout_p, seed  # the seed: a 0-D CPU tensor, not saved data
+
+
+def _linear_gradients(ctx, grad_output):
+    """``(grad_input, grad_weight, grad_bias)``, each None where not needed: the fused kernels
+    (:func:`linear_backward_op`), or under ``create_graph=True`` the recorded form (see the module docstring)."""
+    input, weight, output = ctx.saved_tensors
+    seed = ctx.seed
+    flat_input = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
+    grad_output = grad_output.reshape(flat_input.shape[0], weight.shape[0])
+    if torch.is_grad_enabled():
+        grad_input, grad_weight, grad_bias = _recorded_backward(ctx, grad_output, flat_input, weight, output, seed)
+    else:
+        output_mask = list(ctx.needs_input_grad[:3])
+        grad_input, grad_weight, grad_bias = (asked_for(gradient, needed) for gradient, needed in zip(
+            linear_backward_op(grad_output, flat_input, weight, output, ctx.relu, ctx.dropout_p, seed, output_mask),
+            output_mask))
+    if grad_input is not None:
+        grad_input = grad_input.reshape(ctx.input_shape)
+    return grad_input, grad_weight, grad_bias
+
+
+@torch.library.custom_op(qualified("linear"), mutates_args=())
+def linear_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool, dropout_p: float,
+              seed: torch.Tensor) -> torch.Tensor:
+    """``torch.ops.tritonnet.linear``: ``dropout(relu(input @ weight^T + bias))`` for (*, in_features) ``input``,
+    differentiable by itself (the backward of :class:`LinearFunction`); ``seed`` from :func:`draw_seed`, read only
+    when ``dropout_p > 0``."""
+    flat_input = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
+    return linear_forward(flat_input, weight, bias, relu, dropout_p, seed_value(seed) if dropout_p > 0.0 else 0,
+                          output_shape=(*input.shape[:-1], weight.shape[0]))
+
+
+@linear_op.register_fake
+def _linear_fake(input, weight, bias, relu, dropout_p, seed):
+    return input.new_empty((*input.shape[:-1], weight.shape[0]))
+
+
+linear_op.register_autograd(lambda ctx, grad_output: (*_linear_gradients(ctx, grad_output), None, None, None),
+                            setup_context=_linear_setup_context)
 
 
 def _recorded_backward(ctx, grad_output, flat_input, weight, output, seed):

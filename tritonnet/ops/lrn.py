@@ -100,12 +100,46 @@ class LocalResponseNormFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        if torch.is_grad_enabled():  # create_graph=True: the gradient would have to be differentiable
-            raise RuntimeError("local_response_norm's Triton backward is not differentiable, so double backward "
-                               "(create_graph=True) is not supported; use provider='torch' for higher derivatives")
         input, base_power = ctx.saved_tensors
-        grad_input = local_response_norm_backward_op(input, base_power, grad_output.to(input.dtype), *ctx.hyperparameters)
-        return grad_input, None, None, None, None
+        return _local_response_norm_gradients(ctx, grad_output, input, base_power)
+
+
+def _local_response_norm_gradients(ctx, grad_output, input, base_power):
+    """The input's gradient through :func:`local_response_norm_backward_op` (None for the hyperparameters)."""
+    if torch.is_grad_enabled():  # create_graph=True: the gradient would have to be differentiable
+        raise RuntimeError("local_response_norm's Triton backward is not differentiable, so double backward "
+                           "(create_graph=True) is not supported; use provider='torch' for higher derivatives")
+    grad_input = local_response_norm_backward_op(input, base_power, grad_output.to(input.dtype),
+                                                 *ctx.hyperparameters)
+    return grad_input, None, None, None, None
+
+
+@torch.library.custom_op(qualified("local_response_norm"), mutates_args=())
+def local_response_norm_op(input: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """``torch.ops.tritonnet.local_response_norm`` (``beta != 0``), differentiable by itself. An op's autograd keeps
+    only its inputs and outputs, so its backward recomputes ``base ** (-beta - 1)`` with one more forward kernel;
+    :class:`LocalResponseNormFunction` keeps it from the forward instead."""
+    return lrn_forward(input, size, alpha, beta, k, save_for_backward=False)[0]
+
+
+@local_response_norm_op.register_fake
+def _local_response_norm_fake(input, size, alpha, beta, k):
+    return torch.empty_like(input)
+
+
+def _local_response_norm_op_context(ctx, inputs, output):
+    input, *ctx.hyperparameters = inputs
+    ctx.save_for_backward(input)
+
+
+def _local_response_norm_op_backward(ctx, grad_output):
+    (input,) = ctx.saved_tensors
+    _, base_power = local_response_norm_forward_op(input, *ctx.hyperparameters, True)
+    return _local_response_norm_gradients(ctx, grad_output, input, base_power)
+
+
+local_response_norm_op.register_autograd(_local_response_norm_op_backward,
+                                         setup_context=_local_response_norm_op_context)
 
 
 @register(OP, "triton")

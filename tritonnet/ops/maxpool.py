@@ -145,10 +145,7 @@ class MaxPool2dFunction(torch.autograd.Function):
     def forward(ctx, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, channels_last):
         output, offsets, indices = max_pool2d_forward_op(input, kernel_size, stride, padding, dilation, ceil_mode,
                                                          return_indices, channels_last)
-        ctx.save_for_backward(offsets)
-        ctx.input_shape = input.shape
-        ctx.window = (kernel_size, stride, padding, dilation)
-        ctx.channels_last = channels_last
+        _max_pool2d_setup_context(ctx, input, offsets, (kernel_size, stride, padding, dilation), channels_last)
         if not return_indices:
             return output
         ctx.mark_non_differentiable(indices)
@@ -156,10 +153,51 @@ class MaxPool2dFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output, grad_indices=None):
-        (offsets,) = ctx.saved_tensors
-        grad_input = max_pool2d_backward_op(grad_output, offsets, list(ctx.input_shape), *ctx.window,
-                                            ctx.channels_last)
-        return grad_input, None, None, None, None, None, None, None
+        return _max_pool2d_gradient(ctx, grad_output), None, None, None, None, None, None, None
+
+
+def _max_pool2d_setup_context(ctx, input, offsets, window, channels_last):
+    """What the backward keeps, for :class:`MaxPool2dFunction` and the registered ``tritonnet::max_pool2d``."""
+    ctx.save_for_backward(offsets)
+    ctx.input_shape = input.shape
+    ctx.window = window
+    ctx.channels_last = channels_last
+
+
+def _max_pool2d_gradient(ctx, grad_output):
+    (offsets,) = ctx.saved_tensors
+    return max_pool2d_backward_op(grad_output, offsets, list(ctx.input_shape), *ctx.window, ctx.channels_last)
+
+
+@torch.library.custom_op(qualified("max_pool2d"), mutates_args=())
+def max_pool2d_op(input: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
+                  dilation: list[int], ceil_mode: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.ops.tritonnet.max_pool2d``, differentiable by itself: the pooled output (in torch's memory format)
+    and the uint8 arg-max offsets its backward reads (non-differentiable, as aten's max_pool2d_with_indices returns
+    its indices). 4-D input."""
+    output, offsets, _ = max_pool2d_forward(input, tuple(kernel_size), tuple(stride), tuple(padding),
+                                            tuple(dilation), ceil_mode, False, output_memory_format(input))
+    return output, offsets
+
+
+@max_pool2d_op.register_fake
+def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    channels_last = output_memory_format(input) == torch.channels_last
+    return _max_pool2d_forward_fake(input, kernel_size, stride, padding, dilation, ceil_mode, False, channels_last)[:2]
+
+
+def _max_pool2d_op_context(ctx, inputs, output):
+    input, kernel_size, stride, padding, dilation, _ = inputs
+    ctx.mark_non_differentiable(output[1])
+    _max_pool2d_setup_context(ctx, input, output[1], (kernel_size, stride, padding, dilation),
+                              output_memory_format(input) == torch.channels_last)
+
+
+def _max_pool2d_op_backward(ctx, grad_output, grad_offsets):
+    return _max_pool2d_gradient(ctx, grad_output), None, None, None, None, None
+
+
+max_pool2d_op.register_autograd(_max_pool2d_op_backward, setup_context=_max_pool2d_op_context)
 
 
 @register(OP, "triton")
