@@ -130,3 +130,13 @@ def test_full_size_models_trace_to_one_graph_on_meta_tensors(name, provider):
         torch._dynamo.reset()
         explanation = torch._dynamo.explain(_loss_function(model))(images, labels)
     assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
+
+
+@pytest.mark.parametrize("name", ["alexnet", "alexnet-torchvision"])
+def test_full_size_models_export_on_meta_tensors_naming_our_ops(name):
+    model = create_model(name, 1000).to("meta").eval()
+    images = torch.empty(BATCH, 3, model.input_size, model.input_size, device="meta")
+    with tritonnet.use_kernels(all="triton"):
+        graph = str(torch.export.export(model, (images,)).graph)
+    for op in ("conv2d_forward", "max_pool2d_forward", "linear_forward"):
+        assert f"tritonnet.{op}" in graph, op
