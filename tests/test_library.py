@@ -97,6 +97,9 @@ def _cross_entropy_samples():
         ("cross_entropy_backward", (torch.tensor(1.5), logits, target, None, saved, -100, "mean", 0.1, False)),
         ("cross_entropy_backward", (_randn(2, 2), soft_logits, soft_target, None, soft_saved, -100, "none", 0.0,
                                     True)),
+        ("cross_entropy", (logits.detach().requires_grad_(), target, None, -100, "mean", 0.1)),
+        ("cross_entropy", (soft_logits.detach().requires_grad_(), soft_target.detach().requires_grad_(), None, -100,
+                           "none", 0.0)),
     ]
 
 
@@ -104,7 +107,7 @@ SAMPLES = [_conv_samples, _lrn_samples, _max_pool_samples, _dropout_samples, _li
 REGISTERED = {"conv2d_forward", "conv2d_backward", "local_response_norm_forward", "local_response_norm_backward",
               "max_pool2d_forward", "max_pool2d_backward", "dropout", "dropout_", "linear_forward", "linear_backward",
               "linear_dropout_grad", "cross_entropy_forward", "cross_entropy_backward", "conv2d", "local_response_norm",
-              "max_pool2d", "linear"}
+              "max_pool2d", "linear", "cross_entropy"}
 
 
 def test_every_registered_op_has_a_sample():
@@ -130,6 +133,7 @@ def test_registered_public_ops_give_torchs_outputs_and_gradients():
     """``torch.ops.tritonnet.<op>`` called directly, backward included, against torch (the "torch" provider)."""
     torch.manual_seed(0)
     input, weight, bias = _randn(2, 4, 6, 6, requires_grad=True), _randn(6, 2, 3, 3, requires_grad=True), _randn(6)
+    labels = torch.randint(0, 4, (2, 36))
     cases = [
         (lambda x, w: torch.ops.tritonnet.conv2d(x, w, bias, [1, 1], [1, 1, 1, 1], [1, 1], 2, True),
          lambda x, w: F.conv2d(x, w, bias, 1, 1, 1, 2, relu=True, provider="torch"), (input, weight)),
@@ -140,6 +144,10 @@ def test_registered_public_ops_give_torchs_outputs_and_gradients():
         (lambda x, w: torch.ops.tritonnet.linear(x, w, None, True, 0.0, draw_seed()),
          lambda x, w: F.linear(x, w, relu=True, provider="torch"), (input.detach()[0].requires_grad_(),
                                                                      _randn(3, 6, requires_grad=True))),
+        (lambda x: torch.ops.tritonnet.cross_entropy(x.flatten(2), labels, None, -100, "none", 0.1),
+         lambda x: F.cross_entropy(x, labels.view(2, 6, 6), reduction="none", label_smoothing=0.1,
+                                   provider="torch").flatten(1),
+         (input,)),
     ]
     for ours, reference, inputs in cases:
         output, expected = ours(*inputs), reference(*inputs)

@@ -213,17 +213,54 @@ class CrossEntropyFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        if torch.is_grad_enabled():
-            raise RuntimeError("cross_entropy's Triton backward is not differentiable: double backward "
-                               "(create_graph=True) is not supported; use provider='torch' for higher-order gradients")
         logits, rows_target, weight, *saved = ctx.saved_tensors
         if ctx.reduction == "none":
             grad_output = _as_rows(grad_output, len(ctx.input_shape) == 1, with_classes=False)
-        grad_input, grad_target = cross_entropy_backward_op(
-            grad_output, logits, rows_target, weight, saved, ctx.ignore_index, ctx.reduction, ctx.label_smoothing,
-            ctx.needs_input_grad[1])
-        return (grad_input.view(ctx.input_shape), grad_target.view(ctx.target_shape) if ctx.needs_input_grad[1]
-                else None, None, None, None, None)
+        grad_input, grad_target = _cross_entropy_gradients(ctx, grad_output, logits, rows_target, weight, saved)
+        return (grad_input.view(ctx.input_shape), None if grad_target is None else grad_target.view(ctx.target_shape),
+                None, None, None, None)
+
+
+def _cross_entropy_gradients(ctx, grad_output, logits, target, weight, saved):
+    """``(grad_logits, grad_target)`` of (batch, classes, spatial) logits through :func:`cross_entropy_backward_op`
+    (``grad_target`` None unless asked for); double backward refused."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("cross_entropy's Triton backward is not differentiable: double backward "
+                           "(create_graph=True) is not supported; use provider='torch' for higher-order gradients")
+    grad_logits, grad_target = cross_entropy_backward_op(grad_output, logits, target, weight, saved, ctx.ignore_index,
+                                                         ctx.reduction, ctx.label_smoothing, ctx.needs_input_grad[1])
+    return grad_logits, grad_target if ctx.needs_input_grad[1] else None
+
+
+@torch.library.custom_op(qualified("cross_entropy"), mutates_args=())
+def cross_entropy_op(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int,
+                     reduction: str, label_smoothing: float) -> torch.Tensor:
+    """``torch.ops.tritonnet.cross_entropy`` of (batch, classes, spatial) ``logits`` against class indices (batch,
+    spatial) or probabilities shaped like ``logits``, differentiable by itself (the loss is (batch, spatial) for
+    reduction "none"). An op's autograd keeps only its inputs and outputs, so its backward recomputes the row
+    statistics with one more forward kernel; :class:`CrossEntropyFunction` keeps them from the forward instead."""
+    return cross_entropy_forward_op(logits, target, weight, ignore_index, reduction, label_smoothing,
+                                    [logits.shape[0], logits.shape[2]])[0]
+
+
+@cross_entropy_op.register_fake
+def _cross_entropy_fake(logits, target, weight, ignore_index, reduction, label_smoothing):
+    return logits.new_empty((logits.shape[0], logits.shape[2]) if reduction == "none" else ())
+
+
+def _cross_entropy_op_context(ctx, inputs, output):
+    logits, target, weight, ctx.ignore_index, ctx.reduction, ctx.label_smoothing = inputs
+    ctx.save_for_backward(logits, target, weight)
+
+
+def _cross_entropy_op_backward(ctx, grad_output):
+    logits, target, weight = ctx.saved_tensors
+    _, *saved = cross_entropy_forward_op(logits, target, weight, ctx.ignore_index, ctx.reduction,
+                                         ctx.label_smoothing, [logits.shape[0], logits.shape[2]])
+    return (*_cross_entropy_gradients(ctx, grad_output, logits, target, weight, saved), None, None, None, None)
+
+
+cross_entropy_op.register_autograd(_cross_entropy_op_backward, setup_context=_cross_entropy_op_context)
 
 
 @register(OP, "triton")
