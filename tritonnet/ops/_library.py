@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from kernels import runtime
+
 NAMESPACE = "tritonnet"
 
 
@@ -30,3 +32,21 @@ def placeholder(reference: torch.Tensor) -> torch.Tensor:
 def asked_for(tensor: torch.Tensor, needed: bool) -> torch.Tensor | None:
     """``tensor`` where it was asked for, else None (its :func:`placeholder`)."""
     return tensor if needed else None
+
+
+def fake_or_recorded(op):
+    """Decorator registering a fake implementation for ``op``. While kernels.launches records a step, meta tensors
+    stand in for a GPU's and the launch functions must run, since their launches are what is recorded: then the op's
+    own implementation runs instead. Tracing (torch.compile, torch.export, opcheck) always gets the fake."""
+    implementation = op._init_fn
+
+    def decorate(fake):
+        def fake_unless_recording(*args, **kwargs):
+            if runtime._recording_architecture is not None and torch._guards.detect_fake_mode() is None:
+                return implementation(*args, **kwargs)
+            return fake(*args, **kwargs)
+
+        op.register_fake(fake_unless_recording)
+        return fake
+
+    return decorate

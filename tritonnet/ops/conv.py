@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from kernels.conv import conv2d_backward, conv2d_forward, dense_format, output_size, result_format
 from kernels.runtime import INTERPRET, check_device
 from tritonnet.ops._checks import as_pair, check_int, check_like, check_tensor
-from tritonnet.ops._library import asked_for, placeholder, qualified
+from tritonnet.ops._library import asked_for, fake_or_recorded, placeholder, qualified
 from tritonnet.ops._precision import autocast_operands, computes_in_fp32, widened
 from tritonnet.registry import lookup, register
 
@@ -106,7 +106,7 @@ def conv2d_forward_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     return conv2d_forward(input, weight, bias, tuple(stride), tuple(padding), tuple(dilation), groups, relu)
 
 
-@conv2d_forward_op.register_fake
+@fake_or_recorded(conv2d_forward_op)
 def _conv2d_forward_fake(input, weight, bias, stride, padding, dilation, groups, relu):
     batch, _, height, width = input.shape
     out_channels, _, kernel_h, kernel_w = weight.shape
@@ -129,7 +129,7 @@ def conv2d_backward_op(grad_output: torch.Tensor, input: torch.Tensor, weight: t
     return tuple(placeholder(input) if gradient is None else gradient for gradient in gradients)
 
 
-@conv2d_backward_op.register_fake
+@fake_or_recorded(conv2d_backward_op)
 def _conv2d_backward_fake(grad_output, input, weight, output, stride, padding, dilation, groups, output_mask):
     like = dict(dtype=input.dtype, device=input.device)
     grad_input = (torch.empty(input.shape, memory_format=result_format(input, weight), **like) if output_mask[0]
@@ -193,7 +193,7 @@ def conv2d_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return conv2d_forward(input, weight, bias, tuple(stride), tuple(padding), tuple(dilation), groups, relu)
 
 
-conv2d_op.register_fake(_conv2d_forward_fake)
+fake_or_recorded(conv2d_op)(_conv2d_forward_fake)
 conv2d_op.register_autograd(_conv2d_gradients, setup_context=_conv2d_setup_context)
 
 

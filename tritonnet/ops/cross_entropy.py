@@ -31,7 +31,7 @@ from kernels.cross_entropy import (clear_target_errors, cross_entropy_backward, 
                                    new_target_error_record, read_target_errors)
 from kernels.runtime import INTERPRET
 from tritonnet.ops._checks import check_float, check_int, check_tensor
-from tritonnet.ops._library import placeholder, qualified
+from tritonnet.ops._library import fake_or_recorded, placeholder, qualified
 from tritonnet.ops._precision import autocast_enabled
 from tritonnet.registry import lookup, register
 
@@ -156,14 +156,14 @@ def cross_entropy_forward_op(logits: torch.Tensor, target: torch.Tensor, weight:
     loss, saved = cross_entropy_forward(logits, target, weight, record, ignore_index=ignore_index,
                                         reduction=reduction, label_smoothing=label_smoothing,
                                         loss_shape=tuple(loss_shape))
-    if INTERPRET or logits.device.type != "cuda":
+    if logits.device.type != "meta" and (INTERPRET or logits.device.type != "cuda"):  # meta: shapes only
         _raise_target_errors([((logits.device, logits.shape[1], ignore_index), record)])
     if reduction != "mean":  # only mean's kernel writes the denominator
         saved[3].zero_()
     return loss, *saved
 
 
-@cross_entropy_forward_op.register_fake
+@fake_or_recorded(cross_entropy_forward_op)
 def _cross_entropy_forward_fake(logits, target, weight, ignore_index, reduction, label_smoothing, loss_shape):
     rows = logits.shape[0] * logits.shape[2]
     compute_dtype = _compute_dtype(logits.dtype)
@@ -185,7 +185,7 @@ def cross_entropy_backward_op(grad_output: torch.Tensor, logits: torch.Tensor, t
     return grad_logits, placeholder(logits) if grad_probabilities is None else grad_probabilities
 
 
-@cross_entropy_backward_op.register_fake
+@fake_or_recorded(cross_entropy_backward_op)
 def _cross_entropy_backward_fake(grad_output, logits, target, weight, saved, ignore_index, reduction,
                                  label_smoothing, grad_target):
     return torch.empty_like(logits), torch.empty_like(target) if grad_target else placeholder(logits)
@@ -243,7 +243,7 @@ def cross_entropy_op(logits: torch.Tensor, target: torch.Tensor, weight: torch.T
                                     [logits.shape[0], logits.shape[2]])[0]
 
 
-@cross_entropy_op.register_fake
+@fake_or_recorded(cross_entropy_op)
 def _cross_entropy_fake(logits, target, weight, ignore_index, reduction, label_smoothing):
     return logits.new_empty((logits.shape[0], logits.shape[2]) if reduction == "none" else ())
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from kernels.dropout import apply_dropout
 from tritonnet.ops._checks import check_float, check_tensor
-from tritonnet.ops._library import qualified
+from tritonnet.ops._library import fake_or_recorded, qualified
 from tritonnet.registry import lookup, register
 
 OP = "dropout"
@@ -68,7 +68,7 @@ def dropout_op(input: torch.Tensor, p: float, seed: torch.Tensor) -> torch.Tenso
     return apply_dropout(input, p, seed_value(seed))
 
 
-@dropout_op.register_fake
+@fake_or_recorded(dropout_op)
 def _dropout_fake(input, p, seed):
     return torch.empty_like(input)
 
@@ -79,7 +79,7 @@ def dropout_in_place_op(input: torch.Tensor, p: float, seed: torch.Tensor) -> No
     apply_dropout(input, p, seed_value(seed), inplace=True)
 
 
-@dropout_in_place_op.register_fake
+@fake_or_recorded(dropout_in_place_op)
 def _dropout_in_place_fake(input, p, seed):
     return None
 

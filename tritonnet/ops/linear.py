@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from kernels.linear import dropout_grad, linear_backward, linear_forward
 from tritonnet.ops._checks import check_float, check_like, check_tensor
 from tritonnet.ops._precision import autocast_operands, computes_in_fp32, widened
-from tritonnet.ops._library import asked_for, placeholder, qualified
+from tritonnet.ops._library import asked_for, fake_or_recorded, placeholder, qualified
 from tritonnet.ops.dropout import draw_seed, seed_value
 from tritonnet.registry import lookup, register
 
@@ -72,7 +72,7 @@ def linear_forward_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
                           output_shape=tuple(output_shape))
 
 
-@linear_forward_op.register_fake
+@fake_or_recorded(linear_forward_op)
 def _linear_forward_fake(input, weight, bias, relu, dropout_p, seed, output_shape):
     return input.new_empty(output_shape)
 
@@ -90,7 +90,7 @@ def linear_backward_op(grad_output: torch.Tensor, input: torch.Tensor, weight: t
     return tuple(placeholder(input) if gradient is None else gradient for gradient in gradients)
 
 
-@linear_backward_op.register_fake
+@fake_or_recorded(linear_backward_op)
 def _linear_backward_fake(grad_output, input, weight, output, relu, dropout_p, seed, output_mask):
     shapes = (input.shape, weight.shape, weight.shape[:1])
     return tuple(input.new_empty(shape) if needed else placeholder(input) for shape, needed in zip(shapes, output_mask))
@@ -102,7 +102,7 @@ def linear_dropout_grad_op(grad_output: torch.Tensor, dropout_p: float, seed: to
     return dropout_grad(grad_output, dropout_p, seed_value(seed))
 
 
-@linear_dropout_grad_op.register_fake
+@fake_or_recorded(linear_dropout_grad_op)
 def _linear_dropout_grad_fake(grad_output, dropout_p, seed):
     return grad_output.new_empty(grad_output.shape)
 
@@ -167,7 +167,7 @@ def linear_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
                           output_shape=(*input.shape[:-1], weight.shape[0]))
 
 
-@linear_op.register_fake
+@fake_or_recorded(linear_op)
 def _linear_fake(input, weight, bias, relu, dropout_p, seed):
     return input.new_empty((*input.shape[:-1], weight.shape[0]))
 

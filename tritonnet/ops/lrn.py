@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from kernels.lrn import accumulator_dtype, lrn_backward, lrn_forward
 from tritonnet.ops._checks import check_float, check_int, check_tensor
-from tritonnet.ops._library import placeholder, qualified
+from tritonnet.ops._library import fake_or_recorded, placeholder, qualified
 from tritonnet.registry import lookup, register
 
 OP = "local_response_norm"
@@ -66,7 +66,7 @@ def local_response_norm_forward_op(input: torch.Tensor, size: int, alpha: float,
     return output, placeholder(output) if base_power is None else base_power
 
 
-@local_response_norm_forward_op.register_fake
+@fake_or_recorded(local_response_norm_forward_op)
 def _local_response_norm_forward_fake(input, size, alpha, beta, k, save_for_backward):
     output = torch.empty_like(input)
     return output, (torch.empty_like(output, dtype=accumulator_dtype(input.dtype)) if save_for_backward
@@ -80,7 +80,7 @@ def local_response_norm_backward_op(input: torch.Tensor, base_power: torch.Tenso
     return lrn_backward(input, base_power, grad_output, size, alpha, beta, k)
 
 
-@local_response_norm_backward_op.register_fake
+@fake_or_recorded(local_response_norm_backward_op)
 def _local_response_norm_backward_fake(input, base_power, grad_output, size, alpha, beta, k):
     return torch.empty_like(input)
 
@@ -122,7 +122,7 @@ def local_response_norm_op(input: torch.Tensor, size: int, alpha: float, beta: f
     return lrn_forward(input, size, alpha, beta, k, save_for_backward=False)[0]
 
 
-@local_response_norm_op.register_fake
+@fake_or_recorded(local_response_norm_op)
 def _local_response_norm_fake(input, size, alpha, beta, k):
     return torch.empty_like(input)
 

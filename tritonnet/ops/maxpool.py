@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from kernels.maxpool import max_pool2d_backward, max_pool2d_forward, output_memory_format, pooled_size
 from tritonnet.ops._checks import as_pair, check_tensor
-from tritonnet.ops._library import placeholder, qualified
+from tritonnet.ops._library import fake_or_recorded, placeholder, qualified
 from tritonnet.registry import lookup, register
 
 OP = "max_pool2d"
@@ -93,7 +93,7 @@ def max_pool2d_forward_op(input: torch.Tensor, kernel_size: list[int], stride: l
     return output, offsets, placeholder(offsets.long()) if indices is None else indices
 
 
-@max_pool2d_forward_op.register_fake
+@fake_or_recorded(max_pool2d_forward_op)
 def _max_pool2d_forward_fake(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
                              channels_last):
     batch, channels, height, width = input.shape
@@ -116,7 +116,7 @@ def max_pool2d_backward_op(grad_output: torch.Tensor, offsets: torch.Tensor, inp
                                tuple(padding), tuple(dilation), _memory_format(channels_last))
 
 
-@max_pool2d_backward_op.register_fake
+@fake_or_recorded(max_pool2d_backward_op)
 def _max_pool2d_backward_fake(grad_output, offsets, input_shape, kernel_size, stride, padding, dilation,
                               channels_last):
     return torch.empty(input_shape, dtype=grad_output.dtype, device=grad_output.device,
@@ -180,7 +180,7 @@ def max_pool2d_op(input: torch.Tensor, kernel_size: list[int], stride: list[int]
     return output, offsets
 
 
-@max_pool2d_op.register_fake
+@fake_or_recorded(max_pool2d_op)
 def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
     channels_last = output_memory_format(input) == torch.channels_last
     return _max_pool2d_forward_fake(input, kernel_size, stride, padding, dilation, ceil_mode, False, channels_last)[:2]
