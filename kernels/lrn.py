@@ -358,7 +358,7 @@ INTERPRETER_MATMUL_MAX_CHANNELS = 1024
 INTERPRETER_TILE = 1 << 18
 
 
-def _accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
+def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -420,7 +420,7 @@ def lrn_forward(input: torch.Tensor, size: int, alpha: float, beta: float, k: fl
         raise ValueError("beta == 0 is the identity; the kernels compute x * base ** -beta for beta != 0 only")
     channels = input.shape[1]
     output = torch.empty_like(input)
-    accumulator = _accumulator_dtype(input.dtype)
+    accumulator = accumulator_dtype(input.dtype)
     # Without a backward the kernel never touches base_power_pointer: one element stands in for it.
     base_power = (torch.empty_like(output, dtype=accumulator) if save_for_backward
                   else torch.empty(1, dtype=accumulator, device=input.device))

@@ -38,7 +38,7 @@ def keep_mask(seed: int, shape: tuple[int, int], p: float) -> torch.Tensor:
 def seed_after(manual_seed: int) -> int:
     """The Philox seed a dropout call draws first after ``torch.manual_seed(manual_seed)``."""
     torch.manual_seed(manual_seed)
-    return draw_seed()
+    return int(draw_seed())
 
 
 def strided(data: torch.Tensor, layout: str) -> torch.Tensor:

@@ -2,7 +2,8 @@
 drops in. Every function takes a keyword-only ``provider=`` that overrides the registry for that call.
 
 Each op lives in its own file under ``tritonnet/ops``: its argument checks, its ``"torch"`` reference provider and
-its ``"triton"`` provider, a ``torch.autograd.Function`` over the kernels in ``kernels/``.
+its ``"triton"`` provider, a ``torch.autograd.Function`` over registered operators (``torch.ops.tritonnet.*``) that
+launch the kernels in ``kernels/``.
 """
 
 from tritonnet.ops.conv import conv2d

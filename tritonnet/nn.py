@@ -24,8 +24,7 @@ class _ProviderMixin:
     op: str
 
     def _set_provider(self, provider: str | None) -> None:
-        if provider is not None:
-            provider_for(self.op, provider)  # raises on an unknown provider, naming it
+        provider_for(self.op, provider)  # raises on an unknown provider, naming it; reads the environment
         self.provider = provider
 
     def _provider_repr(self) -> str:

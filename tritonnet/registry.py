@@ -10,6 +10,13 @@ PyTorch ops with the same semantics). A provider is chosen, from strongest to we
 
 Tests, benchmarks and the profiler iterate over :func:`available_kernels`, so a newly registered provider is tested,
 benchmarked and profiled without new code.
+
+Under ``torch.compile`` a ContextVar cannot be traced, so the choices of 2 and 3 in force are mirrored in a plain
+dict (``_choices_in_force``) that compiled code reads and guards on: entering or leaving a ``use_kernels`` block, or
+re-reading the environment, recompiles a compiled function rather than keeping the old kernel. The mirror holds the
+choices of the thread that last entered or left a block, so under ``torch.compile`` choose providers from one thread
+(or per layer, with ``provider=``). The environment is read when the first layer is built or the first op is called
+outside ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import contextvars
 import os
 from typing import Callable, Iterator
 
+import torch
+
 DEFAULT_PROVIDER = "triton"
 REFERENCE_PROVIDER = "torch"  # every op has it; the fallback where an op lacks the default
 ENVIRONMENT_VARIABLE = "TRITONNET_KERNELS"
@@ -26,6 +35,13 @@ ENVIRONMENT_VARIABLE = "TRITONNET_KERNELS"
 _implementations: dict[str, dict[str, Callable]] = {}
 _overrides: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("tritonnet_kernels", default={})
 _environment_choices: dict[str, str] | None = None
+_choices_in_force: dict[str, str] = {}  # the environment's choices overridden by use_kernels', for torch.compile
+
+
+def _mirror_choices() -> None:
+    """Update ``_choices_in_force`` in place (compiled code guards on its contents) to this thread's choices."""
+    _choices_in_force.clear()
+    _choices_in_force.update({**_from_environment(), **_overrides.get()})
 
 
 def register(op: str, provider: str) -> Callable[[Callable], Callable]:
@@ -95,6 +111,7 @@ def _from_environment() -> dict[str, str]:
     global _environment_choices
     if _environment_choices is None:
         _environment_choices = parse_kernels(os.environ.get(ENVIRONMENT_VARIABLE, ""), ENVIRONMENT_VARIABLE)
+        _mirror_choices()
     return _environment_choices
 
 
@@ -113,10 +130,12 @@ def use_kernels(**choices: str) -> Iterator[None]:
     """
     pairs = sorted(choices.items(), key=lambda pair: pair[0] != "all")  # "all" first, so named ops win
     token = _overrides.set({**_overrides.get(), **_expand(pairs, "use_kernels()")})
+    _mirror_choices()
     try:
         yield
     finally:
         _overrides.reset(token)
+        _mirror_choices()
 
 
 def provider_for(op: str, provider: str | None = None) -> str:
@@ -126,7 +145,10 @@ def provider_for(op: str, provider: str | None = None) -> str:
     if provider is not None:
         _check_choice(op, provider, "provider=")
         return provider
-    chosen = _overrides.get().get(op) or _from_environment().get(op)
+    if torch.compiler.is_compiling():
+        chosen = _choices_in_force.get(op)
+    else:
+        chosen = _overrides.get().get(op) or _from_environment().get(op)
     if chosen is not None:
         return chosen
     return min(_implementations[op], key=provider_order)

@@ -18,11 +18,17 @@ import torch
 from kernels.runtime import ALGORITHMS
 
 
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type``; never for a device autocast does not know (meta tensors, which
+    trace a model's shapes without computing it)."""
+    return device_type != "meta" and torch.is_autocast_enabled(device_type)
+
+
 def autocast_operands(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
     """``tensors`` cast as torch's autocast casts a conv2d's or linear's operands on their device: floating-point
     tensors other than fp64 go to the autocast dtype. Unchanged outside autocast."""
     device_type = next(tensor.device.type for tensor in tensors if tensor is not None)
-    if not torch.is_autocast_enabled(device_type):
+    if not autocast_enabled(device_type):
         return tensors
     dtype = torch.get_autocast_dtype(device_type)
     return tuple(tensor.to(dtype) if tensor is not None and tensor.is_floating_point()

@@ -18,9 +18,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels.conv import conv2d_backward, conv2d_forward
+from kernels.conv import conv2d_backward, conv2d_forward, dense_format, output_size, result_format
 from kernels.runtime import INTERPRET, check_device
 from tritonnet.ops._checks import as_pair, check_int, check_like, check_tensor
+from tritonnet.ops._library import asked_for, fake_or_recorded, placeholder, qualified
 from tritonnet.ops._precision import autocast_operands, computes_in_fp32, widened
 from tritonnet.registry import lookup, register
 
@@ -97,6 +98,48 @@ def padding_sides(padding, kernel_size, dilation) -> tuple[int, int, int, int]:
     return tuple(sides)
 
 
+@torch.library.custom_op(qualified("conv2d_forward"), mutates_args=())
+def conv2d_forward_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
+                      padding: list[int], dilation: list[int], groups: int, relu: bool) -> torch.Tensor:
+    """``torch.ops.tritonnet.conv2d_forward``: :func:`kernels.conv.conv2d_forward` (4-D input; ``padding`` is
+    (top, bottom, left, right))."""
+    return conv2d_forward(input, weight, bias, tuple(stride), tuple(padding), tuple(dilation), groups, relu)
+
+
+@fake_or_recorded(conv2d_forward_op)
+def _conv2d_forward_fake(input, weight, bias, stride, padding, dilation, groups, relu):
+    batch, _, height, width = input.shape
+    out_channels, _, kernel_h, kernel_w = weight.shape
+    out_height = output_size(height, kernel_h, stride[0], padding[0], padding[1], dilation[0])
+    out_width = output_size(width, kernel_w, stride[1], padding[2], padding[3], dilation[1])
+    return torch.empty((batch, out_channels, out_height, out_width), dtype=input.dtype, device=input.device,
+                       memory_format=result_format(input, weight))
+
+
+@torch.library.custom_op(qualified("conv2d_backward"), mutates_args=())
+def conv2d_backward_op(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
+                       output: torch.Tensor | None, stride: list[int], padding: list[int], dilation: list[int],
+                       groups: int, output_mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``torch.ops.tritonnet.conv2d_backward``: ``(grad_input, grad_weight, grad_bias)`` of :func:`conv2d_forward_op`
+    (``output`` its saved output when ReLU was fused, else None); ``output_mask`` says which are needed, the others
+    are empty placeholders."""
+    gradients = conv2d_backward(grad_output, input, weight, output, tuple(stride), tuple(padding), tuple(dilation),
+                                groups, needs_input_grad=output_mask[0], needs_weight_grad=output_mask[1],
+                                needs_bias_grad=output_mask[2])
+    return tuple(placeholder(input) if gradient is None else gradient for gradient in gradients)
+
+
+@fake_or_recorded(conv2d_backward_op)
+def _conv2d_backward_fake(grad_output, input, weight, output, stride, padding, dilation, groups, output_mask):
+    like = dict(dtype=input.dtype, device=input.device)
+    grad_input = (torch.empty(input.shape, memory_format=result_format(input, weight), **like) if output_mask[0]
+                  else placeholder(input))
+    grad_weight = (torch.empty(weight.shape, memory_format=dense_format(weight), **like) if output_mask[1]
+                   else placeholder(input))
+    grad_bias = torch.empty(weight.shape[0], **like) if output_mask[2] else placeholder(input)
+    return grad_input, grad_weight, grad_bias
+
+
 class Conv2dFunction(torch.autograd.Function):
     """conv2d (+ bias, + ReLU) on 4-D input with Triton forward and backward. Saves input and weight, and the
     output only when ReLU is fused (its backward mask is ``output <= 0``).
@@ -109,25 +152,49 @@ class Conv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, weight, bias, stride, padding, dilation, groups, relu):
-        output = conv2d_forward(input, weight, bias, stride, padding, dilation, groups, relu)
-        ctx.save_for_backward(input, weight, output if relu else None)
-        ctx.geometry = (stride, padding, dilation, groups)
-        ctx.has_bias = bias is not None
+        output = conv2d_forward_op(input, weight, bias, stride, padding, dilation, groups, relu)
+        _conv2d_setup_context(ctx, (input, weight, bias, stride, padding, dilation, groups, relu), output)
         return output
 
     @staticmethod
     def backward(ctx, grad_output):
-        input, weight, output = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.geometry
-        gradients = conv2d_backward(
-            grad_output, input, weight, output, stride, padding, dilation, groups,
-            needs_input_grad=ctx.needs_input_grad[0], needs_weight_grad=ctx.needs_input_grad[1],
-            needs_bias_grad=ctx.has_bias and ctx.needs_input_grad[2])
-        if torch.is_grad_enabled():  # create_graph=True: autograd runs the backward without grad otherwise
-            present = [gradient for gradient in gradients if gradient is not None]
-            refusing = iter(_RefuseDifferentiation.apply(len(present), *present, grad_output, input, weight))
-            gradients = [None if gradient is None else next(refusing) for gradient in gradients]
-        return (*gradients, None, None, None, None, None)
+        return _conv2d_gradients(ctx, grad_output)
+
+
+def _conv2d_setup_context(ctx, inputs, output):
+    """What the backward keeps, for :class:`Conv2dFunction` and the registered ``tritonnet::conv2d`` alike."""
+    input, weight, bias, stride, padding, dilation, groups, relu = inputs
+    ctx.save_for_backward(input, weight, output if relu else None)
+    ctx.geometry = (stride, padding, dilation, groups)
+    ctx.has_bias = bias is not None
+
+
+def _conv2d_gradients(ctx, grad_output):
+    """The gradients of every input of :func:`conv2d_forward_op` (None for the geometry), through
+    :func:`conv2d_backward_op`; under ``create_graph=True`` connected through :class:`_RefuseDifferentiation`."""
+    input, weight, output = ctx.saved_tensors
+    stride, padding, dilation, groups = ctx.geometry
+    output_mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    gradients = [asked_for(gradient, needed) for gradient, needed in zip(
+        conv2d_backward_op(grad_output, input, weight, output, stride, padding, dilation, groups, output_mask),
+        output_mask)]
+    if torch.is_grad_enabled():  # create_graph=True: autograd runs the backward without grad otherwise
+        present = [gradient for gradient in gradients if gradient is not None]
+        refusing = iter(_RefuseDifferentiation.apply(len(present), *present, grad_output, input, weight))
+        gradients = [None if gradient is None else next(refusing) for gradient in gradients]
+    return (*gradients, None, None, None, None, None)
+
+
+@torch.library.custom_op(qualified("conv2d"), mutates_args=())
+def conv2d_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
+              padding: list[int], dilation: list[int], groups: int, relu: bool) -> torch.Tensor:
+    """``torch.ops.tritonnet.conv2d``: :func:`conv2d_forward_op` with its own autograd (the same backward as
+    :class:`Conv2dFunction`), for callers of the op itself. 4-D input; ``padding`` is (top, bottom, left, right)."""
+    return conv2d_forward(input, weight, bias, tuple(stride), tuple(padding), tuple(dilation), groups, relu)
+
+
+fake_or_recorded(conv2d_op)(_conv2d_forward_fake)
+conv2d_op.register_autograd(_conv2d_gradients, setup_context=_conv2d_setup_context)
 
 
 class _RefuseDifferentiation(torch.autograd.Function):

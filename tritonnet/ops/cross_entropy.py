@@ -31,6 +31,8 @@ from kernels.cross_entropy import (clear_target_errors, cross_entropy_backward, 
                                    new_target_error_record, read_target_errors)
 from kernels.runtime import INTERPRET
 from tritonnet.ops._checks import check_float, check_int, check_tensor
+from tritonnet.ops._library import fake_or_recorded, placeholder, qualified
+from tritonnet.ops._precision import autocast_enabled
 from tritonnet.registry import lookup, register
 
 OP = "cross_entropy"
@@ -49,7 +51,7 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
     check_tensor("input", input)
     if input.dim() == 0:
         raise ValueError("input must be a 1-D (C) or N-D (N, C, d1, ..., dk) tensor of logits, got a 0-D tensor")
-    if torch.is_autocast_enabled(input.device.type):
+    if autocast_enabled(input.device.type):
         input, target, weight = (tensor.float() if tensor is not None and tensor.dtype in AUTOCAST_WIDENED_DTYPES
                                  else tensor for tensor in (input, target, weight))
     classes = input.shape[0 if input.dim() == 1 else 1]
@@ -137,6 +139,58 @@ def _as_rows(tensor: torch.Tensor, unbatched: bool, with_classes: bool) -> torch
         return tensor.reshape(shape)
 
 
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@torch.library.custom_op(qualified("cross_entropy_forward"), mutates_args=())
+def cross_entropy_forward_op(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+                             ignore_index: int, reduction: str, label_smoothing: float,
+                             loss_shape: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                             torch.Tensor]:
+    """``torch.ops.tritonnet.cross_entropy_forward``: :func:`kernels.cross_entropy.cross_entropy_forward` on
+    (batch, classes, spatial) ``logits``: the loss, then each row's max logit, log-denominator and target mass, and
+    mean's denominator. Bad class indices raise here on the CPU (and in the interpreter), and are recorded on a GPU
+    (see the module docstring)."""
+    record = _error_record(logits.device, logits.shape[1], ignore_index)
+    loss, saved = cross_entropy_forward(logits, target, weight, record, ignore_index=ignore_index,
+                                        reduction=reduction, label_smoothing=label_smoothing,
+                                        loss_shape=tuple(loss_shape))
+    if logits.device.type != "meta" and (INTERPRET or logits.device.type != "cuda"):  # meta: shapes only
+        _raise_target_errors([((logits.device, logits.shape[1], ignore_index), record)])
+    if reduction != "mean":  # only mean's kernel writes the denominator
+        saved[3].zero_()
+    return loss, *saved
+
+
+@fake_or_recorded(cross_entropy_forward_op)
+def _cross_entropy_forward_fake(logits, target, weight, ignore_index, reduction, label_smoothing, loss_shape):
+    rows = logits.shape[0] * logits.shape[2]
+    compute_dtype = _compute_dtype(logits.dtype)
+    loss = logits.new_empty(loss_shape if reduction == "none" else ())
+    return (loss, *(logits.new_empty(rows, dtype=compute_dtype) for _ in range(3)),
+            logits.new_empty((), dtype=compute_dtype))
+
+
+@torch.library.custom_op(qualified("cross_entropy_backward"), mutates_args=())
+def cross_entropy_backward_op(grad_output: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
+                              weight: torch.Tensor | None, saved: list[torch.Tensor], ignore_index: int,
+                              reduction: str, label_smoothing: float,
+                              grad_target: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.ops.tritonnet.cross_entropy_backward``: :func:`kernels.cross_entropy.cross_entropy_backward`'s
+    gradients of the logits and (with ``grad_target``, else an empty placeholder) of probability targets."""
+    grad_logits, grad_probabilities = cross_entropy_backward(
+        grad_output, logits, target, weight, tuple(saved), ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=label_smoothing, grad_target=grad_target)
+    return grad_logits, placeholder(logits) if grad_probabilities is None else grad_probabilities
+
+
+@fake_or_recorded(cross_entropy_backward_op)
+def _cross_entropy_backward_fake(grad_output, logits, target, weight, saved, ignore_index, reduction,
+                                 label_smoothing, grad_target):
+    return torch.empty_like(logits), torch.empty_like(target) if grad_target else placeholder(logits)
+
+
 class CrossEntropyFunction(torch.autograd.Function):
     """Fused log-softmax + NLL with the Triton kernels. Saves the logits, the targets, the weights, each row's max,
     log-denominator and target mass, and mean's denominator; the backward recomputes the softmax from them (see
@@ -148,14 +202,10 @@ class CrossEntropyFunction(torch.autograd.Function):
         soft_targets = target.shape == input.shape
         logits = _as_rows(input, unbatched, with_classes=True)
         rows_target = _as_rows(target, unbatched, with_classes=soft_targets)
-        record = _error_record(input.device, logits.shape[1], ignore_index)
         loss_shape = input.shape[:1] + input.shape[2:] if not unbatched else ()
         # The loss is allocated in its final shape: returning a view of a tensor made here would forbid in-place use.
-        loss, saved = cross_entropy_forward(logits, rows_target, weight, record, ignore_index=ignore_index,
-                                            reduction=reduction, label_smoothing=label_smoothing,
-                                            loss_shape=loss_shape)
-        if input.device.type != "meta" and (INTERPRET or input.device.type != "cuda"):  # meta: shapes only
-            _raise_target_errors([((input.device, logits.shape[1], ignore_index), record)])
+        loss, *saved = cross_entropy_forward_op(logits, rows_target, weight, ignore_index, reduction, label_smoothing,
+                                                list(loss_shape))
         ctx.save_for_backward(logits, rows_target, weight, *saved)
         ctx.input_shape, ctx.target_shape = input.shape, target.shape
         ctx.ignore_index, ctx.reduction, ctx.label_smoothing = ignore_index, reduction, label_smoothing
@@ -163,17 +213,54 @@ class CrossEntropyFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        if torch.is_grad_enabled():
-            raise RuntimeError("cross_entropy's Triton backward is not differentiable: double backward "
-                               "(create_graph=True) is not supported; use provider='torch' for higher-order gradients")
         logits, rows_target, weight, *saved = ctx.saved_tensors
         if ctx.reduction == "none":
             grad_output = _as_rows(grad_output, len(ctx.input_shape) == 1, with_classes=False)
-        grad_input, grad_target = cross_entropy_backward(
-            grad_output, logits, rows_target, weight, tuple(saved), ignore_index=ctx.ignore_index,
-            reduction=ctx.reduction, label_smoothing=ctx.label_smoothing, grad_target=ctx.needs_input_grad[1])
+        grad_input, grad_target = _cross_entropy_gradients(ctx, grad_output, logits, rows_target, weight, saved)
         return (grad_input.view(ctx.input_shape), None if grad_target is None else grad_target.view(ctx.target_shape),
                 None, None, None, None)
+
+
+def _cross_entropy_gradients(ctx, grad_output, logits, target, weight, saved):
+    """``(grad_logits, grad_target)`` of (batch, classes, spatial) logits through :func:`cross_entropy_backward_op`
+    (``grad_target`` None unless asked for); double backward refused."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("cross_entropy's Triton backward is not differentiable: double backward "
+                           "(create_graph=True) is not supported; use provider='torch' for higher-order gradients")
+    grad_logits, grad_target = cross_entropy_backward_op(grad_output, logits, target, weight, saved, ctx.ignore_index,
+                                                         ctx.reduction, ctx.label_smoothing, ctx.needs_input_grad[1])
+    return grad_logits, grad_target if ctx.needs_input_grad[1] else None
+
+
+@torch.library.custom_op(qualified("cross_entropy"), mutates_args=())
+def cross_entropy_op(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int,
+                     reduction: str, label_smoothing: float) -> torch.Tensor:
+    """``torch.ops.tritonnet.cross_entropy`` of (batch, classes, spatial) ``logits`` against class indices (batch,
+    spatial) or probabilities shaped like ``logits``, differentiable by itself (the loss is (batch, spatial) for
+    reduction "none"). An op's autograd keeps only its inputs and outputs, so its backward recomputes the row
+    statistics with one more forward kernel; :class:`CrossEntropyFunction` keeps them from the forward instead."""
+    return cross_entropy_forward_op(logits, target, weight, ignore_index, reduction, label_smoothing,
+                                    [logits.shape[0], logits.shape[2]])[0]
+
+
+@fake_or_recorded(cross_entropy_op)
+def _cross_entropy_fake(logits, target, weight, ignore_index, reduction, label_smoothing):
+    return logits.new_empty((logits.shape[0], logits.shape[2]) if reduction == "none" else ())
+
+
+def _cross_entropy_op_context(ctx, inputs, output):
+    logits, target, weight, ctx.ignore_index, ctx.reduction, ctx.label_smoothing = inputs
+    ctx.save_for_backward(logits, target, weight)
+
+
+def _cross_entropy_op_backward(ctx, grad_output):
+    logits, target, weight = ctx.saved_tensors
+    _, *saved = cross_entropy_forward_op(logits, target, weight, ctx.ignore_index, ctx.reduction,
+                                         ctx.label_smoothing, [logits.shape[0], logits.shape[2]])
+    return (*_cross_entropy_gradients(ctx, grad_output, logits, target, weight, saved), None, None, None, None)
+
+
+cross_entropy_op.register_autograd(_cross_entropy_op_backward, setup_context=_cross_entropy_op_context)
 
 
 @register(OP, "triton")

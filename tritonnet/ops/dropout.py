@@ -19,15 +19,29 @@ import torch.nn.functional as F
 
 from kernels.dropout import apply_dropout
 from tritonnet.ops._checks import check_float, check_tensor
+from tritonnet.ops._library import fake_or_recorded, qualified
 from tritonnet.registry import lookup, register
 
 OP = "dropout"
 
 
-def draw_seed() -> int:
-    """A Philox seed for one dropout call, drawn from torch's default CPU generator, so ``torch.manual_seed``
-    reproduces a run (on every device) and the backward regenerates the forward's mask from it."""
-    return int(torch.randint(0, 2**31 - 1, (), dtype=torch.int64))
+def draw_seed() -> torch.Tensor:
+    """A Philox seed for one dropout call, a 0-D int64 CPU tensor drawn from torch's default CPU generator, so
+    ``torch.manual_seed`` reproduces a run (on every device) and the backward regenerates the forward's mask from it.
+    A tensor, not an int: under ``torch.compile`` it is drawn in the graph, anew on every call, and reaches the ops
+    as an argument (an int would be read once at trace time and baked into the graph)."""
+    return torch.randint(0, 2**31 - 1, (), dtype=torch.int64)
+
+
+def seed_value(seed: torch.Tensor) -> int:
+    """The kernels' int seed from :func:`draw_seed`'s tensor (a CPU tensor: reading it never waits for a device).
+    Refused under CUDA-graph capture: a captured launch would replay the seed read at capture, the same mask on every
+    replay."""
+    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError("tritonnet's dropout cannot be captured in a CUDA graph: its seed is a kernel argument, so "
+                           "every replay would drop the same elements; use provider='torch' for dropout under CUDA "
+                           "graphs")
+    return int(seed)
 
 
 def dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False,
@@ -47,6 +61,40 @@ def torch_dropout(input, p, training, inplace):
     return F.dropout(input, p, training, inplace)
 
 
+@torch.library.custom_op(qualified("dropout"), mutates_args=())
+def dropout_op(input: torch.Tensor, p: float, seed: torch.Tensor) -> torch.Tensor:
+    """``torch.ops.tritonnet.dropout``: ``input * keep(seed) / (1 - p)`` (:func:`kernels.dropout.apply_dropout`,
+    0 < p <= 1), ``seed`` from :func:`draw_seed`. Differentiable: its backward is itself with the same seed."""
+    return apply_dropout(input, p, seed_value(seed))
+
+
+@fake_or_recorded(dropout_op)
+def _dropout_fake(input, p, seed):
+    return torch.empty_like(input)
+
+
+@torch.library.custom_op(qualified("dropout_"), mutates_args=("input",))
+def dropout_in_place_op(input: torch.Tensor, p: float, seed: torch.Tensor) -> None:
+    """``torch.ops.tritonnet.dropout_``: :func:`dropout_op` written into ``input``."""
+    apply_dropout(input, p, seed_value(seed), inplace=True)
+
+
+@fake_or_recorded(dropout_in_place_op)
+def _dropout_in_place_fake(input, p, seed):
+    return None
+
+
+def _dropout_context(ctx, inputs, output):
+    _, ctx.p, ctx.seed = inputs  # the seed, a 0-D CPU tensor, is kept as an attribute: nothing is saved
+
+
+def _dropout_backward(ctx, grad_output):
+    return dropout_op(grad_output, ctx.p, ctx.seed), None, None
+
+
+dropout_op.register_autograd(_dropout_backward, setup_context=_dropout_context)
+
+
 class DropoutMaskFunction(torch.autograd.Function):
     """``input * keep(seed) / (1 - p)``. Linear in the input, so its backward is the same function of the gradient,
     with the same seed: only ``p`` and the seed are kept, and higher derivatives work too."""
@@ -54,13 +102,15 @@ class DropoutMaskFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, p, seed, inplace):
         ctx.p, ctx.seed = p, seed
-        if inplace:
-            ctx.mark_dirty(input)
-        return apply_dropout(input, p, seed, inplace=inplace)
+        if not inplace:
+            return dropout_op(input, p, seed)
+        ctx.mark_dirty(input)
+        dropout_in_place_op(input, p, seed)
+        return input
 
     @staticmethod
     def backward(ctx, grad_output):
-        return DropoutMaskFunction.apply(grad_output, ctx.p, ctx.seed, False), None, None, None
+        return dropout_op(grad_output, ctx.p, ctx.seed), None, None, None
 
 
 @register(OP, "triton")

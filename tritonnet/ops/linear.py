@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from kernels.linear import dropout_grad, linear_backward, linear_forward
 from tritonnet.ops._checks import check_float, check_like, check_tensor
 from tritonnet.ops._precision import autocast_operands, computes_in_fp32, widened
-from tritonnet.ops.dropout import draw_seed
+from tritonnet.ops._library import asked_for, fake_or_recorded, placeholder, qualified
+from tritonnet.ops.dropout import draw_seed, seed_value
 from tritonnet.registry import lookup, register
 
 OP = "linear"
@@ -62,6 +63,50 @@ def torch_linear(input, weight, bias, relu, dropout_p, training):
     return output
 
 
+@torch.library.custom_op(qualified("linear_forward"), mutates_args=())
+def linear_forward_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool,
+                      dropout_p: float, seed: torch.Tensor, output_shape: list[int]) -> torch.Tensor:
+    """``torch.ops.tritonnet.linear_forward``: :func:`kernels.linear.linear_forward` for a 2-D ``input``, its output
+    shaped ``output_shape``; ``seed`` (from :func:`draw_seed`) is read only when ``dropout_p > 0``."""
+    return linear_forward(input, weight, bias, relu, dropout_p, seed_value(seed) if dropout_p > 0.0 else 0,
+                          output_shape=tuple(output_shape))
+
+
+@fake_or_recorded(linear_forward_op)
+def _linear_forward_fake(input, weight, bias, relu, dropout_p, seed, output_shape):
+    return input.new_empty(output_shape)
+
+
+@torch.library.custom_op(qualified("linear_backward"), mutates_args=())
+def linear_backward_op(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
+                       output: torch.Tensor | None, relu: bool, dropout_p: float, seed: torch.Tensor,
+                       output_mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``torch.ops.tritonnet.linear_backward``: :func:`kernels.linear.linear_backward`'s ``(grad_input,
+    grad_weight, grad_bias)`` for a 2-D ``input``; ``output_mask`` says which are needed, the others are empty
+    placeholders."""
+    gradients = linear_backward(grad_output, input, weight, output, relu, dropout_p,
+                                seed_value(seed) if dropout_p > 0.0 else 0, needs_input_grad=output_mask[0],
+                                needs_weight_grad=output_mask[1], needs_bias_grad=output_mask[2])
+    return tuple(placeholder(input) if gradient is None else gradient for gradient in gradients)
+
+
+@fake_or_recorded(linear_backward_op)
+def _linear_backward_fake(grad_output, input, weight, output, relu, dropout_p, seed, output_mask):
+    shapes = (input.shape, weight.shape, weight.shape[:1])
+    return tuple(input.new_empty(shape) if needed else placeholder(input) for shape, needed in zip(shapes, output_mask))
+
+
+@torch.library.custom_op(qualified("linear_dropout_grad"), mutates_args=())
+def linear_dropout_grad_op(grad_output: torch.Tensor, dropout_p: float, seed: torch.Tensor) -> torch.Tensor:
+    """``torch.ops.tritonnet.linear_dropout_grad``: ``grad_output * keep / (1 - p)`` with the forward's mask (2-D)."""
+    return dropout_grad(grad_output, dropout_p, seed_value(seed))
+
+
+@fake_or_recorded(linear_dropout_grad_op)
+def _linear_dropout_grad_fake(grad_output, dropout_p, seed):
+    return grad_output.new_empty(grad_output.shape)
+
+
 class LinearFunction(torch.autograd.Function):
     """``dropout(relu(input @ weight^T + bias))`` with the Triton GEMM kernels. Saves input, weight, the seed, and
     the (post-dropout) output only when ReLU is on, for its mask (see ``kernels/linear.py``); never a mask."""
@@ -69,36 +114,69 @@ class LinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, weight, bias, relu, dropout_p, training):
         dropout_p = dropout_p if training else 0.0
-        seed = draw_seed() if dropout_p > 0.0 else 0
+        seed = draw_seed() if dropout_p > 0.0 else torch.zeros((), dtype=torch.int64)
         flat_input = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
         # Allocated in its final shape: returning a view of a tensor made here would forbid in-place use of the output.
-        output = linear_forward(flat_input, weight, bias, relu, dropout_p, seed,
-                                output_shape=(*input.shape[:-1], weight.shape[0]))
-        # The input itself, not its flattened view: a view made here (grad mode is off in forward) would not be
-        # connected to the input in a recorded backward.
-        ctx.save_for_backward(input, weight, output if relu else None)
-        ctx.input_shape = input.shape
-        ctx.relu, ctx.dropout_p, ctx.seed = relu, dropout_p, seed
+        output = linear_forward_op(flat_input, weight, bias, relu, dropout_p, seed,
+                                   [*input.shape[:-1], weight.shape[0]])
+        _linear_setup_context(ctx, (input, weight, bias, relu, dropout_p, seed), output)
         return output
 
     @staticmethod
     def backward(ctx, grad_output):
-        input, weight, output = ctx.saved_tensors
-        flat_input = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
-        grad_output = grad_output.reshape(flat_input.shape[0], weight.shape[0])
-        if torch.is_grad_enabled():  # create_graph=True: autograd records the backward (see the module docstring)
-            grad_input, grad_weight, grad_bias = _recorded_backward(ctx, grad_output, flat_input, weight, output)
-        else:
-            grad_input, grad_weight, grad_bias = linear_backward(
-                grad_output, flat_input, weight, output, ctx.relu, ctx.dropout_p, ctx.seed,
-                needs_input_grad=ctx.needs_input_grad[0], needs_weight_grad=ctx.needs_input_grad[1],
-                needs_bias_grad=ctx.needs_input_grad[2])
-        if grad_input is not None:
-            grad_input = grad_input.reshape(ctx.input_shape)
-        return grad_input, grad_weight, grad_bias, None, None, None
+        return *_linear_gradients(ctx, grad_output), None, None, None
 
 
-def _recorded_backward(ctx, grad_output, flat_input, weight, output):
+def _linear_setup_context(ctx, inputs, output):
+    """What the backward keeps, for :class:`LinearFunction` and the registered ``tritonnet::linear`` alike."""
+    input, weight, bias, relu, dropout_p, seed = inputs
+    # The input itself, not its flattened view: a view made here (grad mode is off in forward) would not be
+    # connected to the input in a recorded backward.
+    ctx.save_for_backward(input, weight, output if relu else None)
+    ctx.input_shape = input.shape
+    ctx.relu, ctx.dropout_p, ctx.seed = relu, dropout_p, seed  # the seed: a 0-D CPU tensor, not saved data
+
+
+def _linear_gradients(ctx, grad_output):
+    """``(grad_input, grad_weight, grad_bias)``, each None where not needed: the fused kernels
+    (:func:`linear_backward_op`), or under ``create_graph=True`` the recorded form (see the module docstring)."""
+    input, weight, output = ctx.saved_tensors
+    seed = ctx.seed
+    flat_input = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
+    grad_output = grad_output.reshape(flat_input.shape[0], weight.shape[0])
+    if torch.is_grad_enabled():
+        grad_input, grad_weight, grad_bias = _recorded_backward(ctx, grad_output, flat_input, weight, output, seed)
+    else:
+        output_mask = list(ctx.needs_input_grad[:3])
+        grad_input, grad_weight, grad_bias = (asked_for(gradient, needed) for gradient, needed in zip(
+            linear_backward_op(grad_output, flat_input, weight, output, ctx.relu, ctx.dropout_p, seed, output_mask),
+            output_mask))
+    if grad_input is not None:
+        grad_input = grad_input.reshape(ctx.input_shape)
+    return grad_input, grad_weight, grad_bias
+
+
+@torch.library.custom_op(qualified("linear"), mutates_args=())
+def linear_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool, dropout_p: float,
+              seed: torch.Tensor) -> torch.Tensor:
+    """``torch.ops.tritonnet.linear``: ``dropout(relu(input @ weight^T + bias))`` for (*, in_features) ``input``,
+    differentiable by itself (the backward of :class:`LinearFunction`); ``seed`` from :func:`draw_seed`, read only
+    when ``dropout_p > 0``."""
+    flat_input = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
+    return linear_forward(flat_input, weight, bias, relu, dropout_p, seed_value(seed) if dropout_p > 0.0 else 0,
+                          output_shape=(*input.shape[:-1], weight.shape[0]))
+
+
+@fake_or_recorded(linear_op)
+def _linear_fake(input, weight, bias, relu, dropout_p, seed):
+    return input.new_empty((*input.shape[:-1], weight.shape[0]))
+
+
+linear_op.register_autograd(lambda ctx, grad_output: (*_linear_gradients(ctx, grad_output), None, None, None),
+                            setup_context=_linear_setup_context)
+
+
+def _recorded_backward(ctx, grad_output, flat_input, weight, output, seed):
     """:func:`linear_backward`'s results as differentiable ops: the masks are constants (ReLU's comes from the saved
     output, whose second derivative is zero; dropout's from the seed), the GEMMs are :class:`LinearFunction`s."""
     grad_pre = grad_output
@@ -107,7 +185,7 @@ def _recorded_backward(ctx, grad_output, flat_input, weight, output):
         if ctx.dropout_p > 0.0:
             grad_pre = grad_pre / (1.0 - ctx.dropout_p)
     elif ctx.dropout_p > 0.0:
-        grad_pre = grad_pre * dropout_grad(torch.ones_like(grad_pre), ctx.dropout_p, ctx.seed)
+        grad_pre = grad_pre * linear_dropout_grad_op(torch.ones_like(grad_pre), ctx.dropout_p, seed)
     grad_input = grad_weight = grad_bias = None
     if ctx.needs_input_grad[0]:
         grad_input = LinearFunction.apply(grad_pre, weight.t(), None, False, 0.0, False)

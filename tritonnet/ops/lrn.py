@@ -20,8 +20,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels.lrn import lrn_backward, lrn_forward
+from kernels.lrn import accumulator_dtype, lrn_backward, lrn_forward
 from tritonnet.ops._checks import check_float, check_int, check_tensor
+from tritonnet.ops._library import fake_or_recorded, placeholder, qualified
 from tritonnet.registry import lookup, register
 
 OP = "local_response_norm"
@@ -56,6 +57,34 @@ def _autocast_dtype(input: torch.Tensor) -> torch.dtype:
     return torch.float32 if device_type == "cuda" or input.dim() >= 4 else input.dtype
 
 
+@torch.library.custom_op(qualified("local_response_norm_forward"), mutates_args=())
+def local_response_norm_forward_op(input: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+                                   save_for_backward: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.ops.tritonnet.local_response_norm_forward``: :func:`kernels.lrn.lrn_forward`'s output and, with
+    ``save_for_backward``, its ``base ** (-beta - 1)`` (else an empty placeholder)."""
+    output, base_power = lrn_forward(input, size, alpha, beta, k, save_for_backward)
+    return output, placeholder(output) if base_power is None else base_power
+
+
+@fake_or_recorded(local_response_norm_forward_op)
+def _local_response_norm_forward_fake(input, size, alpha, beta, k, save_for_backward):
+    output = torch.empty_like(input)
+    return output, (torch.empty_like(output, dtype=accumulator_dtype(input.dtype)) if save_for_backward
+                    else placeholder(output))
+
+
+@torch.library.custom_op(qualified("local_response_norm_backward"), mutates_args=())
+def local_response_norm_backward_op(input: torch.Tensor, base_power: torch.Tensor, grad_output: torch.Tensor,
+                                    size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """``torch.ops.tritonnet.local_response_norm_backward``: :func:`kernels.lrn.lrn_backward`."""
+    return lrn_backward(input, base_power, grad_output, size, alpha, beta, k)
+
+
+@fake_or_recorded(local_response_norm_backward_op)
+def _local_response_norm_backward_fake(input, base_power, grad_output, size, alpha, beta, k):
+    return torch.empty_like(input)
+
+
 class LocalResponseNormFunction(torch.autograd.Function):
     """Saves the input (by reference, in its own layout) and ``base ** (-beta - 1)`` in fp32: the least the backward
     needs without recomputing a pow per neighbour (see ``kernels/lrn.py``)."""
@@ -63,7 +92,7 @@ class LocalResponseNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, size, alpha, beta, k):
         needs_grad = ctx.needs_input_grad[0]
-        output, base_power = lrn_forward(input, size, alpha, beta, k, save_for_backward=needs_grad)
+        output, base_power = local_response_norm_forward_op(input, size, alpha, beta, k, needs_grad)
         if needs_grad:
             ctx.save_for_backward(input, base_power)
         ctx.hyperparameters = (size, alpha, beta, k)
@@ -71,12 +100,46 @@ class LocalResponseNormFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        if torch.is_grad_enabled():  # create_graph=True: the gradient would have to be differentiable
-            raise RuntimeError("local_response_norm's Triton backward is not differentiable, so double backward "
-                               "(create_graph=True) is not supported; use provider='torch' for higher derivatives")
         input, base_power = ctx.saved_tensors
-        grad_input = lrn_backward(input, base_power, grad_output.to(input.dtype), *ctx.hyperparameters)
-        return grad_input, None, None, None, None
+        return _local_response_norm_gradients(ctx, grad_output, input, base_power)
+
+
+def _local_response_norm_gradients(ctx, grad_output, input, base_power):
+    """The input's gradient through :func:`local_response_norm_backward_op` (None for the hyperparameters)."""
+    if torch.is_grad_enabled():  # create_graph=True: the gradient would have to be differentiable
+        raise RuntimeError("local_response_norm's Triton backward is not differentiable, so double backward "
+                           "(create_graph=True) is not supported; use provider='torch' for higher derivatives")
+    grad_input = local_response_norm_backward_op(input, base_power, grad_output.to(input.dtype),
+                                                 *ctx.hyperparameters)
+    return grad_input, None, None, None, None
+
+
+@torch.library.custom_op(qualified("local_response_norm"), mutates_args=())
+def local_response_norm_op(input: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """``torch.ops.tritonnet.local_response_norm`` (``beta != 0``), differentiable by itself. An op's autograd keeps
+    only its inputs and outputs, so its backward recomputes ``base ** (-beta - 1)`` with one more forward kernel;
+    :class:`LocalResponseNormFunction` keeps it from the forward instead."""
+    return lrn_forward(input, size, alpha, beta, k, save_for_backward=False)[0]
+
+
+@fake_or_recorded(local_response_norm_op)
+def _local_response_norm_fake(input, size, alpha, beta, k):
+    return torch.empty_like(input)
+
+
+def _local_response_norm_op_context(ctx, inputs, output):
+    input, *ctx.hyperparameters = inputs
+    ctx.save_for_backward(input)
+
+
+def _local_response_norm_op_backward(ctx, grad_output):
+    (input,) = ctx.saved_tensors
+    _, base_power = local_response_norm_forward_op(input, *ctx.hyperparameters, True)
+    return _local_response_norm_gradients(ctx, grad_output, input, base_power)
+
+
+local_response_norm_op.register_autograd(_local_response_norm_op_backward,
+                                         setup_context=_local_response_norm_op_context)
 
 
 @register(OP, "triton")

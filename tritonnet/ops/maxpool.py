@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from kernels.maxpool import max_pool2d_backward, max_pool2d_forward, output_memory_format, pooled_size
 from tritonnet.ops._checks import as_pair, check_tensor
+from tritonnet.ops._library import fake_or_recorded, placeholder, qualified
 from tritonnet.registry import lookup, register
 
 OP = "max_pool2d"
@@ -75,53 +76,137 @@ def _select_at_arg_max(values: torch.Tensor, offsets: torch.Tensor, kernel_size,
     return torch.where(inside, selected, torch.zeros((), dtype=values.dtype, device=values.device))
 
 
-class MaxPool2dBackwardFunction(torch.autograd.Function):
-    """The backward as a differentiable function of the output gradient, so that double backward works."""
+def _memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
 
-    @staticmethod
-    def forward(ctx, grad_output, offsets, input_shape, window, memory_format):
-        ctx.save_for_backward(offsets)
-        ctx.window = window
-        return max_pool2d_backward(grad_output, offsets, input_shape, *window, memory_format)
 
-    @staticmethod
-    def backward(ctx, grad_grad_input):
-        (offsets,) = ctx.saved_tensors
-        return _select_at_arg_max(grad_grad_input, offsets, *ctx.window), None, None, None, None
+@torch.library.custom_op(qualified("max_pool2d_forward"), mutates_args=())
+def max_pool2d_forward_op(input: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
+                          dilation: list[int], ceil_mode: bool, return_indices: bool,
+                          channels_last: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``torch.ops.tritonnet.max_pool2d_forward``: :func:`kernels.maxpool.max_pool2d_forward`'s output, uint8
+    arg-max offsets and (with ``return_indices``, else an empty placeholder) int64 indices, channels-last or
+    contiguous."""
+    output, offsets, indices = max_pool2d_forward(input, tuple(kernel_size), tuple(stride), tuple(padding),
+                                                  tuple(dilation), ceil_mode, return_indices,
+                                                  _memory_format(channels_last))
+    return output, offsets, placeholder(offsets.long()) if indices is None else indices
+
+
+@fake_or_recorded(max_pool2d_forward_op)
+def _max_pool2d_forward_fake(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+                             channels_last):
+    batch, channels, height, width = input.shape
+    shape = (batch, channels, *(pooled_size(input.shape[2 + axis], kernel_size[axis], stride[axis], padding[axis],
+                                            dilation[axis], ceil_mode) for axis in range(2)))
+    like = dict(device=input.device, memory_format=_memory_format(channels_last))
+    indices = (torch.empty(shape, dtype=torch.int64, **like) if return_indices
+               else torch.empty(0, dtype=torch.int64, device=input.device))
+    return torch.empty(shape, dtype=input.dtype, **like), torch.empty(shape, dtype=torch.uint8, **like), indices
+
+
+@torch.library.custom_op(qualified("max_pool2d_backward"), mutates_args=())
+def max_pool2d_backward_op(grad_output: torch.Tensor, offsets: torch.Tensor, input_shape: list[int],
+                           kernel_size: list[int], stride: list[int], padding: list[int], dilation: list[int],
+                           channels_last: bool) -> torch.Tensor:
+    """``torch.ops.tritonnet.max_pool2d_backward``: :func:`kernels.maxpool.max_pool2d_backward`, the input gradient
+    from the output gradient and the forward's offsets. Differentiable in ``grad_output`` (see the module
+    docstring)."""
+    return max_pool2d_backward(grad_output, offsets, tuple(input_shape), tuple(kernel_size), tuple(stride),
+                               tuple(padding), tuple(dilation), _memory_format(channels_last))
+
+
+@fake_or_recorded(max_pool2d_backward_op)
+def _max_pool2d_backward_fake(grad_output, offsets, input_shape, kernel_size, stride, padding, dilation,
+                              channels_last):
+    return torch.empty(input_shape, dtype=grad_output.dtype, device=grad_output.device,
+                       memory_format=_memory_format(channels_last))
+
+
+def _max_pool2d_backward_context(ctx, inputs, output):
+    grad_output, offsets, input_shape, kernel_size, stride, padding, dilation, channels_last = inputs
+    ctx.save_for_backward(offsets)
+    ctx.window = (kernel_size, stride, padding, dilation)
+
+
+def _max_pool2d_double_backward(ctx, grad_grad_input):
+    (offsets,) = ctx.saved_tensors
+    return _select_at_arg_max(grad_grad_input, offsets, *ctx.window), None, None, None, None, None, None, None
+
+
+max_pool2d_backward_op.register_autograd(_max_pool2d_double_backward, setup_context=_max_pool2d_backward_context)
 
 
 class MaxPool2dFunction(torch.autograd.Function):
     """Forward in one pass saving a uint8 arg-max offset per output; backward from those offsets (a gather over input
-    elements on a GPU, a scatter from output elements in the interpreter)."""
+    elements on a GPU, a scatter from output elements in the interpreter), itself differentiable."""
 
     @staticmethod
-    def forward(ctx, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, memory_format):
-        output, offsets, indices = max_pool2d_forward(input, kernel_size, stride, padding, dilation, ceil_mode,
-                                                      return_indices, memory_format)
-        ctx.save_for_backward(offsets)
-        ctx.input_shape = input.shape
-        ctx.window = (kernel_size, stride, padding, dilation)
-        ctx.memory_format = memory_format
-        if indices is None:
+    def forward(ctx, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, channels_last):
+        output, offsets, indices = max_pool2d_forward_op(input, kernel_size, stride, padding, dilation, ceil_mode,
+                                                         return_indices, channels_last)
+        _max_pool2d_setup_context(ctx, input, offsets, (kernel_size, stride, padding, dilation), channels_last)
+        if not return_indices:
             return output
         ctx.mark_non_differentiable(indices)
         return output, indices
 
     @staticmethod
     def backward(ctx, grad_output, grad_indices=None):
-        (offsets,) = ctx.saved_tensors
-        grad_input = MaxPool2dBackwardFunction.apply(grad_output, offsets, ctx.input_shape, ctx.window,
-                                                     ctx.memory_format)
-        return grad_input, None, None, None, None, None, None, None
+        return _max_pool2d_gradient(ctx, grad_output), None, None, None, None, None, None, None
+
+
+def _max_pool2d_setup_context(ctx, input, offsets, window, channels_last):
+    """What the backward keeps, for :class:`MaxPool2dFunction` and the registered ``tritonnet::max_pool2d``."""
+    ctx.save_for_backward(offsets)
+    ctx.input_shape = input.shape
+    ctx.window = window
+    ctx.channels_last = channels_last
+
+
+def _max_pool2d_gradient(ctx, grad_output):
+    (offsets,) = ctx.saved_tensors
+    return max_pool2d_backward_op(grad_output, offsets, list(ctx.input_shape), *ctx.window, ctx.channels_last)
+
+
+@torch.library.custom_op(qualified("max_pool2d"), mutates_args=())
+def max_pool2d_op(input: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
+                  dilation: list[int], ceil_mode: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.ops.tritonnet.max_pool2d``, differentiable by itself: the pooled output (in torch's memory format)
+    and the uint8 arg-max offsets its backward reads (non-differentiable, as aten's max_pool2d_with_indices returns
+    its indices). 4-D input."""
+    output, offsets, _ = max_pool2d_forward(input, tuple(kernel_size), tuple(stride), tuple(padding),
+                                            tuple(dilation), ceil_mode, False, output_memory_format(input))
+    return output, offsets
+
+
+@fake_or_recorded(max_pool2d_op)
+def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    channels_last = output_memory_format(input) == torch.channels_last
+    return _max_pool2d_forward_fake(input, kernel_size, stride, padding, dilation, ceil_mode, False, channels_last)[:2]
+
+
+def _max_pool2d_op_context(ctx, inputs, output):
+    input, kernel_size, stride, padding, dilation, _ = inputs
+    ctx.mark_non_differentiable(output[1])
+    _max_pool2d_setup_context(ctx, input, output[1], (kernel_size, stride, padding, dilation),
+                              output_memory_format(input) == torch.channels_last)
+
+
+def _max_pool2d_op_backward(ctx, grad_output, grad_offsets):
+    return _max_pool2d_gradient(ctx, grad_output), None, None, None, None, None
+
+
+max_pool2d_op.register_autograd(_max_pool2d_op_backward, setup_context=_max_pool2d_op_context)
 
 
 @register(OP, "triton")
 def triton_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     unbatched = input.dim() == 3
     # torch returns contiguous outputs for an unbatched input whatever its strides.
-    memory_format = torch.contiguous_format if unbatched else output_memory_format(input)
-    result = MaxPool2dFunction.apply(input.unsqueeze(0) if unbatched else input, kernel_size, stride, padding,
-                                     dilation, ceil_mode, return_indices, memory_format)
+    channels_last = not unbatched and output_memory_format(input) == torch.channels_last
+    result = MaxPool2dFunction.apply(input.unsqueeze(0) if unbatched else input, list(kernel_size), list(stride),
+                                     list(padding), list(dilation), ceil_mode, return_indices, channels_last)
     if unbatched:
         result = tuple(part.squeeze(0) for part in result) if return_indices else result.squeeze(0)
     return result
