@@ -19,6 +19,9 @@ import tritonnet
 from benchmarks import bench_kernels, bench_model, harness
 from benchmarks.harness import COMPILED, EAGER
 
+# One worker runs the GPU check's smoke run that several tests here read (pytest -n).
+pytestmark = pytest.mark.xdist_group("gpu_check_smoke")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUTS = {"summary.md", "correctness.json", "model.json", "model.png", "profile.json", "kernels.json", "kernels.png",
            "logs.tar.gz"}
