@@ -65,8 +65,8 @@ import triton
 import triton.language as tl
 
 from kernels.relu import relu, relu_gradient
-from kernels.runtime import (ALGORITHMS, INTERPRET, INTERPRETER_MAX_BLOCK, autotune, autotune_bucket, check_dot_dtype,
-                             gpu_configs, interpreter_block)
+from kernels.runtime import (ALGORITHMS, INTERPRET, INTERPRETER_MAX_BLOCK, Architecture, architecture, autotune,
+                             autotune_bucket, check_dot_dtype, gpu_configs, interpreter_block)
 
 INT32_LIMIT = 2 ** 31 - INTERPRETER_MAX_BLOCK  # headroom: a tile's last index must not wrap either
 
@@ -682,20 +682,19 @@ def weight_grad_splits(tiles: int, processors: int, blocks_per_processor: int, r
 
 
 # Occupancy estimate for a tile, from what one block holds: warps (threads), the pipelined operand tiles in shared
-# memory, and registers (the fp32 accumulator spread over the threads, plus addresses and indices). The defaults
-# are an H100/H200 SM's, for torch releases whose device properties lack the field.
+# memory, and registers (the fp32 accumulator spread over the threads, plus addresses and indices).
 REGISTERS_BESIDE_ACCUMULATOR = 64
 
 
-def blocks_per_processor(config: triton.Config, element_size: int, properties) -> int:
-    """How many blocks of a weight-gradient ``config`` one SM of a device with ``properties`` runs at once."""
+def blocks_per_processor(config: triton.Config, element_size: int, target: Architecture) -> int:
+    """How many blocks of a weight-gradient ``config`` one SM of the ``target`` architecture runs at once."""
     blocks = config.kwargs
     threads = 32 * config.num_warps
     operands = (blocks["BLOCK_OUT_CHANNELS"] + blocks["BLOCK_WINDOW"]) * blocks["BLOCK_PIXELS"] * element_size
     registers = blocks["BLOCK_OUT_CHANNELS"] * blocks["BLOCK_WINDOW"] // threads + REGISTERS_BESIDE_ACCUMULATOR
-    limits = (getattr(properties, "max_threads_per_multi_processor", 2048) // threads,
-              getattr(properties, "shared_memory_per_multiprocessor", 233472) // max(1, config.num_stages * operands),
-              getattr(properties, "regs_per_multiprocessor", 65536) // (threads * registers))
+    limits = (target.threads_per_multiprocessor // threads,
+              target.shared_memory_per_multiprocessor // max(1, config.num_stages * operands),
+              target.registers_per_multiprocessor // (threads * registers))
     return max(1, min(limits))
 
 
@@ -741,15 +740,15 @@ def conv2d_weight_grad(input: torch.Tensor, grad_output: torch.Tensor, output: t
         most_splits = 1
     else:
         meta = {}
-        properties = torch.cuda.get_device_properties(input.device)
+        target = architecture(input.device)  # the CUDA device's, or the one a launch recorder stands in for
 
         def splits_for(meta):
             config = next(config for config in WEIGHT_GRAD_CONFIGS
                           if all(config.kwargs[name] == meta[name] for name in WEIGHT_GRAD_BLOCKS))
             tiles = triton.cdiv(out_channels_per_group, meta["BLOCK_OUT_CHANNELS"]) * window_tiles(
                 meta["BLOCK_WINDOW"]) * groups
-            return weight_grad_splits(tiles, properties.multi_processor_count,
-                                      blocks_per_processor(config, input.element_size(), properties),
+            return weight_grad_splits(tiles, target.multiprocessors,
+                                      blocks_per_processor(config, input.element_size(), target),
                                       triton.cdiv(pixels, meta["BLOCK_PIXELS"]))
 
         most_splits = max(splits_for(config.kwargs) for config in WEIGHT_GRAD_CONFIGS)

@@ -307,7 +307,6 @@ class LaunchRecorder(contextlib.AbstractContextManager):
         self._exit_stack = contextlib.ExitStack()
 
     def __enter__(self) -> LaunchRecorder:
-        import torch
         from triton.runtime.jit import KernelInterface
 
         from kernels import runtime
@@ -324,48 +323,11 @@ class LaunchRecorder(contextlib.AbstractContextManager):
 
             return launch
 
-        original_autocast = torch.is_autocast_enabled
-
-        def autocast_enabled(*args):
-            # torch has no autocast state for the meta device; a recorded step runs without autocast.
-            if args and str(args[0]) == "meta":
-                return False
-            return original_autocast(*args)
-
         KernelInterface.__getitem__ = recording_getitem
-        torch.is_autocast_enabled = autocast_enabled
-        self._tolerate_device_queries()
         runtime.set_recording_architecture(self.architecture)
         self._exit_stack.callback(setattr, KernelInterface, "__getitem__", original_getitem)
-        self._exit_stack.callback(setattr, torch, "is_autocast_enabled", original_autocast)
         self._exit_stack.callback(runtime.set_recording_architecture, None)
         return self
-
-    def _tolerate_device_queries(self) -> None:
-        """Launch functions that ask the CUDA device for its SM count see the recording's architecture. conv's
-        weight-gradient split count asks only for a CUDA device (``_splits``): it sees a meta device as one. Both
-        go once launch functions ask :func:`kernels.runtime.multiprocessor_count` instead."""
-        import sys as system
-
-        import torch
-
-        architecture = self.architecture
-        properties = type("RecordedDeviceProperties", (), {
-            "multi_processor_count": architecture.multiprocessors, "name": f"sm_{architecture.capability}",
-            "major": architecture.capability // 10, "minor": architecture.capability % 10,
-            "shared_memory_per_block_optin": architecture.shared_memory_per_block})()
-        self._patch(torch.cuda, "get_device_properties", lambda *args, **kwargs: properties)
-        conv = system.modules.get("kernels.conv")
-        splits = getattr(conv, "_splits", None)
-        if splits is not None:
-            def cuda_splits(pixels, tiles, device):
-                return splits(pixels, tiles, torch.device("cuda") if device.type == "meta" else device)
-
-            self._patch(conv, "_splits", cuda_splits)
-
-    def _patch(self, owner, name: str, value) -> None:
-        self._exit_stack.callback(setattr, owner, name, getattr(owner, name))
-        setattr(owner, name, value)
 
     def __exit__(self, *exc_info) -> None:
         self._exit_stack.close()

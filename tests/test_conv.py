@@ -406,10 +406,10 @@ def test_weight_gradient_split_fills_whole_waves():
     tile (3 blocks per SM: 396 slots): conv2 (100 tiles, 2916 steps of 32 pixels) splits 27 ways, 2700 blocks in 7
     waves (the former 4-way split ran 400 blocks: a second wave for 4 blocks); conv3 (216 tiles, 676 steps) 11 ways,
     2376 blocks, exactly 6 waves."""
-    from types import SimpleNamespace
+    from kernels.runtime import ARCHITECTURES
 
-    h200 = SimpleNamespace(multi_processor_count=132, max_threads_per_multi_processor=2048,
-                           shared_memory_per_multiprocessor=233472, regs_per_multiprocessor=65536)
+    h200 = ARCHITECTURES[90]  # 132 SMs, 2048 threads, 233,472 B of shared memory and 65,536 registers per SM
+    assert (h200.multiprocessors, h200.threads_per_multiprocessor) == (132, 2048)
     tile = next(config for config in conv_kernels.WEIGHT_GRAD_CONFIGS
                 if config.kwargs == dict(BLOCK_OUT_CHANNELS=64, BLOCK_WINDOW=64, BLOCK_PIXELS=32))
     assert conv_kernels.blocks_per_processor(tile, 2, h200) == 3
