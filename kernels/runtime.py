@@ -30,85 +30,13 @@ def _decide_interpret() -> bool:
 INTERPRET: bool = _decide_interpret()
 
 
-def _single_threaded_blas() -> None:
-    """The interpreter runs each tl.dot as a numpy matmul of one tile. At those sizes multi-threaded OpenBLAS spends
-    longer waking and waiting for its threads than multiplying, the more so on a busy machine (measured: a 128x512x16
-    matmul 30 ms instead of 0.1 ms; alexnet_small's conv layers 2.8x slower). Use one BLAS thread unless the user
-    set OPENBLAS_NUM_THREADS."""
-    if "OPENBLAS_NUM_THREADS" in os.environ:
-        return
-    import ctypes
-
-    import numpy  # noqa: F401  (loads numpy's OpenBLAS)
-
-    try:
-        with open("/proc/self/maps") as maps:
-            libraries = {line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line}
-    except OSError:
-        return
-    for path in libraries:
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for symbol in ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
-                       "openblas_set_num_threads64_"):
-            if hasattr(library, symbol):
-                getattr(library, symbol)(1)
-                break
-
-
-if INTERPRET:
-    _single_threaded_blas()
-
 import triton  # noqa: E402  (after TRITON_INTERPRET is settled)
 
 
-def _interpreter_overflow_checks(enabled: bool) -> None:
-    """The interpreter checks every int32 add, subtract and multiply for overflow: a cast of both operands to int64,
-    two comparisons and an assert, about six more numpy passes per integer op (measured: 15% of an alexnet_small
-    training step; max-pool's backward 1.9x slower). A compiled kernel does the same only in debug mode
-    (``TRITON_DEBUG=1``), so by default the interpreter runs integer math as a release build does.
-    ``TRITONNET_INTERPRETER_OVERFLOW_CHECKS=1`` turns the checks back on (kernels that must stay inside int32 also
-    say so with explicit limits in their launch functions)."""
-    from triton.runtime import interpreter
-
-    builder = getattr(interpreter, "interpreter_builder", None)
-    options = getattr(builder, "options", None)
-    if options is not None and hasattr(options, "sanitize_overflow"):
-        builder.options = dataclasses.replace(options, sanitize_overflow=enabled)
-
-
 if INTERPRET:
-    _interpreter_overflow_checks(os.environ.get("TRITONNET_INTERPRETER_OVERFLOW_CHECKS", "0").strip().lower()
-                                 in ("1", "true", "yes", "on"))
+    from kernels import interpreter as _interpreter  # noqa: E402
 
-def _serialise_interpreter_launches() -> None:
-    """The interpreter runs a kernel by patching ``triton.language`` for the duration of the launch and restoring it
-    afterwards, so two threads launching at once see each other's half-patched module ("Did you forget to add
-    @triton.jit?"). One lock around each launch makes concurrent calls safe (``use_kernels`` is thread-local, so
-    threads are a supported way to use tritonnet); it costs nothing a single thread would notice."""
-    import functools
-    import threading
-
-    from triton.runtime.interpreter import InterpretedFunction
-
-    if getattr(InterpretedFunction.run, "_tritonnet_serialised", False):
-        return
-    lock = threading.RLock()
-    run = InterpretedFunction.run
-
-    @functools.wraps(run)
-    def serialised_run(self, *args, **kwargs):
-        with lock:
-            return run(self, *args, **kwargs)
-
-    serialised_run._tritonnet_serialised = True
-    InterpretedFunction.run = serialised_run
-
-
-if INTERPRET:
-    _serialise_interpreter_launches()
+    _interpreter.install()
 
 
 @dataclasses.dataclass(frozen=True)
