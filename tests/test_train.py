@@ -88,10 +88,10 @@ def test_short_run_writes_metrics_curves_checkpoints_and_lowers_the_loss(tmp_pat
 
 def test_default_triton_kernels_train_end_to_end(tmp_path, capsys):
     """No --kernels: every op's default provider (Triton, through the interpreter on a CPU), dropout included, in
-    the channels-last layout a GPU run uses by default."""
+    the channels-last layout a GPU run uses by default. In this process (tests/test_launch.py runs the ranks)."""
     out = tmp_path / "triton"
-    assert main(["--train-subset", "16", "--val-subset", "8", "-b", "8", "--max-steps", "1", "--dropout", "0.5",
-                 "--memory-format", "channels_last", "--out", str(out)]) == EXIT_OK
+    assert main(["--single-process", "--train-subset", "16", "--val-subset", "8", "-b", "8", "--max-steps", "1",
+                 "--dropout", "0.5", "--memory-format", "channels_last", "--out", str(out)]) == EXIT_OK
     printed = capsys.readouterr().out
     import tritonnet
 

@@ -58,7 +58,7 @@ from rich.table import Table
 
 import tritonnet
 from tritonnet import functional as F
-from tritonnet import plot
+from tritonnet import launch, plot
 from tritonnet.cli import add_kernels_argument, describe_kernels, model_name
 from tritonnet.data import DataError, build_data, find_idx_files
 from tritonnet.models import MODELS, create_model, he_init, paper_init
@@ -121,6 +121,7 @@ class TrainConfig:
     seed: int = 0
     amp: str | None = None  # "bf16" or "fp16" autocast on a GPU
     workers: int = 4
+    ranks: int | None = None  # training processes; None: one per core on a CPU running Triton's interpreter, else 1
     kernels: dict[str, str] | str | None = None  # {op: provider}, or "op=provider,..." as on the command line
     memory_format: str | None = None  # "channels_last" (the default on a GPU) or "contiguous" (on a CPU)
     out: str | None = None
@@ -159,7 +160,7 @@ PRESET_PLACES = (("", PAPER), ("for Fashion-MNIST on a GPU", GPU_FASHION_MNIST),
 RESTORED_ON_RESUME = ("data", "model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "lr_steps",
                       "patience", "warmup_epochs", "label_smoothing", "dropout", "dropout_start", "init", "augment",
                       "ten_crop", "train_subset", "val_subset", "max_steps", "seed", "amp", "kernels",
-                      "memory_format")
+                      "memory_format", "ranks")
 # A resumed position counts steps of batch_size images out of train_subset: changing either would misplace it.
 FIXED_ON_RESUME = ("batch_size", "train_subset")
 
@@ -1003,6 +1004,14 @@ def train(config: TrainConfig, explicit: set[str] = frozenset(), console: Consol
         config, preset_name = resolve(config, on_gpu, checkpoint["args"] if checkpoint else None, explicit,
                                       notes.append)
         check_config(config, distributed.world_size, on_gpu)
+        if config.ranks not in (None, distributed.world_size):
+            if "ranks" in explicit:
+                raise UsageError(f"--ranks {config.ranks} differs from this job's {distributed.world_size} "
+                                 f"processes (WORLD_SIZE)")
+            notes.append(f"the checkpoint was saved by {config.ranks} ranks and this run has "
+                         f"{distributed.world_size}: each rank's dropout stream starts afresh, so the run does not "
+                         f"continue exactly")
+        config.ranks = distributed.world_size
         out = output_folder(config, resume)
         if not config.evaluate:
             check_output_folder(out, resume, checkpoint)
@@ -1118,6 +1127,11 @@ def build_parser() -> argparse.ArgumentParser:
         "value is given)")
     add("-j", "--workers", type=int, default=fields.workers,
         help=f"DataLoader workers decoding image folders ({field_default('workers')})")
+    add("--ranks", type=int, metavar="N", help="training processes: data-parallel ranks over gloo, the global batch "
+        "split across them (default: one per core while Triton's interpreter runs the kernels, else 1; a resumed "
+        "run's own)")
+    add("--single-process", dest="ranks", action="store_const", const=1, help="train in this process alone (--ranks "
+        "1), for debugging")
     add_kernels_argument(parser)
     add("--memory-format", choices=sorted(MEMORY_FORMATS), help="layout of the model's weights and input batches "
         f"({device_default('memory_format')})")
@@ -1152,8 +1166,38 @@ class _NotGiven:
 _NOT_GIVEN = _NotGiven()
 
 
+def ranks_to_start(config: TrainConfig, explicit: set[str]) -> tuple[int, str | None]:
+    """How many rank processes the command line starts, and the ``--out`` they share (a new run's default folder,
+    named once here so every rank agrees on it). 1 inside a torchrun job or one of our ranks."""
+    if "WORLD_SIZE" in os.environ:
+        return 1, None
+    on_gpu = torch.cuda.is_available()
+    checkpoint = load_checkpoint(config.resume) if config.resume else None
+    resolved, _ = resolve(config, on_gpu, checkpoint["args"] if checkpoint else None, explicit)
+    ranks = resolved.ranks
+    if ranks is None:
+        with tritonnet.use_kernels(**resolved.kernels):
+            interpreted = tritonnet.INTERPRET and "triton" in (tritonnet.provider_for(op)
+                                                               for op in tritonnet.available_kernels())
+        ranks = launch.default_ranks(resolved.batch_size or 1, launch.usable_cores()) if interpreted else 1
+    if ranks < 1:
+        raise UsageError(f"--ranks must be at least 1, got {ranks}")
+    out = None if config.out or config.resume else str(output_folder(resolved, None))
+    return ranks, out
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line: one process, or (see :mod:`tritonnet.launch`) one rank process per core."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     config, explicit = config_from_arguments(argv)
+    try:
+        ranks, out = ranks_to_start(config, explicit)
+    except (UsageError, DataError, ValueError) as error:
+        print(f"error: {error}")
+        return EXIT_USAGE
+    if ranks > 1:
+        return launch.run_ranks([*argv, "--ranks", str(ranks), *(["--out", out] if out else [])], ranks,
+                                lambda message: print(f"error: {message}", flush=True))
     return train(config, explicit)
 
 
