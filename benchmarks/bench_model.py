@@ -15,12 +15,16 @@ Providers (one row each):
   ``torch.nn`` (cuDNN, cuBLAS), in eager mode; ``torch.nn.CrossEntropyLoss``. The ratios' baseline.
 - ``torch.compile``: ``torch.compile`` of that plain model (Inductor compiles forward and backward; the optimizer
   step stays eager, as for the others).
+- ``torch.compile(tritonnet)``: ``torch.compile`` of tritonnet's model. Its registered ops (``torch.ops.tritonnet.*``)
+  stay calls of the same Triton kernels inside the compiled forward and backward graphs; Inductor compiles what lies
+  between them (autocast's casts, the flatten) and removes the modules' Python overhead. The loss and the optimizer
+  step stay eager, as for the others.
 
-bf16 means the model and the inputs are cast to bf16 (``model.to(torch.bfloat16)``), not autocast: every provider
-then runs the same bf16 layers with fp32 accumulation inside the kernels. Autocast would be unfair, because it
-recasts inputs of torch's own conv/linear only and would leave tritonnet's autograd Functions in fp32 unless they
-opt in. (Pure bf16 weights are not a training recipe, which keeps fp32 master weights; the step's work is what is
-measured here.)
+bf16 means the model and the inputs are cast to bf16 (``model.to(torch.bfloat16)``): every provider then runs the
+same bf16 layers with fp32 accumulation inside the kernels. (Pure bf16 weights are not a training recipe, which keeps
+fp32 master weights; the step's work is what is measured here.) ``--autocast`` measures the recipe instead: fp32
+weights and images, forward and loss under ``torch.autocast`` in bf16. tritonnet's conv2d and linear cast their
+operands as torch's do, and its LRN returns the dtype torch's returns (tritonnet/ops/_precision.py).
 
 Reported: median step time (and 20/80 percentiles), images/s = batch / median time, peak memory
 (``torch.cuda.max_memory_allocated`` over steps after the warm-up: weights, gradients, momentum and activations),
@@ -47,7 +51,8 @@ from tritonnet import cli
 from tritonnet.models import MODELS, create_model
 
 OURS = "tritonnet"
-PROVIDERS = (OURS, EAGER, COMPILED)
+OURS_COMPILED = "torch.compile(tritonnet)"
+PROVIDERS = (OURS, OURS_COMPILED, EAGER, COMPILED)
 NUM_CLASSES = {"alexnet": 1000, "alexnet-torchvision": 1000, "alexnet-small": 10}
 
 
@@ -56,24 +61,26 @@ def build(model_name: str, provider: str, dtype: torch.dtype, seed: int, compile
     torch.manual_seed(seed)
     model = create_model(model_name, NUM_CLASSES[model_name])
     input_size = model.input_size
-    if provider == OURS:
+    if provider in (OURS, OURS_COMPILED):
         loss_fn = tritonnet.nn.CrossEntropyLoss()
     else:
         model = tritonnet.nn.to_torch(model)
         loss_fn = torch.nn.CrossEntropyLoss()
     model = model.to(harness.DEVICE, dtype).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    if provider == COMPILED:
+    if provider in (OURS_COMPILED, COMPILED):
         torch._dynamo.reset()
         model = torch.compile(model, backend=compile_backend)
     return model, loss_fn, optimizer, input_size
 
 
 def benchmark(model_name: str, dtype: torch.dtype, provider: str, args) -> dict:
-    row = {"model": model_name, "provider": provider, "dtype": harness.dtype_name(dtype), "batch": args.batch_size}
-    model, loss_fn, optimizer, input_size = build(model_name, provider, dtype, args.seed, args.compile_backend)
+    row = {"model": model_name, "provider": provider, "dtype": harness.dtype_name(dtype), "autocast": args.autocast,
+           "batch": args.batch_size}
+    stored = torch.float32 if args.autocast else dtype
+    model, loss_fn, optimizer, input_size = build(model_name, provider, stored, args.seed, args.compile_backend)
     generator = torch.Generator().manual_seed(args.seed + 1)
-    images = torch.randn(args.batch_size, 3, input_size, input_size, generator=generator).to(harness.DEVICE, dtype)
+    images = torch.randn(args.batch_size, 3, input_size, input_size, generator=generator).to(harness.DEVICE, stored)
     labels = torch.randint(0, NUM_CLASSES[model_name], (args.batch_size,), generator=generator).to(harness.DEVICE)
 
     if args.channels_last:
@@ -84,7 +91,8 @@ def benchmark(model_name: str, dtype: torch.dtype, provider: str, args) -> dict:
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(images), labels)
+        with torch.autocast(harness.DEVICE.type, dtype, enabled=args.autocast):
+            loss = loss_fn(model(images), labels)
         loss.backward()
         optimizer.step()
         if not first_loss:
@@ -131,11 +139,11 @@ def print_table(console, rows: list[dict]) -> None:
                    "first loss"):
         table.add_column(column, no_wrap=True)
     for row in rows:
+        dtype = f"{row['dtype']} autocast" if row["autocast"] else row["dtype"]
         if not row.get("ms"):
-            table.add_row(row["model"], row["dtype"], str(row["batch"]), row["provider"], "[red]error[/]", "", "", "",
-                          "")
+            table.add_row(row["model"], dtype, str(row["batch"]), row["provider"], "[red]error[/]", "", "", "", "")
             continue
-        table.add_row(row["model"], row["dtype"], str(row["batch"]), row["provider"], f"{row['images_per_sec']:,.0f}",
+        table.add_row(row["model"], dtype, str(row["batch"]), row["provider"], f"{row['images_per_sec']:,.0f}",
                       f"{row['ms']:.3f} ({row['p20']:.3f}-{row['p80']:.3f})",
                       f"{row['speedup_vs_eager']:.2f}x" if row.get("speedup_vs_eager") else "-",
                       f"{row['peak_mem_mb']:,.0f}" if row.get("peak_mem_mb") is not None else "-",
@@ -164,7 +172,9 @@ def parse_arguments(argv=None):
     parser.add_argument("--providers", nargs="+", choices=PROVIDERS, default=None,
                         help="default all (no torch.compile on a CPU unless --compile on)")
     parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                        help="include torch.compile (auto: on a GPU only)")
+                        help="include the torch.compile providers (auto: on a GPU only)")
+    parser.add_argument("--autocast", action="store_true",
+                        help="fp32 weights and images, forward and loss under torch.autocast in --dtypes (bf16)")
     parser.add_argument("--compile-backend", default="inductor")
     cli.add_kernels_argument(parser)
     parser.add_argument("--warmup-steps", type=int, default=None,
@@ -185,8 +195,11 @@ def parse_arguments(argv=None):
     args.rep_ms = args.rep_ms if args.rep_ms is not None else (0.0 if args.smoke else 500.0)
     if args.batch_size < 1 or args.warmup_steps < 0:
         parser.error("--batch-size must be >= 1 and --warmup-steps >= 0")
+    if args.autocast and "fp32" in args.dtypes:
+        parser.error("--autocast runs the step in a lower precision: give --dtypes bf16")
     compile_on = args.compile == "on" or (args.compile == "auto" and harness.ON_GPU)
-    args.providers = [provider for provider in (args.providers or PROVIDERS) if provider != COMPILED or compile_on]
+    args.providers = [provider for provider in (args.providers or PROVIDERS)
+                      if provider not in (OURS_COMPILED, COMPILED) or compile_on]
     return args
 
 
@@ -213,7 +226,8 @@ def main(argv=None) -> int:
                             rows.append(benchmark(model_name, harness.DTYPES[dtype_name], provider, args))
                     except Exception as error:  # noqa: BLE001  (reported; the other providers still run)
                         rows.append({"model": model_name, "provider": provider, "dtype": dtype_name,
-                                     "batch": args.batch_size, "ms": None, "images_per_sec": None,
+                                     "autocast": args.autocast, "batch": args.batch_size, "ms": None,
+                                     "images_per_sec": None,
                                      "peak_mem_mb": None, "error": f"{type(error).__name__}: {str(error)[:500]}"})
                     gc.collect()
                     if harness.ON_GPU:

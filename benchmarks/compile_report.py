@@ -4,10 +4,11 @@ compiled for sm_80 and sm_90.
     python benchmarks/compile_report.py [--archs 80 90] [--json results/compile.json]
     python benchmarks/compile_report.py --smoke     # alexnet-small at batch 2, fp32, sm_90 only
 
-No GPU is needed: ``kernels.gpu_compile.compile_steps_in_subprocess`` records the launches of the training steps in
-``kernels.gpu_compile.STEPS`` (kernels.launches) and compiles every surviving config of every distinct launch in a
-fresh process with ``TRITON_INTERPRET=0``, reading ``cuobjdump``'s resource usage. These are the rows that
-tests/test_gpu_compile.py asserts on; this script only shows them, and exits 1 if a kernel failed to compile.
+No GPU is needed: ``tritonnet.kernels.gpu_compile.compile_steps_in_subprocess`` records the launches of the training
+steps in ``tritonnet.kernels.gpu_compile.STEPS`` (tritonnet.kernels.launches) and compiles every surviving config of
+every distinct launch in a fresh process with ``TRITON_INTERPRET=0``, reading ``cuobjdump``'s resource usage. These are
+the rows that tests/test_gpu_compile.py asserts on; this script only shows them, and exits 1 if a kernel failed to
+compile.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import harness
-from kernels import gpu_compile
-from kernels.launches import Step
+from tritonnet.kernels import gpu_compile
+from tritonnet.kernels.launches import Step
 
 COLUMNS = ("kernel", "arch", "dtype", "config", "registers", "spills", "shared_bytes", "tensor_cores",
            "nan_dropping_max", "compile_s")

@@ -2,9 +2,11 @@
 # One run for a machine that has a GPU briefly and no network, in 8 minutes on a cold Triton cache, stages ordered by
 # value: (1) every op forward and backward at AlexNet's real shapes against torch, bf16 and fp32; (2) AlexNet
 # training steps at batch 128 in bf16, channels-last: images/s for tritonnet, torch eager and torch.compile, and the
-# loss falling; (3) the per-layer profile at batch 128 in bf16, beside the roofline plan (benchmarks/results/plan.json);
-# (4) the kernel benchmarks (conv, linear, LRN, max-pool; bf16) against eager and torch.compile; (5) the property
-# tests on CUDA with a small example budget. Uses the torch/triton already installed; installs nothing.
+# loss falling; (3) the same step under bf16 autocast with torch.compile of tritonnet's model beside tritonnet eager
+# and torch eager; (4) the per-layer profile at batch 128 in bf16, beside the roofline plan
+# (benchmarks/results/plan.json); (5) the kernel benchmarks (conv, linear, LRN, max-pool; bf16) against eager and
+# torch.compile; (6) the property tests on CUDA with a small example budget. Uses the torch/triton already installed;
+# installs nothing.
 #
 #   bash benchmarks/gpu_check.sh OUTDIR            # on the GPU machine (PYTHONPATH is set to the checkout)
 #   bash benchmarks/gpu_check.sh --smoke OUTDIR    # every stage at smoke size, on a CPU (tests/test_benchmarks.py)
@@ -13,8 +15,9 @@
 # launch recorder (tests/test_plan.py holds them within the limits). Each stage runs under `timeout` (SIGINT first,
 # so pytest and the scripts report what they have; every script rewrites its JSON after each case) and the next stage
 # runs whatever the last one's exit status. OUTDIR gets summary.md (the goals table first, then the stages, the
-# profile beside the plan, key ratios), correctness.json, model.json, model.png, profile.json, kernels.json,
-# kernels.png and logs.tar.gz (every stage's log and the stage table).
+# profile beside the plan, key ratios), correctness.json, model.json, model.png, training_compiled.json,
+# training_compiled.png, profile.json, kernels.json, kernels.png and logs.tar.gz (every stage's log and the stage
+# table).
 #
 # Environment: PYTHON (python3), GPU_CHECK_BUDGET_S (480: the whole run), TRITONNET_MAX_EXAMPLES (5 examples per
 # property test, at most).
@@ -63,15 +66,22 @@ run_stage() {
 
 if [ "$SMOKE" = 1 ]; then
     CORRECTNESS=(--smoke --dtypes fp32)
-    MODEL=(--smoke --models alexnet-small --compile on --compile-backend eager)
+    MODEL=(--smoke --models alexnet-small --providers tritonnet torch torch.compile --compile on
+           --compile-backend eager)
+    # the compiled path only: tritonnet eager under autocast is the same kernels, and the interpreter is slow
+    COMPILED=(--smoke --models alexnet-small --dtypes bf16 --providers "torch.compile(tritonnet)" torch --compile on
+              --compile-backend eager)
     PROFILE=(--model alexnet-small --batch-size 2 --dtype fp32 --repeats 1 --warmup 0 --no-step)
     KERNELS=(--smoke --dtypes fp32 --ops conv2d max_pool2d --layers conv2 pool1 --compile on --compile-backend eager)
     TESTS=(tests/test_registry.py)
-    LIMIT_correctness=60 LIMIT_training=60 LIMIT_profile=60 LIMIT_kernels=60 LIMIT_tests=60
+    LIMIT_correctness=60 LIMIT_training=60 LIMIT_training_compiled=90 LIMIT_profile=60 LIMIT_kernels=60 LIMIT_tests=60
 else
     CORRECTNESS=(--batch-size 128 --dtypes bf16 fp32)
-    MODEL=(--models alexnet --dtypes bf16 --batch-size 128 --channels-last --warmup-steps 3 --warmup-ms 0
-           --rep-ms 1500)
+    MODEL=(--models alexnet --dtypes bf16 --batch-size 128 --channels-last --providers tritonnet torch torch.compile
+           --warmup-steps 3 --warmup-ms 0 --rep-ms 1500)
+    # about 10 timed steps each (do_bench repeats rep-ms over its estimate of one step)
+    COMPILED=(--models alexnet --dtypes bf16 --batch-size 128 --providers tritonnet "torch.compile(tritonnet)" torch
+              --warmup-steps 3 --warmup-ms 0 --rep-ms 200)
     PROFILE=(--model alexnet --batch-size 128 --dtype bf16)
     KERNELS=(--batch-size 128 --dtypes bf16 --ops conv2d linear local_response_norm max_pool2d --passes fwd+bwd
              --warmup-ms 5 --rep-ms 25 --compile-dtypes bf16)
@@ -90,6 +100,8 @@ run_stage correctness "$LIMIT_correctness" INT "$PYTHON" benchmarks/correctness.
     --json "$OUTDIR/correctness.json"
 wait "$ENVIRONMENT_JOB"
 run_stage training "$LIMIT_training" INT "$PYTHON" benchmarks/bench_model.py "${MODEL[@]}" --json "$OUTDIR/model.json"
+run_stage training_compiled "$LIMIT_training_compiled" INT "$PYTHON" benchmarks/bench_model.py "${COMPILED[@]}" \
+    --autocast --channels-last --json "$OUTDIR/training_compiled.json"
 run_stage profile "$LIMIT_profile" INT "$PYTHON" -m tritonnet.profile "${PROFILE[@]}" --json "$OUTDIR/profile.json"
 run_stage kernels "$LIMIT_kernels" INT "$PYTHON" benchmarks/bench_kernels.py "${KERNELS[@]}" \
     --json "$OUTDIR/kernels.json"

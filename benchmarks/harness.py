@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 import torch
 
 import tritonnet  # noqa: F401  (decides GPU or interpreter mode before any kernel is decorated)
-from kernels.runtime import INTERPRET
+from tritonnet.kernels.runtime import INTERPRET
 from tritonnet.timing import DEVICE, DTYPES, ON_GPU, Timing, dtype_name, measure, measure_alike  # noqa: F401
 
 EAGER = "torch"  # the provider every ratio is taken against: PyTorch eager, through tritonnet's "torch" reference

@@ -3,9 +3,9 @@
     python benchmarks/plan.py [--model alexnet] [--batch-size 128] [--dtype bf16] [--json PATH] [--markdown PATH]
 
 The launches of one training step (forward, loss, backward) are recorded on meta tensors as an H200 would make
-them (kernels.launches), and their chosen configs compiled for sm_90 (kernels.gpu_compile) for registers and shared
-memory. The chosen config is the recorder's stand-in for the autotuner's pick: the first config that survives
-pruning. Per launch:
+them (tritonnet.kernels.launches), and their chosen configs compiled for sm_90 (tritonnet.kernels.gpu_compile) for
+registers and shared memory. The chosen config is the recorder's stand-in for the autotuner's pick: the first config
+that survives pruning. Per launch:
 
 - FLOPs: GEMM kernels (a weight tensor and a ``tl.dot``) do ``2 x weight elements x output pixels`` (conv: out
   channels x in channels per group x kernel taps, per output pixel; linear: out x in features per row), whichever
@@ -33,9 +33,9 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from kernels import runtime
-from kernels.gpu_compile import compile_steps_in_subprocess
-from kernels.launches import Launch, Step, record_steps
+from tritonnet.kernels import runtime
+from tritonnet.kernels.gpu_compile import compile_steps_in_subprocess
+from tritonnet.kernels.launches import Launch, Step, record_steps
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -79,7 +79,7 @@ def flops(launch: Launch) -> float:
     names = _names(launch)
     weight = next((name for name in WEIGHT_ARGUMENTS if name in names), None)
     pixels = next((name for name in PIXEL_ARGUMENTS if name in names), None)
-    if weight is None or pixels is None or launch.module not in ("kernels.conv", "kernels.linear"):
+    if weight is None or pixels is None or launch.module not in ("tritonnet.kernels.conv", "tritonnet.kernels.linear"):
         return 0.0
     weight_shape, pixel_shape = launch.argument(weight).shape, launch.argument(pixels).shape
     splits = weight_shape[0] if weight.endswith("partials_pointer") else 1
@@ -177,7 +177,7 @@ def layer_of(launch: Launch) -> str:
 
 def compile_key(launch: Launch) -> str:
     """The compile report's row for this launch's chosen config: kernel, config and specialization."""
-    from kernels.gpu_compile import specialization_label
+    from tritonnet.kernels.gpu_compile import specialization_label
 
     return f"{launch.kernel}|{launch.chosen.label}|{specialization_label(launch, launch.chosen)}"
 

@@ -1,7 +1,8 @@
 """Write OUTDIR/summary.md from what gpu_check.sh left in OUTDIR: the goals table first (each performance goal, the
 worst measured value, pass/fail), then the machine, each stage's exit status, the correctness cases, the test result
-line, the profile beside the roofline plan (benchmarks/results/plan.json), the key ratios, and a row for the results
-table of benchmarks/README.md.
+line, the profile beside the roofline plan (benchmarks/results/plan.json), the key ratios, the training steps (cast to
+bf16, and under bf16 autocast with torch.compile of tritonnet's model), and a row for the results table of
+benchmarks/README.md.
 
     python benchmarks/summarize.py OUTDIR [--stages STAGES.tsv] [--tests-log tests.log]
 """
@@ -81,7 +82,8 @@ def _model_table(model: dict) -> list[str]:
     for row in model["rows"]:
         images = f"{row['images_per_sec']:,.0f}" if row.get("images_per_sec") else "-"
         memory = f"{row['peak_mem_mb']:,.0f}" if row.get("peak_mem_mb") is not None else "-"
-        lines.append(f"| {row['model']} | {row['dtype']} | {row['provider']} | {images} | "
+        dtype = f"{row['dtype']} autocast" if row.get("autocast") else row["dtype"]
+        lines.append(f"| {row['model']} | {dtype} | {row['provider']} | {images} | "
                      f"{_ratio(row.get('speedup_vs_eager'))} | {memory} | {(row.get('error') or '')[:80]} |")
     return lines
 
@@ -156,6 +158,7 @@ def _number(value) -> str:
 def summarize(outdir: str, stages_path: str | None = None, tests_log: str | None = None) -> str:
     kernels = _load(os.path.join(outdir, "kernels.json"))
     model = _load(os.path.join(outdir, "model.json"))
+    training_compiled = _load(os.path.join(outdir, "training_compiled.json"))
     correctness = _load(os.path.join(outdir, "correctness.json"))
     profile = _load(os.path.join(outdir, "profile.json"))
     environment = (kernels or model or correctness or {}).get("environment", {})
@@ -183,6 +186,8 @@ def summarize(outdir: str, stages_path: str | None = None, tests_log: str | None
         lines += ["", "## Key ratios", "", *_key_ratios(kernels)]
     if model:
         lines += ["", "## Training steps", "", *_model_table(model)]
+    if training_compiled:
+        lines += ["", "## Training steps under torch.compile (bf16 autocast)", "", *_model_table(training_compiled)]
     lines += ["", "## Row for benchmarks/README.md", "", readme_row(environment, kernels, model), ""]
     return "\n".join(lines)
 

@@ -64,9 +64,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.relu import relu, relu_gradient
-from kernels.runtime import (ALGORITHMS, INTERPRET, INTERPRETER_MAX_BLOCK, Architecture, architecture, autotune,
-                             autotune_bucket, check_dot_dtype, gpu_configs, interpreter_block)
+from .relu import relu, relu_gradient
+from .runtime import (ALGORITHMS, INTERPRET, INTERPRETER_MAX_BLOCK, Architecture, architecture, autotune,
+                      autotune_bucket, check_dot_dtype, gpu_configs, interpreter_block)
 
 INT32_LIMIT = 2 ** 31 - INTERPRETER_MAX_BLOCK  # headroom: a tile's last index must not wrap either
 

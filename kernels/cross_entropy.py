@@ -48,7 +48,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import INTERPRET, INTERPRETER_MAX_BLOCK, autotune, check_device, gpu_configs, interpreter_block
+from .runtime import INTERPRET, INTERPRETER_MAX_BLOCK, autotune, check_device, gpu_configs, interpreter_block
 
 # One row per program for ImageNet-sized class counts (1000 classes: one block, 128 programs at batch 128); several
 # rows per program for small class counts (10 classes, or a segmentation map's rows), where one row would leave most

@@ -25,9 +25,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.layout import collapse_dims, contiguous_strides, coordinates, may_overlap, needs_wide_index, \
+from .layout import collapse_dims, contiguous_strides, coordinates, may_overlap, needs_wide_index, \
     program_indices, strided_offset
-from kernels.runtime import INTERPRET, autotune, check_device, gpu_configs, interpreter_block
+from .runtime import INTERPRET, autotune, check_device, gpu_configs, interpreter_block
 
 # An elementwise kernel: 1024 elements per program (8 per thread, 16-byte accesses in fp16) is near the best block
 # on every recent GPU, so one config (the autotuner does not time it, so an in-place launch is never replayed).

@@ -6,11 +6,11 @@ This catches what the interpreter cannot: unsupported ops, ``tl.dot`` shape limi
 shared memory for the architecture, whether a GEMM uses tensor cores (``mma`` / ``wgmma`` in the PTX), and whether a
 ReLU or max-pool drops NaNs (``max.f32`` without ``.NaN``).
 
-What is compiled comes from the launch recorder (:mod:`kernels.launches`): every surviving autotune config of every
-distinct launch of a recorded training step, specialized as Triton specializes it at launch (ints equal to 1 as
+What is compiled comes from the launch recorder (:mod:`tritonnet.kernels.launches`): every surviving autotune config of
+every distinct launch of a recorded training step, specialized as Triton specializes it at launch (ints equal to 1 as
 constants, divisibility by 16 of ints and pointers as they are). :data:`STEPS` are the steps the compile check covers.
-``python -m kernels.gpu_compile --json PATH`` records and compiles them; it must run with ``TRITON_INTERPRET=0``
-(:func:`compile_steps_in_subprocess` starts such a process from anywhere).
+``python -m tritonnet.kernels.gpu_compile --json PATH`` records and compiles them; it must run with
+``TRITON_INTERPRET=0`` (:func:`compile_steps_in_subprocess` starts such a process from anywhere).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import tempfile
 import time
 from typing import Any
 
-from kernels.launches import Config, Launch, Step, decode_constant, distinct, gpu_mode_environment, kernel_object
+from .launches import Config, Launch, Step, decode_constant, distinct, gpu_mode_environment, kernel_object
 
 ARCHS = (80, 90)
 # The training steps the compile check records (layouts: the models' own, and channels-last inputs and weights).
@@ -35,8 +35,8 @@ STEPS = (
     Step("alexnet-small", 32, "fp32"),
 )
 # Kernels whose products must run on tensor cores in fp16/bf16 and TF32: those of these modules that call tl.dot.
-GEMM_MODULES = ("kernels.conv", "kernels.linear")
-MAX_POOL_MODULES = ("kernels.maxpool",)
+GEMM_MODULES = ("tritonnet.kernels.conv", "tritonnet.kernels.linear")
+MAX_POOL_MODULES = ("tritonnet.kernels.maxpool",)
 # A float max without .NaN returns the other operand when one is NaN: ReLU and max-pool would hide a NaN.
 NAN_DROPPING_MAX = re.compile(r"^\s*(?:@%p\w+\s+)?max((?:\.\w+)*)\.(?:f32|f16|bf16|f16x2|bf16x2)\b", re.MULTILINE)
 
@@ -140,7 +140,7 @@ def compile_launch(launch: Launch, config: Config, arch: int) -> dict[str, Any]:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from kernels.runtime import ARCHITECTURES
+    from .runtime import ARCHITECTURES
 
     function = jit_function(kernel_object(launch))
     signature, constexprs, attrs = compile_inputs(launch, config)
@@ -183,7 +183,7 @@ def _compile_job(job: tuple[dict, dict, int]) -> dict[str, Any]:
 
 def record(steps=STEPS, archs=ARCHS) -> dict[tuple[Step, int], list[Launch]]:
     """Each step's launches on each architecture (autotune pruning depends on it), in this GPU-mode process."""
-    from kernels.launches import record_training_step
+    from .launches import record_training_step
 
     return {(step, arch): record_training_step(dataclasses.replace(step, architecture=arch))
             for step in steps for arch in archs}
@@ -222,7 +222,7 @@ def compile_steps_in_subprocess(steps=STEPS, archs=ARCHS, chosen_only: bool = Fa
         steps_path, path = os.path.join(folder, "steps.json"), os.path.join(folder, "report.json")
         with open(steps_path, "w") as handle:
             json.dump([dataclasses.asdict(step) for step in steps], handle)
-        command = [sys.executable, "-m", "kernels.gpu_compile", "--json", path, "--steps", steps_path,
+        command = [sys.executable, "-m", "tritonnet.kernels.gpu_compile", "--json", path, "--steps", steps_path,
                    "--archs", *map(str, archs), *(["--chosen-only"] if chosen_only else [])]
         done = subprocess.run(command, env=gpu_mode_environment(), capture_output=True, text=True)
         if done.returncode != 0:
@@ -236,7 +236,8 @@ def main(argv=None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", required=True, help="where to write the report rows")
-    parser.add_argument("--steps", default=None, help="a JSON list of kernels.launches.Step fields (default: STEPS)")
+    parser.add_argument("--steps", default=None,
+                        help="a JSON list of tritonnet.kernels.launches.Step fields (default: STEPS)")
     parser.add_argument("--archs", nargs="+", type=int, default=list(ARCHS))
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--chosen-only", action="store_true", help="only each launch's chosen (first) config")
@@ -251,8 +252,8 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from kernels import runtime
+    from . import runtime
 
     if runtime.INTERPRET:
-        raise SystemExit("kernels.gpu_compile needs real JITFunctions: run it with TRITON_INTERPRET=0")
+        raise SystemExit("tritonnet.kernels.gpu_compile needs real JITFunctions: run it with TRITON_INTERPRET=0")
     main()

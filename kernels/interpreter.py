@@ -1,5 +1,5 @@
-"""What tritonnet changes about Triton's interpreter, and why. Installed by :mod:`kernels.runtime` in interpreter
-mode only; none of it changes what a kernel computes, only what the interpreter spends computing it.
+"""What tritonnet changes about Triton's interpreter, and why. Installed by :mod:`tritonnet.kernels.runtime` in
+interpreter mode only; none of it changes what a kernel computes, only what the interpreter spends computing it.
 
 The interpreter runs a kernel body once per program, each ``tl`` operation a numpy pass over a tile. Measured on one
 alexnet_small training step (batch 32, fp32, triton 3.9, 2-core machine):

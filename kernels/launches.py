@@ -1,6 +1,6 @@
 """The launch recorder: every Triton launch a callable makes, as a GPU would make it, recorded on a CPU.
 
-One API answers "what does this model launch?" for the compile check (kernels.gpu_compile), the roofline plan
+One API answers "what does this model launch?" for the compile check (tritonnet.kernels.gpu_compile), the roofline plan
 (benchmarks/plan.py) and the GPU check's compile budget (benchmarks/budget.py):
 
     with LaunchRecorder(architecture=90) as recorder:        # in a TRITON_INTERPRET=0 process
@@ -19,7 +19,7 @@ recorded in seconds. The process must run with ``TRITON_INTERPRET=0`` so launch 
 For each launch the recorder keeps what Triton would compile and run:
 - the kernel (module and name), and the grid evaluated for each config;
 - the autotuner's configs that survive its pruning for this launch and architecture (``early_config_prune``,
-  including the shared-memory limit of :mod:`kernels.runtime`), and the autotune key;
+  including the shared-memory limit of :mod:`tritonnet.kernels.runtime`), and the autotune key;
 - each argument's specialization as Triton computes it at launch: pointers as ``*dtype`` and whether the address is
   16-byte aligned (a meta tensor's address is its storage offset: torch allocations are 16-byte aligned), integers
   as ``i32``/``i64`` with divisibility by 16, integers equal to 1 as the constant 1, constexprs by value.
@@ -290,17 +290,17 @@ class LaunchRecorder(contextlib.AbstractContextManager):
     """Records every ``kernel[grid](...)`` made inside the ``with`` block (in a ``TRITON_INTERPRET=0`` process).
 
     ``architecture`` (80 or 90) is the GPU the recording stands in for: autotune pruning sees its shared-memory
-    limit, and :func:`kernels.runtime.multiprocessor_count` its SM count. ``execute=False`` (a dry run) skips the
-    launches: use meta tensors. ``execute=True`` launches them too (on a real GPU)."""
+    limit, and :func:`tritonnet.kernels.runtime.multiprocessor_count` its SM count. ``execute=False`` (a dry run) skips
+    the launches: use meta tensors. ``execute=True`` launches them too (on a real GPU)."""
 
     def __init__(self, architecture: int = 90, *, execute: bool = False):
-        from kernels import runtime
+        from . import runtime
 
         if architecture not in runtime.ARCHITECTURES:
             raise ValueError(f"architecture must be one of {sorted(runtime.ARCHITECTURES)}, got {architecture!r}")
         if runtime.INTERPRET:
             raise RuntimeError("recording launches needs GPU launch paths: run it with TRITON_INTERPRET=0 "
-                               "(kernels.launches.record_steps starts such a process)")
+                               "(tritonnet.kernels.launches.record_steps starts such a process)")
         self.architecture = runtime.ARCHITECTURES[architecture]
         self.execute = execute
         self.launches: list[Launch] = []
@@ -309,7 +309,7 @@ class LaunchRecorder(contextlib.AbstractContextManager):
     def __enter__(self) -> LaunchRecorder:
         from triton.runtime.jit import KernelInterface
 
-        from kernels import runtime
+        from . import runtime
 
         recorder = self
         original_getitem = KernelInterface.__getitem__
@@ -398,7 +398,7 @@ def _loss(logits, labels):
 
 
 def _worker_main(argv: list[str]) -> None:
-    """Subprocess entry: ``python -m kernels.launches STEPS_JSON OUT_JSON``."""
+    """Subprocess entry: ``python -m tritonnet.kernels.launches STEPS_JSON OUT_JSON``."""
     with open(argv[0]) as handle:
         steps = [Step(**fields) for fields in json.load(handle)]
     recorded = [[launch.to_json() for launch in record_training_step(step)] for step in steps]
@@ -423,7 +423,7 @@ def record_steps(steps: list[Step]) -> dict[Step, list[Launch]]:
         steps_path, out_path = os.path.join(folder, "steps.json"), os.path.join(folder, "launches.json")
         with open(steps_path, "w") as handle:
             json.dump([dataclasses.asdict(step) for step in steps], handle)
-        done = subprocess.run([sys.executable, "-m", "kernels.launches", steps_path, out_path],
+        done = subprocess.run([sys.executable, "-m", "tritonnet.kernels.launches", steps_path, out_path],
                               env=gpu_mode_environment(), capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"recording {', '.join(step.label for step in steps)} failed:\n"
@@ -451,8 +451,8 @@ def kernel_object(launch: Launch):
 
 
 if __name__ == "__main__":
-    from kernels import runtime
+    from . import runtime
 
     if runtime.INTERPRET:
-        raise SystemExit("kernels.launches records GPU launches: run it with TRITON_INTERPRET=0")
+        raise SystemExit("tritonnet.kernels.launches records GPU launches: run it with TRITON_INTERPRET=0")
     _worker_main(sys.argv[1:])

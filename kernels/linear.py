@@ -46,10 +46,10 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.dropout import dropout_keep
-from kernels.relu import relu, relu_gradient
-from kernels.runtime import (INTERPRET, autotune, autotune_bucket, check_device, check_dot_dtype, gpu_configs,
-                             interpreter_block, pipelined_shared_memory)
+from .dropout import dropout_keep
+from .relu import relu, relu_gradient
+from .runtime import (INTERPRET, autotune, autotune_bucket, check_device, check_dot_dtype, gpu_configs,
+                      interpreter_block, pipelined_shared_memory)
 
 # Interpreter tiles: a whole dimension where it fits (the CPU training demo runs these layers in the interpreter).
 INTERPRETER_TILE = 512
@@ -86,8 +86,8 @@ class GemmConfigs:
 
 
 # GPU tiles, chosen for AlexNet's classifier at batch 128 on H100/H200, and checked to compile for sm_80 and sm_90
-# without spilling (kernels.gpu_compile). With only 128 rows, a 128x128 output tile would give fc6/fc7 32 programs
-# for 132 SMs, so the tiles are narrow enough for 64-256 programs that all stream weights.
+# without spilling (tritonnet.kernels.gpu_compile). With only 128 rows, a 128x128 output tile would give fc6/fc7 32
+# programs for 132 SMs, so the tiles are narrow enough for 64-256 programs that all stream weights.
 # Forward: rows x out_features, reduction over in_features: fc6 128 x 4096 (9216), fc7 128 x 4096 (4096),
 # fc8 128 x 1000 (4096).
 FORWARD_BLOCKS = ("BLOCK_ROWS", "BLOCK_OUT", "BLOCK_IN")

@@ -48,8 +48,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.layout import collapse_dims, coordinates, needs_wide_index, program_indices, strided_offset
-from kernels.runtime import ALGORITHMS, INTERPRET, INTERPRETER_MAX_BLOCK, autotune, check_device, gpu_configs, \
+from .layout import collapse_dims, coordinates, needs_wide_index, program_indices, strided_offset
+from .runtime import ALGORITHMS, INTERPRET, INTERPRETER_MAX_BLOCK, autotune, check_device, gpu_configs, \
     interpreter_block
 
 # Tiles of BLOCK_CHANNELS x BLOCK_POSITIONS = 1024 elements per program: 8 per thread with 4 warps, and enough

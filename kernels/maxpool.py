@@ -50,7 +50,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import ALGORITHMS, INTERPRET, autotune, check_device, gpu_configs, interpreter_block
+from .runtime import ALGORITHMS, INTERPRET, autotune, check_device, gpu_configs, interpreter_block
 
 MAX_WINDOW_ELEMENTS = 256  # the arg-max offset inside a window is stored in one byte
 INDEX_CHUNK = 2**30  # elements (and memory span) per grid row: keeps per-element offsets below 2**31

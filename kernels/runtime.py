@@ -34,7 +34,7 @@ import triton  # noqa: E402  (after TRITON_INTERPRET is settled)
 
 
 if INTERPRET:
-    from kernels import interpreter as _interpreter  # noqa: E402
+    from . import interpreter as _interpreter  # noqa: E402
 
     _interpreter.install()
 
@@ -113,13 +113,13 @@ ARCHITECTURES = {
                      shared_memory_per_multiprocessor=233_472),
 }
 
-# The architecture a launch recorder (kernels.launches) stands in for while it records: launch functions see it
-# through architecture() and multiprocessor_count(), exactly as they would see the CUDA device.
+# The architecture a launch recorder (tritonnet.kernels.launches) stands in for while it records: launch functions see
+# it through architecture() and multiprocessor_count(), exactly as they would see the CUDA device.
 _recording_architecture: Architecture | None = None
 
 
 def set_recording_architecture(architecture: Architecture | None) -> None:
-    """Used by kernels.launches only: the architecture a recording stands in for, or None when it ends."""
+    """Used by tritonnet.kernels.launches only: the architecture a recording stands in for, or None when it ends."""
     global _recording_architecture
     _recording_architecture = architecture
 
@@ -235,7 +235,7 @@ def autotune_bucket(size: int) -> int:
 
 def check_device(name: str, tensor) -> None:
     """Triton kernels need CUDA tensors on the GPU; the interpreter takes CPU (or CUDA) tensors; a launch recorder
-    (kernels.launches) takes meta tensors, whose shapes stand in for a GPU's."""
+    (tritonnet.kernels.launches) takes meta tensors, whose shapes stand in for a GPU's."""
     if _recording_architecture is not None and tensor.device.type == "meta":
         return
     if not INTERPRET and tensor.device.type != "cuda":

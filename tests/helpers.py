@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from hypothesis import strategies as st
 
-from kernels.runtime import INTERPRET
+from tritonnet.kernels.runtime import INTERPRET
 
 DEVICE = torch.device("cpu" if INTERPRET or not torch.cuda.is_available() else "cuda")
 ON_GPU = DEVICE.type == "cuda"

@@ -20,7 +20,7 @@ def record_step() -> dict:
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from kernels.launches import LaunchRecorder
+    from tritonnet.kernels.launches import LaunchRecorder
     from tritonnet.models import create_model
     from tritonnet.registry import lookup
 
@@ -63,7 +63,7 @@ def record_step() -> dict:
 
 @pytest.fixture(scope="module")
 def step():
-    from kernels.launches import gpu_mode_environment
+    from tritonnet.kernels.launches import gpu_mode_environment
 
     done = subprocess.run([sys.executable, os.path.abspath(__file__)], env=gpu_mode_environment(),
                           capture_output=True, text=True, timeout=600)

@@ -23,9 +23,9 @@ from benchmarks.harness import COMPILED, EAGER
 pytestmark = pytest.mark.xdist_group("gpu_check_smoke")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUTPUTS = {"summary.md", "correctness.json", "model.json", "model.png", "profile.json", "kernels.json", "kernels.png",
-           "logs.tar.gz"}
-STAGES = ("environment", "correctness", "training", "profile", "kernels", "tests")
+OUTPUTS = {"summary.md", "correctness.json", "model.json", "model.png", "training_compiled.json",
+           "training_compiled.png", "profile.json", "kernels.json", "kernels.png", "logs.tar.gz"}
+STAGES = ("environment", "correctness", "training", "training_compiled", "profile", "kernels", "tests")
 KERNEL_KEYS = {"op", "layer", "shape", "dtype", "pass", "provider", "ms", "p20", "p80", "roofline_fraction",
                "speedup_vs_eager", "graph_bytes", "rel_error", "first_call_s", "timer", "error"}
 MODEL_KEYS = {"model", "provider", "dtype", "batch", "images_per_sec", "peak_mem_mb", "ms", "p20", "p80",
@@ -68,7 +68,7 @@ def _png_size(path) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------------------------- the smoke run
 
-def test_gpu_check_smoke_runs_every_stage_into_eight_files(smoke_run):
+def test_gpu_check_smoke_runs_every_stage_into_its_files(smoke_run):
     outdir, done = smoke_run
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     entries = set(os.listdir(outdir))
@@ -137,9 +137,24 @@ def test_model_benchmark_times_tritonnet_eager_and_compile(smoke_run):
         assert math.isfinite(row["first_loss"])
 
 
+def test_compiled_training_step_runs_beside_eager_under_autocast(smoke_run):
+    """torch.compile of tritonnet's model (the registered ops inside the compiled graphs) trains from the same
+    weights as eager PyTorch, under bf16 autocast and channels-last, and the summary shows the rows."""
+    outdir, _ = smoke_run
+    rows = _results(outdir, "training_compiled.json")["rows"]
+    assert [row["provider"] for row in rows] == [bench_model.OURS_COMPILED, EAGER]
+    for row in rows:
+        assert MODEL_KEYS <= set(row), sorted(MODEL_KEYS - set(row))
+        assert row["error"] is None, row["error"]
+        assert (row["dtype"], row["autocast"]) == ("bf16", True) and math.isfinite(row["first_loss"])
+    assert rows[1]["speedup_vs_eager"] == 1.0 and rows[0]["speedup_vs_eager"] > 0
+    summary = (outdir / "summary.md").read_text().split("## Training steps under torch.compile (bf16 autocast)")[1]
+    assert f"| alexnet-small | bf16 autocast | {bench_model.OURS_COMPILED} |" in summary
+
+
 def test_charts_are_valid_pngs(smoke_run):
     outdir, _ = smoke_run
-    for name in ("kernels.png", "model.png"):
+    for name in ("kernels.png", "model.png", "training_compiled.png"):
         width, height = _png_size(outdir / name)
         assert width > 100 and height > 100
 

@@ -8,8 +8,8 @@ import torch.nn.functional as torch_functional
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels import conv as conv_kernels
-from kernels.gpu_compile import kernel_parameters
+from tritonnet.kernels import conv as conv_kernels
+from tritonnet.kernels.gpu_compile import kernel_parameters
 from tests.helpers import DEVICE, FLOAT_DTYPES as DOT_DTYPES, LAYOUTS, ON_GPU, assert_close, in_layout
 from tritonnet.ops.conv import conv2d
 
@@ -406,7 +406,7 @@ def test_weight_gradient_split_fills_whole_waves():
     tile (3 blocks per SM: 396 slots): conv2 (100 tiles, 2916 steps of 32 pixels) splits 27 ways, 2700 blocks in 7
     waves (the former 4-way split ran 400 blocks: a second wave for 4 blocks); conv3 (216 tiles, 676 steps) 11 ways,
     2376 blocks, exactly 6 waves."""
-    from kernels.runtime import ARCHITECTURES
+    from tritonnet.kernels.runtime import ARCHITECTURES
 
     h200 = ARCHITECTURES[90]  # 132 SMs, 2048 threads, 233,472 B of shared memory and 65,536 registers per SM
     assert (h200.multiprocessors, h200.threads_per_multiprocessor) == (132, 2048)
@@ -433,7 +433,7 @@ def test_weight_gradient_split_fills_whole_waves():
 def test_autotune_buckets_are_powers_of_two_covering_the_size():
     """Autotuner keys carry batch or pixel counts rounded up to a power of two, so a last partial batch reuses the
     tuning of the full ones (128 and 100 images share a key; 128 and 129 do not)."""
-    from kernels.runtime import autotune_bucket
+    from tritonnet.kernels.runtime import autotune_bucket
 
     assert [autotune_bucket(size) for size in (1, 2, 3, 100, 128, 129)] == [1, 2, 4, 128, 128, 256]
     for kernel in (conv_kernels.conv2d_forward_kernel, conv_kernels.conv2d_weight_grad_kernel):

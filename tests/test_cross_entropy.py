@@ -12,8 +12,8 @@ import torch.nn.functional as torch_functional
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernels import cross_entropy as cross_entropy_kernels
-from kernels.runtime import INTERPRET
+from tritonnet.kernels import cross_entropy as cross_entropy_kernels
+from tritonnet.kernels.runtime import INTERPRET
 from tests.helpers import DEVICE, FLOAT_DTYPES, ON_GPU, assert_close
 from tritonnet.ops import cross_entropy as cross_entropy_ops
 from tritonnet.ops.cross_entropy import REDUCTIONS, cross_entropy, raise_deferred_target_errors

@@ -13,9 +13,9 @@ import triton.language as tl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels.dropout import apply_dropout, dropout_keep
-from kernels import layout
-from kernels.layout import collapse_dims
+from tritonnet.kernels.dropout import apply_dropout, dropout_keep
+from tritonnet.kernels import layout
+from tritonnet.kernels.layout import collapse_dims
 from tests.helpers import DEVICE, FLOAT_DTYPES
 from tritonnet import available_kernels
 from tritonnet.ops.dropout import OP, dropout

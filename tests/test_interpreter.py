@@ -1,4 +1,5 @@
-"""kernels.interpreter: the numpy memory access and the patch-once launches give what Triton's own interpreter gives."""
+"""tritonnet.kernels.interpreter: the numpy memory access and the patch-once launches give what Triton's own interpreter
+gives."""
 
 import numpy as np
 import pytest
@@ -8,8 +9,8 @@ import triton.language as tl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels import interpreter
-from kernels.runtime import INTERPRET
+from tritonnet.kernels import interpreter
+from tritonnet.kernels.runtime import INTERPRET
 
 pytestmark = pytest.mark.skipif(not INTERPRET, reason="Triton's interpreter only")
 

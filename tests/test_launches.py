@@ -1,6 +1,6 @@
 """The launch recorder sees every launch of a training step as a GPU would make it: Triton's specialization of each
 argument, the autotune configs that survive pruning on the architecture, and the grid; and the autotune policy in
-kernels.runtime prunes configs one block of the architecture cannot hold and never times a lone survivor."""
+tritonnet.kernels.runtime prunes configs one block of the architecture cannot hold and never times a lone survivor."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from triton._C.libtriton import native_specialize_impl
 from triton.backends.compiler import BaseBackend
 
-from kernels import runtime
-from kernels.launches import Config, Launch, LaunchRecorder, distinct, specialize
+from tritonnet.kernels import runtime
+from tritonnet.kernels.launches import Config, Launch, LaunchRecorder, distinct, specialize
 from tests.recorded import gpu_check_stages
 
 # One worker records the GPU check's stages for these modules (pytest -n): tests/recorded.py caches them.

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tritonnet
-from kernels import linear as linear_kernels
-from kernels.dropout import dropout_keep
-from kernels.runtime import INTERPRET, interpreter_block
+from tritonnet.kernels import linear as linear_kernels
+from tritonnet.kernels.dropout import dropout_keep
+from tritonnet.kernels.runtime import INTERPRET, interpreter_block
 from tests.helpers import DEVICE, FLOAT_DTYPES as DOT_DTYPES, ON_GPU, assert_close
 from tritonnet.ops.dropout import draw_seed
 from tritonnet.ops.linear import linear, torch_linear

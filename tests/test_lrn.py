@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 
-from kernels import layout
-from kernels import lrn as lrn_kernels
-from kernels.runtime import interpreter_block
+from tritonnet.kernels import layout
+from tritonnet.kernels import lrn as lrn_kernels
+from tritonnet.kernels.runtime import interpreter_block
 from tests.helpers import DEVICE, FLOAT_DTYPES, assert_close
 from tritonnet import available_kernels
 from tritonnet.ops.lrn import OP, local_response_norm

@@ -13,8 +13,8 @@ import torch.nn.functional as torch_functional
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels import maxpool as maxpool_kernels
-from kernels.runtime import ALGORITHMS
+from tritonnet.kernels import maxpool as maxpool_kernels
+from tritonnet.kernels.runtime import ALGORITHMS
 from tests.helpers import DEVICE, FLOAT_DTYPES, LAYOUTS, ON_GPU, assert_close, in_layout
 from tritonnet.ops.maxpool import max_pool2d
 

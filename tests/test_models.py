@@ -19,7 +19,7 @@ from torch import nn
 
 import tritonnet
 from tests.helpers import DEVICE, ON_GPU, assert_close, tolerance
-from kernels.conv import dense_format
+from tritonnet.kernels.conv import dense_format
 from tests.spies import every_op
 from tritonnet import registry
 from tritonnet.models import (MODELS, AlexNet, _paper_classifier, _paper_features, alexnet, alexnet_small,

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from benchmarks import bench_kernels, budget, plan
-from kernels import runtime
+from tritonnet.kernels import runtime
 from tests.recorded import gpu_check_stages
 
 # One worker records the GPU check's stages for these modules (pytest -n): tests/recorded.py caches them.
@@ -48,9 +48,9 @@ def test_plan_roofline_is_the_slower_of_compute_and_memory(step_rows):
 @pytest.mark.parametrize("programs, waves, tail", [(132, 1.0, 0.0), (133, 133 / 132, 131 / 132), (66, 0.5, 0.5),
                                                   (264, 2.0, 0.0)])
 def test_waves_and_tail_follow_the_grid(programs, waves, tail):
-    from kernels.launches import Config, Launch
+    from tritonnet.kernels.launches import Config, Launch
 
-    launch = Launch("kernels.dropout", "dropout_kernel", (), (Config((), num_warps=8),), ((programs, 1, 1),))
+    launch = Launch("tritonnet.kernels.dropout", "dropout_kernel", (), (Config((), num_warps=8),), ((programs, 1, 1),))
     compiled = {plan.compile_key(launch): {"registers": 255, "shared_bytes": 0}}  # one 8-warp program per SM
     row = plan.plan_rows([launch], compiled, plan.H200)[0]
     assert row["programs_per_sm"] == 1

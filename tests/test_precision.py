@@ -85,8 +85,8 @@ def test_autocast_accepts_operands_of_mixed_dtypes(op):
 @pytest.mark.skipif(DEVICE.type == "cuda", reason="the interpreter's bf16 tl.dot")
 def test_gemm_kernels_refuse_bf16_in_the_interpreter():
     """Below the ops, the launch functions refuse bf16 in the interpreter rather than return its wrong products."""
-    from kernels.conv import conv2d_forward
-    from kernels.linear import linear_forward
+    from tritonnet.kernels.conv import conv2d_forward
+    from tritonnet.kernels.linear import linear_forward
 
     input = torch.randn(1, 4, 5, 5, dtype=torch.bfloat16)
     with pytest.raises(TypeError, match="input is bf16"):
@@ -101,7 +101,7 @@ def test_gemm_kernels_refuse_bf16_in_the_interpreter():
 def test_bf16_widening_follows_the_algorithms_policy(bf16_through_fp32):
     """Only bf16 is widened, and only where the policy says so (by default ``runtime.ALGORITHMS``: the interpreter);
     the keyword runs either choice in either mode."""
-    from kernels.runtime import ALGORITHMS
+    from tritonnet.kernels.runtime import ALGORITHMS
     from tritonnet.ops._precision import computes_in_fp32
 
     assert computes_in_fp32(torch.bfloat16, bf16_through_fp32=bf16_through_fp32) is bf16_through_fp32

@@ -1,4 +1,4 @@
-"""kernels.runtime: the interpreter/GPU policy, the config style and concurrent interpreter launches."""
+"""tritonnet.kernels.runtime: the interpreter/GPU policy, the config style and concurrent interpreter launches."""
 
 import threading
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import tritonnet.functional as F
-from kernels import runtime
+from tritonnet.kernels import runtime
 
 
 def test_algorithms_policy_follows_the_mode():

@@ -40,7 +40,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from kernels.runtime import INTERPRET
+from tritonnet.kernels.runtime import INTERPRET
 from tritonnet.cli import add_kernels_argument, describe_kernels, model_name
 from tritonnet.nn import CrossEntropyLoss
 from tritonnet.registry import REFERENCE_PROVIDER, available_kernels, provider_for, provider_order, use_kernels

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from kernels.runtime import INTERPRET
+from tritonnet.kernels.runtime import INTERPRET
 
 # Where the benchmarks run: a GPU when there is one and Triton is not interpreting, else the CPU.
 DEVICE = torch.device("cuda" if torch.cuda.is_available() and not INTERPRET else "cpu")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels import runtime
+from tritonnet.kernels import runtime
 
 NAMESPACE = "tritonnet"
 
@@ -35,9 +35,9 @@ def asked_for(tensor: torch.Tensor, needed: bool) -> torch.Tensor | None:
 
 
 def fake_or_recorded(op):
-    """Decorator registering a fake implementation for ``op``. While kernels.launches records a step, meta tensors
-    stand in for a GPU's and the launch functions must run, since their launches are what is recorded: then the op's
-    own implementation runs instead. Tracing (torch.compile, torch.export, opcheck) always gets the fake."""
+    """Decorator registering a fake implementation for ``op``. While tritonnet.kernels.launches records a step, meta
+    tensors stand in for a GPU's and the launch functions must run, since their launches are what is recorded: then the
+    op's own implementation runs instead. Tracing (torch.compile, torch.export, opcheck) always gets the fake."""
     implementation = op._init_fn
 
     def decorate(fake):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.runtime import ALGORITHMS
+from tritonnet.kernels.runtime import ALGORITHMS
 
 
 def autocast_enabled(device_type: str) -> bool:

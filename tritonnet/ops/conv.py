@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels.conv import conv2d_backward, conv2d_forward, dense_format, output_size, result_format
-from kernels.runtime import INTERPRET, check_device
+from tritonnet.kernels.conv import conv2d_backward, conv2d_forward, dense_format, output_size, result_format
+from tritonnet.kernels.runtime import INTERPRET, check_device
 from tritonnet.ops._checks import as_pair, check_int, check_like, check_tensor
 from tritonnet.ops._library import asked_for, fake_or_recorded, placeholder, qualified
 from tritonnet.ops._precision import autocast_operands, computes_in_fp32, widened
@@ -101,7 +101,7 @@ def padding_sides(padding, kernel_size, dilation) -> tuple[int, int, int, int]:
 @torch.library.custom_op(qualified("conv2d_forward"), mutates_args=())
 def conv2d_forward_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
                       padding: list[int], dilation: list[int], groups: int, relu: bool) -> torch.Tensor:
-    """``torch.ops.tritonnet.conv2d_forward``: :func:`kernels.conv.conv2d_forward` (4-D input; ``padding`` is
+    """``torch.ops.tritonnet.conv2d_forward``: :func:`tritonnet.kernels.conv.conv2d_forward` (4-D input; ``padding`` is
     (top, bottom, left, right))."""
     return conv2d_forward(input, weight, bias, tuple(stride), tuple(padding), tuple(dilation), groups, relu)
 

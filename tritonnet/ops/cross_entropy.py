@@ -27,9 +27,9 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from kernels.cross_entropy import (clear_target_errors, cross_entropy_backward, cross_entropy_forward,
-                                   new_target_error_record, read_target_errors)
-from kernels.runtime import INTERPRET
+from tritonnet.kernels.cross_entropy import (clear_target_errors, cross_entropy_backward, cross_entropy_forward,
+                                             new_target_error_record, read_target_errors)
+from tritonnet.kernels.runtime import INTERPRET
 from tritonnet.ops._checks import check_float, check_int, check_tensor
 from tritonnet.ops._library import fake_or_recorded, placeholder, qualified
 from tritonnet.ops._precision import autocast_enabled
@@ -148,7 +148,7 @@ def cross_entropy_forward_op(logits: torch.Tensor, target: torch.Tensor, weight:
                              ignore_index: int, reduction: str, label_smoothing: float,
                              loss_shape: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                                              torch.Tensor]:
-    """``torch.ops.tritonnet.cross_entropy_forward``: :func:`kernels.cross_entropy.cross_entropy_forward` on
+    """``torch.ops.tritonnet.cross_entropy_forward``: :func:`tritonnet.kernels.cross_entropy.cross_entropy_forward` on
     (batch, classes, spatial) ``logits``: the loss, then each row's max logit, log-denominator and target mass, and
     mean's denominator. Bad class indices raise here on the CPU (and in the interpreter), and are recorded on a GPU
     (see the module docstring)."""
@@ -177,7 +177,7 @@ def cross_entropy_backward_op(grad_output: torch.Tensor, logits: torch.Tensor, t
                               weight: torch.Tensor | None, saved: list[torch.Tensor], ignore_index: int,
                               reduction: str, label_smoothing: float,
                               grad_target: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.ops.tritonnet.cross_entropy_backward``: :func:`kernels.cross_entropy.cross_entropy_backward`'s
+    """``torch.ops.tritonnet.cross_entropy_backward``: :func:`tritonnet.kernels.cross_entropy.cross_entropy_backward`'s
     gradients of the logits and (with ``grad_target``, else an empty placeholder) of probability targets."""
     grad_logits, grad_probabilities = cross_entropy_backward(
         grad_output, logits, target, weight, tuple(saved), ignore_index=ignore_index, reduction=reduction,

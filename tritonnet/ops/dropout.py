@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels.dropout import apply_dropout
+from tritonnet.kernels.dropout import apply_dropout
 from tritonnet.ops._checks import check_float, check_tensor
 from tritonnet.ops._library import fake_or_recorded, qualified
 from tritonnet.registry import lookup, register
@@ -63,8 +63,9 @@ def torch_dropout(input, p, training, inplace):
 
 @torch.library.custom_op(qualified("dropout"), mutates_args=())
 def dropout_op(input: torch.Tensor, p: float, seed: torch.Tensor) -> torch.Tensor:
-    """``torch.ops.tritonnet.dropout``: ``input * keep(seed) / (1 - p)`` (:func:`kernels.dropout.apply_dropout`,
-    0 < p <= 1), ``seed`` from :func:`draw_seed`. Differentiable: its backward is itself with the same seed."""
+    """``torch.ops.tritonnet.dropout``: ``input * keep(seed) / (1 - p)``
+    (:func:`tritonnet.kernels.dropout.apply_dropout`, 0 < p <= 1), ``seed`` from :func:`draw_seed`. Differentiable: its
+    backward is itself with the same seed."""
     return apply_dropout(input, p, seed_value(seed))
 
 

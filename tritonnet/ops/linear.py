@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kernels.linear import dropout_grad, linear_backward, linear_forward
+from tritonnet.kernels.linear import dropout_grad, linear_backward, linear_forward
 from tritonnet.ops._checks import check_float, check_like, check_tensor
 from tritonnet.ops._precision import autocast_operands, computes_in_fp32, widened
 from tritonnet.ops._library import asked_for, fake_or_recorded, placeholder, qualified
@@ -66,8 +66,8 @@ def torch_linear(input, weight, bias, relu, dropout_p, training):
 @torch.library.custom_op(qualified("linear_forward"), mutates_args=())
 def linear_forward_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool,
                       dropout_p: float, seed: torch.Tensor, output_shape: list[int]) -> torch.Tensor:
-    """``torch.ops.tritonnet.linear_forward``: :func:`kernels.linear.linear_forward` for a 2-D ``input``, its output
-    shaped ``output_shape``; ``seed`` (from :func:`draw_seed`) is read only when ``dropout_p > 0``."""
+    """``torch.ops.tritonnet.linear_forward``: :func:`tritonnet.kernels.linear.linear_forward` for a 2-D ``input``, its
+    output shaped ``output_shape``; ``seed`` (from :func:`draw_seed`) is read only when ``dropout_p > 0``."""
     return linear_forward(input, weight, bias, relu, dropout_p, seed_value(seed) if dropout_p > 0.0 else 0,
                           output_shape=tuple(output_shape))
 
@@ -81,7 +81,7 @@ def _linear_forward_fake(input, weight, bias, relu, dropout_p, seed, output_shap
 def linear_backward_op(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
                        output: torch.Tensor | None, relu: bool, dropout_p: float, seed: torch.Tensor,
                        output_mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``torch.ops.tritonnet.linear_backward``: :func:`kernels.linear.linear_backward`'s ``(grad_input,
+    """``torch.ops.tritonnet.linear_backward``: :func:`tritonnet.kernels.linear.linear_backward`'s ``(grad_input,
     grad_weight, grad_bias)`` for a 2-D ``input``; ``output_mask`` says which are needed, the others are empty
     placeholders."""
     gradients = linear_backward(grad_output, input, weight, output, relu, dropout_p,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels.lrn import accumulator_dtype, lrn_backward, lrn_forward
+from tritonnet.kernels.lrn import accumulator_dtype, lrn_backward, lrn_forward
 from tritonnet.ops._checks import check_float, check_int, check_tensor
 from tritonnet.ops._library import fake_or_recorded, placeholder, qualified
 from tritonnet.registry import lookup, register
@@ -60,7 +60,7 @@ def _autocast_dtype(input: torch.Tensor) -> torch.dtype:
 @torch.library.custom_op(qualified("local_response_norm_forward"), mutates_args=())
 def local_response_norm_forward_op(input: torch.Tensor, size: int, alpha: float, beta: float, k: float,
                                    save_for_backward: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.ops.tritonnet.local_response_norm_forward``: :func:`kernels.lrn.lrn_forward`'s output and, with
+    """``torch.ops.tritonnet.local_response_norm_forward``: :func:`tritonnet.kernels.lrn.lrn_forward`'s output and, with
     ``save_for_backward``, its ``base ** (-beta - 1)`` (else an empty placeholder)."""
     output, base_power = lrn_forward(input, size, alpha, beta, k, save_for_backward)
     return output, placeholder(output) if base_power is None else base_power
@@ -76,7 +76,7 @@ def _local_response_norm_forward_fake(input, size, alpha, beta, k, save_for_back
 @torch.library.custom_op(qualified("local_response_norm_backward"), mutates_args=())
 def local_response_norm_backward_op(input: torch.Tensor, base_power: torch.Tensor, grad_output: torch.Tensor,
                                     size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
-    """``torch.ops.tritonnet.local_response_norm_backward``: :func:`kernels.lrn.lrn_backward`."""
+    """``torch.ops.tritonnet.local_response_norm_backward``: :func:`tritonnet.kernels.lrn.lrn_backward`."""
     return lrn_backward(input, base_power, grad_output, size, alpha, beta, k)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels.maxpool import max_pool2d_backward, max_pool2d_forward, output_memory_format, pooled_size
+from tritonnet.kernels.maxpool import max_pool2d_backward, max_pool2d_forward, output_memory_format, pooled_size
 from tritonnet.ops._checks import as_pair, check_tensor
 from tritonnet.ops._library import fake_or_recorded, placeholder, qualified
 from tritonnet.registry import lookup, register
@@ -84,7 +84,7 @@ def _memory_format(channels_last: bool) -> torch.memory_format:
 def max_pool2d_forward_op(input: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
                           dilation: list[int], ceil_mode: bool, return_indices: bool,
                           channels_last: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``torch.ops.tritonnet.max_pool2d_forward``: :func:`kernels.maxpool.max_pool2d_forward`'s output, uint8
+    """``torch.ops.tritonnet.max_pool2d_forward``: :func:`tritonnet.kernels.maxpool.max_pool2d_forward`'s output, uint8
     arg-max offsets and (with ``return_indices``, else an empty placeholder) int64 indices, channels-last or
     contiguous."""
     output, offsets, indices = max_pool2d_forward(input, tuple(kernel_size), tuple(stride), tuple(padding),
@@ -109,8 +109,8 @@ def _max_pool2d_forward_fake(input, kernel_size, stride, padding, dilation, ceil
 def max_pool2d_backward_op(grad_output: torch.Tensor, offsets: torch.Tensor, input_shape: list[int],
                            kernel_size: list[int], stride: list[int], padding: list[int], dilation: list[int],
                            channels_last: bool) -> torch.Tensor:
-    """``torch.ops.tritonnet.max_pool2d_backward``: :func:`kernels.maxpool.max_pool2d_backward`, the input gradient
-    from the output gradient and the forward's offsets. Differentiable in ``grad_output`` (see the module
+    """``torch.ops.tritonnet.max_pool2d_backward``: :func:`tritonnet.kernels.maxpool.max_pool2d_backward`, the input
+    gradient from the output gradient and the forward's offsets. Differentiable in ``grad_output`` (see the module
     docstring)."""
     return max_pool2d_backward(grad_output, offsets, tuple(input_shape), tuple(kernel_size), tuple(stride),
                                tuple(padding), tuple(dilation), _memory_format(channels_last))
