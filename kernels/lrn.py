@@ -91,6 +91,17 @@ def _program_positions(positions, size1, size2, size3, BLOCK_POSITIONS: tl.const
 
 
 @triton.jit
+def _positions_in(positions, size1, size2, size3, stride0, stride1, stride2, stride3, BLOCK_POSITIONS: tl.constexpr,
+                  WIDE_INDEX: tl.constexpr):
+    """This program's ``BLOCK_POSITIONS`` positions: which are inside the tensor, and their offsets in a tensor with
+    these position strides. Each tensor of a kernel calls it with its own strides; the positions are the same."""
+    inside, coordinate0, coordinate1, coordinate2, coordinate3 = _program_positions(positions, size1, size2, size3,
+                                                                                    BLOCK_POSITIONS, WIDE_INDEX)
+    return inside, strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, stride0, stride1, stride2,
+                                  stride3)
+
+
+@triton.jit
 def _power(base, exponent, negative_base_sign):
     """``base ** exponent`` as ``torch.pow`` gives it for a nonzero exponent: ``|base| ** exponent`` times
     ``negative_base_sign`` where the base is negative (``(-1) ** exponent`` for an integer exponent, NaN otherwise),
@@ -130,12 +141,10 @@ def lrn_forward_kernel(
     BLOCK_POSITIONS: tl.constexpr,  # positions per program
     WIDE_INDEX: tl.constexpr,  # the positions' flat index in int64 (kernels/layout.py: needs_wide_index)
 ):
-    inside, coordinate0, coordinate1, coordinate2, coordinate3 = _program_positions(positions, size1, size2, size3,
-                                                                                    BLOCK_POSITIONS, WIDE_INDEX)
-    input_position = strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, input_stride0, input_stride1,
-                                    input_stride2, input_stride3)
-    output_position = strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, output_stride0,
-                                     output_stride1, output_stride2, output_stride3)
+    inside, input_position = _positions_in(positions, size1, size2, size3, input_stride0, input_stride1, input_stride2,
+                                           input_stride3, BLOCK_POSITIONS, WIDE_INDEX)
+    _, output_position = _positions_in(positions, size1, size2, size3, output_stride0, output_stride1, output_stride2,
+                                       output_stride3, BLOCK_POSITIONS, WIDE_INDEX)
     for channel_start in range(0, channels, BLOCK_CHANNELS):
         channel = channel_start + tl.arange(0, BLOCK_CHANNELS)
         # The leading edge first (the rows this chunk brings in), then the shifts that hit them in cache.
@@ -193,14 +202,12 @@ def lrn_backward_kernel(
     BLOCK_POSITIONS: tl.constexpr,  # positions per program
     WIDE_INDEX: tl.constexpr,  # the positions' flat index in int64 (kernels/layout.py: needs_wide_index)
 ):
-    inside, coordinate0, coordinate1, coordinate2, coordinate3 = _program_positions(positions, size1, size2, size3,
-                                                                                    BLOCK_POSITIONS, WIDE_INDEX)
-    input_position = strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, input_stride0, input_stride1,
-                                    input_stride2, input_stride3)
-    grad_position = strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, grad_output_stride0,
-                                   grad_output_stride1, grad_output_stride2, grad_output_stride3)
-    output_position = strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, output_stride0,
-                                     output_stride1, output_stride2, output_stride3)
+    inside, input_position = _positions_in(positions, size1, size2, size3, input_stride0, input_stride1, input_stride2,
+                                           input_stride3, BLOCK_POSITIONS, WIDE_INDEX)
+    _, grad_position = _positions_in(positions, size1, size2, size3, grad_output_stride0, grad_output_stride1,
+                                     grad_output_stride2, grad_output_stride3, BLOCK_POSITIONS, WIDE_INDEX)
+    _, output_position = _positions_in(positions, size1, size2, size3, output_stride0, output_stride1, output_stride2,
+                                       output_stride3, BLOCK_POSITIONS, WIDE_INDEX)
     for channel_start in range(0, channels, BLOCK_CHANNELS):
         channel = channel_start + tl.arange(0, BLOCK_CHANNELS)
         # Offset +window_before (the leading edge) first: always in the mirrored window, in window(j) iff size is odd.
