@@ -464,9 +464,7 @@ def print_tables(console, rows: list[dict]) -> None:
         for (layer, pass_, shape), by_provider in cells.items():
             table.add_row(layer, pass_, shape, *(_cell(by_provider[p]) if p in by_provider else "" for p in providers))
         console.print(table)
-    for row in rows:
-        if row.get("error"):
-            console.print(f"[red]{row['layer']} {row['dtype']} {row['pass']} {row['provider']}: {row['error']}[/]")
+    harness.print_errors(console, rows, ("layer", "dtype", "pass", "provider"))
 
 
 def write_chart(path: str, rows: list[dict], environment: dict) -> None:

@@ -141,9 +141,7 @@ def print_table(console, rows: list[dict]) -> None:
                       f"{row['peak_mem_mb']:,.0f}" if row.get("peak_mem_mb") is not None else "-",
                       f"{row['first_loss']:.4f}")
     console.print(table)
-    for row in rows:
-        if row.get("error"):
-            console.print(f"[red]{row['model']} {row['dtype']} {row['provider']}: {row['error']}[/]")
+    harness.print_errors(console, rows, ("model", "dtype", "provider"))
 
 
 def write_chart(path: str, rows: list[dict], environment: dict) -> None:

@@ -198,6 +198,13 @@ def print_goals(console, results: list[GoalResult], note: str = "") -> None:
     console.print(table)
 
 
+def print_errors(console, rows: list[dict], fields: tuple[str, ...]) -> None:
+    """Each failed row's error, in red, after its ``fields``."""
+    for row in rows:
+        if row.get("error"):
+            console.print(f"[red]{' '.join(str(row[field]) for field in fields)}: {row['error']}[/]")
+
+
 def target_gpu_note() -> str:
     """The goals are set for an H100 or H200 at batch 128; say so when the numbers come from elsewhere."""
     spec = gpu_spec(device_name()) if ON_GPU else None
