@@ -216,10 +216,8 @@ def main(argv=None) -> int:
                     gc.collect()
                     if harness.ON_GPU:
                         torch.cuda.empty_cache()
-                    harness.add_speedups(rows, ("model", "dtype"))
-                    if args.json:
-                        harness.write_results(args.json, environment, rows)
-                    console.print(f"  {dtype_name} {model_name} {provider} done", style="dim")
+                    harness.case_done(console, args, environment, rows, ("model", "dtype"),
+                                      f"{dtype_name} {model_name} {provider}")
     except KeyboardInterrupt:  # `timeout -s INT`: keep what was measured
         interrupted = True
         console.print("[yellow]interrupted: reporting the rows measured so far[/]")

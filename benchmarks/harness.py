@@ -220,6 +220,15 @@ def make_console():
     return Console(width=max(160, shutil.get_terminal_size((160, 40)).columns), highlight=False)
 
 
+def case_done(console, args, environment: dict, rows: list[dict], group_keys: Iterable[str], label: str) -> None:
+    """After each case of a run: the speed-ups so far, the results file rewritten (a run killed later keeps what it
+    measured), a progress line."""
+    add_speedups(rows, group_keys)
+    if args.json:
+        write_results(args.json, environment, rows)
+    console.print(f"  {label} done", style="dim")
+
+
 def finish(console, args, environment: dict, rows: list[dict], group_keys: Iterable[str], *, evaluate_goals,
            print_rows, write_chart, interrupted: bool) -> int:
     """The end of every benchmark run: speed-ups, the tables, the goals, the JSON and its chart. Returns the exit
