@@ -464,9 +464,7 @@ def print_tables(console, rows: list[dict]) -> None:
         for (layer, pass_, shape), by_provider in cells.items():
             table.add_row(layer, pass_, shape, *(_cell(by_provider[p]) if p in by_provider else "" for p in providers))
         console.print(table)
-    for row in rows:
-        if row.get("error"):
-            console.print(f"[red]{row['layer']} {row['dtype']} {row['pass']} {row['provider']}: {row['error']}[/]")
+    harness.print_errors(console, rows, ("layer", "dtype", "pass", "provider"))
 
 
 def write_chart(path: str, rows: list[dict], environment: dict) -> None:
@@ -535,10 +533,8 @@ def main(argv=None) -> int:
                 if compile_on and (args.compile_dtypes is None or dtype_name in args.compile_dtypes):
                     providers.append(COMPILED)
                 rows += benchmark_case(case, dtype, providers, args, spec)
-                harness.add_speedups(rows, ("layer", "dtype", "pass"))
-                if args.json:
-                    harness.write_results(args.json, environment, rows)
-                console.print(f"  {dtype_name} {case.layer:8s} done", style="dim")
+                harness.case_done(console, args, environment, rows, ("layer", "dtype", "pass"),
+                                  f"{dtype_name} {case.layer:8s}")
     except KeyboardInterrupt:  # `timeout -s INT`: keep what was measured
         interrupted = True
         console.print("[yellow]interrupted: reporting the rows measured so far[/]")

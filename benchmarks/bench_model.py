@@ -149,9 +149,7 @@ def print_table(console, rows: list[dict]) -> None:
                       f"{row['peak_mem_mb']:,.0f}" if row.get("peak_mem_mb") is not None else "-",
                       f"{row['first_loss']:.4f}")
     console.print(table)
-    for row in rows:
-        if row.get("error"):
-            console.print(f"[red]{row['model']} {row['dtype']} {row['provider']}: {row['error']}[/]")
+    harness.print_errors(console, rows, ("model", "dtype", "provider"))
 
 
 def write_chart(path: str, rows: list[dict], environment: dict) -> None:
@@ -232,10 +230,8 @@ def main(argv=None) -> int:
                     gc.collect()
                     if harness.ON_GPU:
                         torch.cuda.empty_cache()
-                    harness.add_speedups(rows, ("model", "dtype"))
-                    if args.json:
-                        harness.write_results(args.json, environment, rows)
-                    console.print(f"  {dtype_name} {model_name} {provider} done", style="dim")
+                    harness.case_done(console, args, environment, rows, ("model", "dtype"),
+                                      f"{dtype_name} {model_name} {provider}")
     except KeyboardInterrupt:  # `timeout -s INT`: keep what was measured
         interrupted = True
         console.print("[yellow]interrupted: reporting the rows measured so far[/]")

@@ -4,8 +4,9 @@ compiles and autotunes on a cold Triton cache.
     python benchmarks/budget.py [--json PATH]
 
 Each recorded stage's launches are recorded on meta tensors as an H200 (sm_90) would make them
-(tritonnet.kernels.launches). A stage pays for what no earlier stage compiled (Triton's disk cache serves the rest, and
-the autotuner's disk cache ``cache_results`` its timings):
+(tritonnet.kernels.launches, benchmarks/step_launches.py).
+A stage pays for what no earlier stage compiled (Triton's disk cache serves the rest, and the autotuner's disk cache
+``cache_results`` its timings):
 - compiles: distinct (specialization, surviving config) pairs, :data:`COMPILE_S` each (pessimistic on an H200
   host's CPU; this machine measured 1-3 s per kernel with 2 busy cores);
 - autotune benchmark runs: per new autotune key with two or more surviving configs, one ``do_bench`` per survivor
@@ -28,7 +29,8 @@ import tempfile
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tritonnet.kernels.launches import Launch, Step, gpu_mode_environment
+from benchmarks.step_launches import Step
+from tritonnet.kernels.launches import Launch, gpu_mode_environment
 
 COMPILE_S = 1.5
 BENCHMARK_S = 0.25
@@ -63,12 +65,14 @@ def _record_cases(dtypes: tuple[str, ...], ops: tuple[str, ...] | None, batch: i
     import torch
 
     from benchmarks import bench_kernels
-    from tritonnet.kernels.launches import DTYPES, LaunchRecorder, _loss
+    from benchmarks.step_launches import training_loss
+    from tritonnet.kernels.launches import LaunchRecorder
+    from tritonnet.timing import DTYPES
 
     launches = []
     meta = torch.device("meta")
     for name in dtypes:
-        dtype = getattr(torch, DTYPES[name])
+        dtype = DTYPES[name]
         for case in bench_kernels.alexnet_cases(batch):
             if ops is not None and case.op not in ops:
                 continue
@@ -77,7 +81,7 @@ def _record_cases(dtypes: tuple[str, ...], ops: tuple[str, ...] | None, batch: i
                 tensors[index].requires_grad_(True)
             with LaunchRecorder(90) as recorder:
                 if case.op == "cross_entropy":
-                    output = _loss(*tensors)
+                    output = training_loss(*tensors)
                 else:
                     output = case.forward(tensors, "triton")
                 output.backward(torch.empty_like(output))
@@ -88,7 +92,7 @@ def _record_cases(dtypes: tuple[str, ...], ops: tuple[str, ...] | None, batch: i
 def _record_stages(batch: int) -> dict[str, list[Launch]]:
     import torch
 
-    from tritonnet.kernels.launches import record_training_step
+    from benchmarks.step_launches import record_training_step
 
     torch.set_float32_matmul_precision("high")  # harness.fair_settings: TF32 on, as the stages run
     torch.manual_seed(0)  # dropout seeds are kernel arguments: the same draws give the same specializations

@@ -4,10 +4,10 @@ compiled for sm_80 and sm_90.
     python benchmarks/compile_report.py [--archs 80 90] [--json results/compile.json]
     python benchmarks/compile_report.py --smoke     # alexnet-small at batch 2, fp32, sm_90 only
 
-No GPU is needed: ``tritonnet.kernels.gpu_compile.compile_steps_in_subprocess`` records the launches of the training
-steps in ``tritonnet.kernels.gpu_compile.STEPS`` (tritonnet.kernels.launches) and compiles every surviving config of
-every distinct launch in a fresh process with ``TRITON_INTERPRET=0``, reading ``cuobjdump``'s resource usage. These are
-the rows that tests/test_gpu_compile.py asserts on; this script only shows them, and exits 1 if a kernel failed to
+No GPU is needed: ``benchmarks.step_launches.compile_steps_in_subprocess`` records the launches of the training steps
+in ``benchmarks.step_launches.STEPS`` (tritonnet.kernels.launches) and compiles every surviving config of every
+distinct launch in a fresh process with ``TRITON_INTERPRET=0``, reading ``cuobjdump``'s resource usage. These are the
+rows that tests/test_gpu_compile.py asserts on; this script only shows them, and exits 1 if a kernel failed to
 compile.
 """
 
@@ -20,9 +20,9 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import harness
+from benchmarks import harness, step_launches
+from benchmarks.step_launches import Step
 from tritonnet.kernels import gpu_compile
-from tritonnet.kernels.launches import Step
 
 COLUMNS = ("kernel", "arch", "dtype", "config", "registers", "spills", "shared_bytes", "tensor_cores",
            "nan_dropping_max", "compile_s")
@@ -62,14 +62,14 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="alexnet-small at batch 2 in fp32, sm_90")
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args(argv)
-    steps = SMOKE_STEPS if args.smoke else gpu_compile.STEPS
+    steps = SMOKE_STEPS if args.smoke else step_launches.STEPS
     archs = tuple(args.archs) if args.archs else (90,) if args.smoke else gpu_compile.ARCHS
     console = harness.make_console()
 
-    rows = gpu_compile.compile_steps_in_subprocess(steps, archs)
+    rows = step_launches.compile_steps_in_subprocess(steps, archs)
     print_table(console, rows)
     failed = [row for row in rows if row.get("error")]
-    console.print(f"{len(rows)} compiles ({'; '.join(step.label.rsplit(' sm_', 1)[0] for step in steps)}; "
+    console.print(f"{len(rows)} compiles ({'; '.join(step.name for step in steps)}; "
                   f"{', '.join(f'sm_{arch}' for arch in archs)}): {len(failed)} failed, "
                   f"{sum(1 for row in rows if row.get('spills'))} with spills")
     if args.json:

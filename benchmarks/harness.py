@@ -198,6 +198,13 @@ def print_goals(console, results: list[GoalResult], note: str = "") -> None:
     console.print(table)
 
 
+def print_errors(console, rows: list[dict], fields: tuple[str, ...]) -> None:
+    """Each failed row's error, in red, after its ``fields``."""
+    for row in rows:
+        if row.get("error"):
+            console.print(f"[red]{' '.join(str(row[field]) for field in fields)}: {row['error']}[/]")
+
+
 def target_gpu_note() -> str:
     """The goals are set for an H100 or H200 at batch 128; say so when the numbers come from elsewhere."""
     spec = gpu_spec(device_name()) if ON_GPU else None
@@ -211,6 +218,15 @@ def make_console():
     from rich.console import Console
 
     return Console(width=max(160, shutil.get_terminal_size((160, 40)).columns), highlight=False)
+
+
+def case_done(console, args, environment: dict, rows: list[dict], group_keys: Iterable[str], label: str) -> None:
+    """After each case of a run: the speed-ups so far, the results file rewritten (a run killed later keeps what it
+    measured), a progress line."""
+    add_speedups(rows, group_keys)
+    if args.json:
+        write_results(args.json, environment, rows)
+    console.print(f"  {label} done", style="dim")
 
 
 def finish(console, args, environment: dict, rows: list[dict], group_keys: Iterable[str], *, evaluate_goals,

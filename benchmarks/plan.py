@@ -33,9 +33,9 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.step_launches import Step, compile_steps_in_subprocess, record_steps
 from tritonnet.kernels import runtime
-from tritonnet.kernels.gpu_compile import compile_steps_in_subprocess
-from tritonnet.kernels.launches import Launch, Step, record_steps
+from tritonnet.kernels.launches import Launch
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

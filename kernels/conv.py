@@ -31,10 +31,10 @@ kernels: the "interpreter-only" section at the end, chosen by ``runtime.ALGORITH
 ``walk_by_padding`` and ``separate_relu_gradient`` keywords.
 
 Layouts: NCHW and channels-last tensors both run natively (every stride is an argument, the weight's and bias's
-too: no launch copies them). On a GPU channels-last is the fast one: with the channels-inner walk a chunk of
-channels is then contiguous in the input, the output gradient and a channels-last weight (as
-``model.to(memory_format=torch.channels_last)`` leaves it), so loads vectorise and pipeline; in NCHW every im2col
-element is its own load. Outputs and gradients come back in the formats torch returns: the input's for the output
+too: no launch copies them). On a GPU channels-last should be the fast one (by design; untimed): with the
+channels-inner walk a chunk of channels is then contiguous in the input, the output gradient and a channels-last
+weight (as ``model.to(memory_format=torch.channels_last)`` leaves it), so loads vectorise and pipeline; in NCHW every
+im2col element is its own load. Outputs and gradients come back in the formats torch returns: the input's for the output
 and the input gradient, the weight's for the weight gradient.
 
 Input gradient with stride > 1, without zero insertion: input row ih receives gradient from kernel tap kh only
@@ -145,9 +145,10 @@ PRUNE = {"early_config_prune": _tiles_for_launch}
 
 # ------------------------------------------------------------------------------------------------ forward
 
-# GPU tiles, (BLOCK_PIXELS, BLOCK_OUT_CHANNELS, BLOCK_WINDOW, warps, stages): rows are batch x output pixels,
-# columns the out channels of one group, the reduction (in channel, kh, kw). 8 warps: a tile's addresses and the
-# accumulator spread over 256 threads. Channels-last launches of the channels-inner walk try all four:
+# GPU tiles, (BLOCK_PIXELS, BLOCK_OUT_CHANNELS, BLOCK_WINDOW, warps, stages), chosen from compile reports, untimed
+# (as are the input- and weight-gradient tiles): rows are batch x output pixels, columns the out channels of one
+# group, the reduction (in channel, kh, kw). 8 warps: a tile's addresses and the accumulator spread over 256
+# threads. Channels-last launches of the channels-inner walk try all four:
 #   128x128x32: the big layers at batch 128 (conv2: 93k pixels x 128 out channels per group; conv3: 21k x 384).
 #   64x128x32:  conv3-5 at smaller batches (13x13 outputs; 384/192/256 out channels per group).
 #   128x64x32:  conv2-5 with few pixels per column tile, more programs.
@@ -234,8 +235,8 @@ def conv2d_forward_kernel(
 
 # ------------------------------------------------------------------------------------------------ input gradient
 
-# GPU tiles, (BLOCK_PIXELS, BLOCK_IN_CHANNELS, BLOCK_WINDOW, warps, stages): rows are batch x input pixels of one
-# phase, columns the in channels of one group, the reduction (out channel, tap_h, tap_w) over the phase's taps.
+# GPU tiles, (BLOCK_PIXELS, BLOCK_IN_CHANNELS, BLOCK_WINDOW, warps, stages), untimed: rows are batch x input pixels
+# of one phase, columns the in channels of one group, the reduction (out channel, tap_h, tap_w) over the phase's taps.
 #   128x128x32: conv3-5 at batch 128 (192/256 in channels per group; 384/192/128 out channels x 9 taps).
 #   64x128x32:  the same at smaller batches.
 #   128x64x32:  conv2 (48 in channels per group fit one 64-wide column tile; 128 out channels x 25 taps).
@@ -335,8 +336,8 @@ def conv2d_input_grad_kernel(
 
 # ------------------------------------------------------------------------------------------------ weight gradient
 
-# GPU tiles, (BLOCK_OUT_CHANNELS, BLOCK_WINDOW, BLOCK_PIXELS, warps, stages): rows are the out channels of one
-# group, columns (in channel, kh, kw), the reduction batch x output pixels, split over grid dimension 1
+# GPU tiles, (BLOCK_OUT_CHANNELS, BLOCK_WINDOW, BLOCK_PIXELS, warps, stages), untimed: rows are the out channels
+# of one group, columns (in channel, kh, kw), the reduction batch x output pixels, split over grid dimension 1
 # (weight_grad_splits).
 #   128x128x32: conv3-5 (384/192/128 out channels; 256/192 in channels x 9 taps).
 #   128x64x32:  conv2 (128 out channels per group; 48 in channels x 25 taps in 64-wide column tiles).
@@ -657,7 +658,7 @@ def conv2d_input_grad(grad_output: torch.Tensor, output: torch.Tensor | None, we
 # The split of the weight gradient's reduction. A block that finishes early leaves its SM's slot idle until the
 # whole grid is done, so the time of a grid is its number of waves times the time of one block: a few blocks
 # spilling into a second wave cost as much as a full wave. Each split also writes an fp32 partial tile that the sum
-# reads back, worth about this many reduction steps of the block.
+# reads back, worth about this many reduction steps of the block (an estimate, untimed).
 SPLIT_COST_STEPS = 4
 # A split sums at least this many reduction steps (BLOCK_PIXELS-wide), so partials stay a small part of the work.
 MINIMUM_STEPS_PER_SPLIT = 16
@@ -845,8 +846,8 @@ def separate_relu_gradient_pass(grad_output: torch.Tensor, output: torch.Tensor)
     """ReLU's gradient mask applied once, before the gradient kernels, laid out like ``grad_output``'s dense memory
     format. The interpreter's choice: there every gathered element costs numpy passes, and the fused mask gathers
     the output beside the gradient and masks it again for every window tap that reads it (25 times per element for
-    conv2's 5x5 window; measured at batch 32, conv2's backward 1239 -> 866 ms with the mask done once, conv3-5
-    1.15-1.2x). On a GPU the fused mask writes no masked gradient at all."""
+    conv2's 5x5 window; timings in benchmarks/results/NOTES.md, "conv in the interpreter"). On a GPU the fused mask
+    writes no masked gradient at all."""
     grad_output, _ = _dense(grad_output)
     output = _like(output, grad_output)
     masked = torch.empty_like(grad_output)
@@ -861,30 +862,26 @@ def separate_relu_gradient_pass(grad_output: torch.Tensor, output: torch.Tensor)
 def walk_padding_least(channels: int, taps: int, reduction_over_pixels: bool) -> bool:
     """The interpreter's reduction walk, whose cost is per loop step and per element of a gathered tile: whichever
     pads the reduction less, since the flat walk rounds ``channels * taps`` up to a power of two once and the
-    channels-inner walk rounds ``channels`` up once per tap (measured at batch 32, conv2 (16 channels x 25 taps,
-    400 -> 512 flat): forward 486 -> 347 ms, input gradient 1261 -> 976 ms with channels inner; conv4 (48 x 9: 432 ->
-    512 flat, 9 x 64 inner): flat 99 vs 130 ms). Channels inner also checks bounds per row rather than per element.
-    Fewer than 16 channels always walk flat (a tl.dot operand needs 16), and so does the weight gradient
+    channels-inner walk rounds ``channels`` up once per tap. Channels inner also checks bounds per row rather than
+    per element. Fewer than 16 channels always walk flat (a tl.dot operand needs 16), and so does the weight gradient
     (``reduction_over_pixels``): its programs own (out channel, window) tiles, and a channels-inner tile would load
-    the output gradient once per tap (conv2: 307 -> 1226 ms)."""
+    the output gradient once per tap. Timings in benchmarks/results/NOTES.md, "conv in the interpreter"."""
     if reduction_over_pixels or channels < 16:
         return False
     return taps * triton.next_power_of_2(channels) <= triton.next_power_of_2(channels * taps)
 
 
-# Interpreter tiles hold up to 2**18 elements (4x the runtime's default block): the interpreter's cost is a few ms of
-# Python per loop step plus ~25 ns per gathered element (its load, pointer and mask passes); from this size on the
-# element work dominates (measured on alexnet_small's layers: 2**16 is 2x slower, 2**19 no faster).
+# Interpreter tiles hold up to 2**18 elements (4x the runtime's default block): from this size on the per-element
+# work outweighs the per-loop-step overhead (see benchmarks/results/NOTES.md, "conv in the interpreter").
 INTERPRETER_TILE = 4 * INTERPRETER_MAX_BLOCK
-# What one loop step costs in the interpreter, in gathered elements' worth of time (~3 ms / ~25 ns).
+# What one loop step costs in the interpreter, in gathered elements' worth of time (NOTES.md, the same section).
 INTERPRETER_STEP_ELEMENTS = 120_000
 
 
 def _interpreter_tiles(rows: int, columns: int, reduction: int) -> tuple[int, int, int]:
     """Interpreter tiles (rows, columns, reduction chunk) for a program that loops over the reduction: all columns,
     then the chunk and row count with the least modelled cost, steps x (step overhead + gathered elements), so few
-    loop steps run and little of a chunk is padding. conv1's 3 x 5 x 5 window: chunks of 32 (96 gathered, 3 steps
-    of 8192 rows) beat one chunk of 128 (2048 rows per program): forward 266 -> 142 ms at batch 32."""
+    loop steps run and little of a chunk is padding (NOTES.md, "conv in the interpreter": alexnet-small's conv1)."""
     block_columns = interpreter_block(columns, cap=256)
     best = None
     block_reduction = 16

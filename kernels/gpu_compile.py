@@ -6,34 +6,25 @@ This catches what the interpreter cannot: unsupported ops, ``tl.dot`` shape limi
 shared memory for the architecture, whether a GEMM uses tensor cores (``mma`` / ``wgmma`` in the PTX), and whether a
 ReLU or max-pool drops NaNs (``max.f32`` without ``.NaN``).
 
-What is compiled comes from the launch recorder (:mod:`tritonnet.kernels.launches`): every surviving autotune config of
-every distinct launch of a recorded training step, specialized as Triton specializes it at launch (ints equal to 1 as
-constants, divisibility by 16 of ints and pointers as they are). :data:`STEPS` are the steps the compile check covers.
-``python -m tritonnet.kernels.gpu_compile --json PATH`` records and compiles them; it must run with
-``TRITON_INTERPRET=0`` (:func:`compile_steps_in_subprocess` starts such a process from anywhere).
+What is compiled comes from the launch recorder (:mod:`tritonnet.kernels.launches`): every surviving autotune config
+of every distinct recorded launch, specialized as Triton specializes it at launch (ints equal to 1 as constants,
+divisibility by 16 of ints and pointers as they are). Which training steps the compile check records, and the
+subprocess that records and compiles them, are benchmarks/step_launches.py's.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from typing import Any
 
-from .launches import Config, Launch, Step, decode_constant, distinct, gpu_mode_environment, kernel_object
+from .launches import Config, Launch, decode_constant, distinct, kernel_object
 
 ARCHS = (80, 90)
-# The training steps the compile check records (layouts: the models' own, and channels-last inputs and weights).
-STEPS = (
-    Step("alexnet", 128, "bf16", channels_last=True),
-    Step("alexnet", 128, "fp32", channels_last=True, tf32=True),
-    Step("alexnet-small", 32, "fp32"),
-)
 # Kernels whose products must run on tensor cores in fp16/bf16 and TF32: those of these modules that call tl.dot.
 GEMM_MODULES = ("tritonnet.kernels.conv", "tritonnet.kernels.linear")
 MAX_POOL_MODULES = ("tritonnet.kernels.maxpool",)
@@ -84,7 +75,6 @@ def _resource_usage(cubin: bytes) -> dict[str, int]:
         match = re.search(rf"\b{key}:(\d+)", text)
         usage[key] = int(match.group(1)) if match else 0
     return usage
-
 
 
 def _expects_tensor_cores(launch: Launch, source: str) -> bool:
@@ -181,29 +171,21 @@ def _compile_job(job: tuple[dict, dict, int]) -> dict[str, Any]:
     return compile_launch(launch, config, arch)
 
 
-def record(steps=STEPS, archs=ARCHS) -> dict[tuple[Step, int], list[Launch]]:
-    """Each step's launches on each architecture (autotune pruning depends on it), in this GPU-mode process."""
-    from .launches import record_training_step
-
-    return {(step, arch): record_training_step(dataclasses.replace(step, architecture=arch))
-            for step in steps for arch in archs}
-
-
-def compile_recorded(recorded: dict[tuple[Step, int], list[Launch]], workers: int | None = None,
+def compile_recorded(recorded: dict[tuple[str, int], list[Launch]], workers: int | None = None,
                      chosen_only: bool = False) -> list[dict]:
-    """Compile every distinct (launch specialization, surviving config) per architecture, in ``workers`` processes
-    (default: the CPU count, at most 2); with ``chosen_only``, only each launch's chosen config. Each row names the
-    steps that launch it."""
+    """Compile every distinct (launch specialization, surviving config) per architecture of ``recorded``'s
+    ``{(recording name, arch): launches}``, in ``workers`` processes (default: the CPU count, at most 2); with
+    ``chosen_only``, only each launch's chosen config. Each row names (``steps``) the recordings that launch it."""
     from concurrent.futures import ProcessPoolExecutor
 
     jobs, owners = {}, {}
-    for (step, arch), launches in recorded.items():
+    for (name, arch), launches in recorded.items():
         pairs = [(launch, launch.chosen) for launch in launches] if chosen_only else distinct(launches)
         for launch, config in pairs:
             key = (launch.specialization(config), arch)
             if key not in jobs:
                 jobs[key] = (launch.to_json(), dataclasses.asdict(config), arch)
-            owners.setdefault(key, []).append(step.label.rsplit(" sm_", 1)[0])
+            owners.setdefault(key, []).append(name)
     workers = workers or min(2, os.cpu_count() or 1)
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -213,47 +195,3 @@ def compile_recorded(recorded: dict[tuple[Step, int], list[Launch]], workers: in
     for row, key in zip(rows, jobs):
         row["steps"] = sorted(set(owners[key]))
     return rows
-
-
-def compile_steps_in_subprocess(steps=STEPS, archs=ARCHS, chosen_only: bool = False) -> list[dict[str, Any]]:
-    """Record and compile ``steps`` for ``archs`` in a fresh ``TRITON_INTERPRET=0`` process (works from an
-    interpreter-mode process, such as the test suite on a CPU machine). Returns report rows."""
-    with tempfile.TemporaryDirectory() as folder:
-        steps_path, path = os.path.join(folder, "steps.json"), os.path.join(folder, "report.json")
-        with open(steps_path, "w") as handle:
-            json.dump([dataclasses.asdict(step) for step in steps], handle)
-        command = [sys.executable, "-m", "tritonnet.kernels.gpu_compile", "--json", path, "--steps", steps_path,
-                   "--archs", *map(str, archs), *(["--chosen-only"] if chosen_only else [])]
-        done = subprocess.run(command, env=gpu_mode_environment(), capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"compiling kernels for GPU failed:\n{done.stdout[-4000:]}\n{done.stderr[-8000:]}")
-        with open(path) as handle:
-            return json.load(handle)
-
-
-def main(argv=None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", required=True, help="where to write the report rows")
-    parser.add_argument("--steps", default=None,
-                        help="a JSON list of tritonnet.kernels.launches.Step fields (default: STEPS)")
-    parser.add_argument("--archs", nargs="+", type=int, default=list(ARCHS))
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--chosen-only", action="store_true", help="only each launch's chosen (first) config")
-    args = parser.parse_args(argv)
-    steps = STEPS
-    if args.steps:
-        with open(args.steps) as handle:
-            steps = tuple(Step(**fields) for fields in json.load(handle))
-    rows = compile_recorded(record(steps, tuple(args.archs)), args.workers, args.chosen_only)
-    with open(args.json, "w") as handle:
-        json.dump(rows, handle, indent=1)
-
-
-if __name__ == "__main__":
-    from . import runtime
-
-    if runtime.INTERPRET:
-        raise SystemExit("tritonnet.kernels.gpu_compile needs real JITFunctions: run it with TRITON_INTERPRET=0")
-    main()

@@ -79,7 +79,8 @@ class _Memory:
 
 def _span(addresses: np.ndarray, itemsize: int) -> tuple[np.ndarray, int, int] | None:
     """Each address's element index from the lowest, the element count up to the highest, and the lowest address,
-    for ``addresses`` (uint64, at least one) to elements of ``itemsize`` bytes; None when an address is not a whole number of elements from the lowest (then the caller falls back)."""
+    for ``addresses`` (uint64, at least one) to elements of ``itemsize`` bytes; None when an address is not a whole
+    number of elements from the lowest (then the caller falls back)."""
     low = int(addresses.min())
     offsets = addresses - np.uint64(low)
     shift = itemsize.bit_length() - 1

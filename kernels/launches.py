@@ -1,6 +1,6 @@
 """The launch recorder: every Triton launch a callable makes, as a GPU would make it, recorded on a CPU.
 
-One API answers "what does this model launch?" for the compile check (tritonnet.kernels.gpu_compile), the roofline plan
+One API answers "what does this code launch?" for the compile check (tritonnet.kernels.gpu_compile), the roofline plan
 (benchmarks/plan.py) and the GPU check's compile budget (benchmarks/budget.py):
 
     with LaunchRecorder(architecture=90) as recorder:        # in a TRITON_INTERPRET=0 process
@@ -8,13 +8,14 @@ One API answers "what does this model launch?" for the compile check (tritonnet.
         loss.backward()
     recorder.launches                                          # list[Launch]
 
-    record_steps([Step("alexnet", 128, "bf16")])              # from any process: a subprocess does the above
+A whole training step of a tritonnet model, recorded from any process, is benchmarks/step_launches.py's job: this
+module knows Triton and tensors, not the models.
 
 A recording hooks ``KernelInterface.__getitem__`` (``kernel[grid](...)``, the one launch syntax of jitted,
 autotuned and heuristics-wrapped kernels), so launch functions are recorded unchanged. In a dry run (the default)
 a launch is recorded and not executed: with tensors on the ``meta`` device no data exists, and a full-size step is
 recorded in seconds. The process must run with ``TRITON_INTERPRET=0`` so launch functions take their GPU paths
-(autotuned configs, GPU algorithms); :func:`record_steps` starts such a process.
+(autotuned configs, GPU algorithms); :func:`gpu_mode_environment` is such a process's environment.
 
 For each launch the recorder keeps what Triton would compile and run:
 - the kernel (module and name), and the grid evaluated for each config;
@@ -34,11 +35,7 @@ import contextlib
 import dataclasses
 import functools
 import importlib
-import json
 import os
-import subprocess
-import sys
-import tempfile
 from typing import Any, Iterator
 
 LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg", "enable_fp_fusion", "launch_cooperative_grid",
@@ -300,7 +297,7 @@ class LaunchRecorder(contextlib.AbstractContextManager):
             raise ValueError(f"architecture must be one of {sorted(runtime.ARCHITECTURES)}, got {architecture!r}")
         if runtime.INTERPRET:
             raise RuntimeError("recording launches needs GPU launch paths: run it with TRITON_INTERPRET=0 "
-                               "(tritonnet.kernels.launches.record_steps starts such a process)")
+                               "(tritonnet.kernels.launches.gpu_mode_environment is such a process's environment)")
         self.architecture = runtime.ARCHITECTURES[architecture]
         self.execute = execute
         self.launches: list[Launch] = []
@@ -333,78 +330,7 @@ class LaunchRecorder(contextlib.AbstractContextManager):
         self._exit_stack.close()
 
 
-# ------------------------------------------------------------------------------------------------ training steps
-
-@dataclasses.dataclass(frozen=True)
-class Step:
-    """One training step to record: forward, cross-entropy loss, backward (no optimizer: SGD runs in torch)."""
-
-    model: str  # a tritonnet.models name: "alexnet", "alexnet-small", ...
-    batch: int
-    dtype: str  # "fp32", "bf16", "fp16"
-    channels_last: bool = False
-    architecture: int = 90
-    tf32: bool = False  # fp32 GEMMs on TF32 tensor cores (torch.set_float32_matmul_precision("high"))
-
-    @property
-    def label(self) -> str:
-        layout = "channels-last" if self.channels_last else "contiguous"
-        precision = " tf32" if self.tf32 and self.dtype == "fp32" else ""
-        return f"{self.model} batch {self.batch} {self.dtype}{precision} {layout} sm_{self.architecture}"
-
-
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-
-
-def record_training_step(step: Step) -> list[Launch]:
-    """Record one training step of ``step.model`` on meta tensors (call in a ``TRITON_INTERPRET=0`` process)."""
-    import torch
-
-    from tritonnet.models import MODELS, create_model
-
-    if step.model not in MODELS:
-        raise ValueError(f"model must be one of {sorted(MODELS)}, got {step.model!r}")
-    if step.dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {step.dtype!r}")
-    dtype = getattr(torch, DTYPES[step.dtype])
-    memory_format = torch.channels_last if step.channels_last else torch.contiguous_format
-    num_classes = 1000 if step.model != "alexnet-small" else 10
-    with torch.device("meta"):
-        model = create_model(step.model, num_classes).to(dtype=dtype, memory_format=memory_format)
-        side = model.input_size
-        images = torch.empty(step.batch, 3, side, side, dtype=dtype).contiguous(memory_format=memory_format)
-        labels = torch.empty(step.batch, dtype=torch.int64)
-    model.train()
-    precision = torch.get_float32_matmul_precision()
-    torch.manual_seed(0)  # dropout seeds are kernel arguments: a fixed draw gives the same specializations each time
-    torch.set_float32_matmul_precision("high" if step.tf32 else "highest")
-    try:
-        with LaunchRecorder(step.architecture) as recorder:
-            loss = _loss(model(images), labels)
-            loss.backward()
-    finally:
-        torch.set_float32_matmul_precision(precision)
-    return recorder.launches
-
-
-def _loss(logits, labels):
-    """The model's training loss, as tritonnet.functional.cross_entropy computes it with the Triton kernels. Its
-    argument checks read the targets on the host, which meta tensors cannot: the recording calls the provider the
-    checks dispatch to (the same kernels, with no class weights, torch's default ignore_index, mean reduction, no
-    smoothing)."""
-    from tritonnet.registry import lookup
-
-    return lookup("cross_entropy", "triton")(logits, labels, None, -100, "mean", 0.0)
-
-
-def _worker_main(argv: list[str]) -> None:
-    """Subprocess entry: ``python -m tritonnet.kernels.launches STEPS_JSON OUT_JSON``."""
-    with open(argv[0]) as handle:
-        steps = [Step(**fields) for fields in json.load(handle)]
-    recorded = [[launch.to_json() for launch in record_training_step(step)] for step in steps]
-    with open(argv[1], "w") as handle:
-        json.dump(recorded, handle)
-
+# ------------------------------------------------------------------------------------------------ using recordings
 
 def gpu_mode_environment() -> dict:
     """The environment of a child process that records or compiles GPU launches on this machine."""
@@ -412,25 +338,6 @@ def gpu_mode_environment() -> dict:
     environment = dict(os.environ, TRITON_INTERPRET="0")
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [root, environment.get("PYTHONPATH")]))
     return environment
-
-
-def record_steps(steps: list[Step]) -> dict[Step, list[Launch]]:
-    """The launches of each training step, recorded in one ``TRITON_INTERPRET=0`` subprocess (works from any
-    process, the interpreter-mode test suite included)."""
-    if not steps:
-        return {}
-    with tempfile.TemporaryDirectory() as folder:
-        steps_path, out_path = os.path.join(folder, "steps.json"), os.path.join(folder, "launches.json")
-        with open(steps_path, "w") as handle:
-            json.dump([dataclasses.asdict(step) for step in steps], handle)
-        done = subprocess.run([sys.executable, "-m", "tritonnet.kernels.launches", steps_path, out_path],
-                              env=gpu_mode_environment(), capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"recording {', '.join(step.label for step in steps)} failed:\n"
-                               f"{done.stdout[-4000:]}\n{done.stderr[-8000:]}")
-        with open(out_path) as handle:
-            recorded = json.load(handle)
-    return {step: [Launch.from_json(launch) for launch in launches] for step, launches in zip(steps, recorded)}
 
 
 def distinct(launches: list[Launch]) -> Iterator[tuple[Launch, Config]]:
@@ -449,10 +356,3 @@ def kernel_object(launch: Launch):
     """The launched kernel object (autotuner, heuristics or jit function) of a recorded launch."""
     return getattr(importlib.import_module(launch.module), launch.kernel)
 
-
-if __name__ == "__main__":
-    from . import runtime
-
-    if runtime.INTERPRET:
-        raise SystemExit("tritonnet.kernels.launches records GPU launches: run it with TRITON_INTERPRET=0")
-    _worker_main(sys.argv[1:])

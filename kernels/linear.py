@@ -85,9 +85,9 @@ class GemmConfigs:
         return self.tensor_cores if tensor_cores else self.fma
 
 
-# GPU tiles, chosen for AlexNet's classifier at batch 128 on H100/H200, and checked to compile for sm_80 and sm_90
-# without spilling (tritonnet.kernels.gpu_compile). With only 128 rows, a 128x128 output tile would give fc6/fc7 32
-# programs for 132 SMs, so the tiles are narrow enough for 64-256 programs that all stream weights.
+# GPU tiles, sized for AlexNet's classifier at batch 128 on H100/H200 and chosen from compile reports (sm_80 and
+# sm_90 without spilling, tritonnet.kernels.gpu_compile), untimed. With only 128 rows, a 128x128 output tile would
+# give fc6/fc7 32 programs for 132 SMs, so the tiles are narrow enough for 64-256 programs that all stream weights.
 # Forward: rows x out_features, reduction over in_features: fc6 128 x 4096 (9216), fc7 128 x 4096 (4096),
 # fc8 128 x 1000 (4096).
 FORWARD_BLOCKS = ("BLOCK_ROWS", "BLOCK_OUT", "BLOCK_IN")

@@ -12,13 +12,13 @@ memory format (``torch.empty_like``), as torch's do. Contiguous NCHW walks (N, H
 channels-last walks one dim of N * H * W positions with the channels contiguous.
 
 GPU kernels. A program owns a tile of ``BLOCK_POSITIONS`` positions and walks the channels in chunks of
-``BLOCK_CHANNELS``. A chunk's window sums are ``size`` loads of the chunk shifted by each window offset: direct sums,
-no running sum, so no cancellation when a large value leaves the window. The largest offset is loaded first: it
-brings in the chunk's new rows from memory in one round trip, and every other shifted load hits rows already in cache
-(the previous chunk's or this one's). So each tensor crosses DRAM once. In channels-last a tile's rows of channels are
-contiguous runs in memory (a chunk of 32 to 64 channels is 64 to 256 bytes per position) and the shifted loads read
-the same lines again: the tiles the autotuner offers run from positions-major (NCHW: positions contiguous) to
-channels-major (NHWC).
+``BLOCK_CHANNELS``. A chunk's window sums are ``size`` loads of the chunk shifted by each window offset: direct
+sums, no running sum, so no cancellation when a large value leaves the window. The largest offset is loaded first:
+it brings in the chunk's new rows from memory in one round trip, and every other shifted load hits rows already in
+cache (the previous chunk's or this one's). So each tensor should cross DRAM once (the design; untimed on a GPU). In
+channels-last a tile's rows of channels are contiguous runs in memory (a chunk of 32 to 64 channels is 64 to 256
+bytes per position) and the shifted loads read the same lines again: the tiles the autotuner offers run from
+positions-major (NCHW: positions contiguous) to channels-major (NHWC).
 
 What the backward needs, in bytes moved. Write ``u[c] = base[c] ** (-beta - 1)``. The gradient (derived beside the
 backward kernel) is ``dx[j] = g[j] base[j]^-beta - 2 alpha beta / size * x[j] * sum_{c in mirrored(j)} g[c] x[c] u[c]``.
@@ -55,7 +55,7 @@ from .runtime import ALGORITHMS, INTERPRET, INTERPRETER_MAX_BLOCK, autotune, che
 # Tiles of BLOCK_CHANNELS x BLOCK_POSITIONS = 1024 elements per program: 8 per thread with 4 warps, and enough
 # programs (AlexNet's 128 x 55 x 55 positions: 3,000 to 24,000 tiles) to keep every SM busy. Positions-major tiles
 # suit NCHW (positions contiguous), channels-major tiles NHWC (channels contiguous); the autotuner picks per layout
-# (the channel stride is in its key). Not tuned on a GPU yet.
+# (the channel stride is in its key). Chosen from compile reports, untimed.
 GPU_CONFIGS = gpu_configs(("BLOCK_CHANNELS", "BLOCK_POSITIONS"), [
     (8, 128, 4, 3),
     (32, 32, 4, 3),
@@ -88,6 +88,17 @@ def _program_positions(positions, size1, size2, size3, BLOCK_POSITIONS: tl.const
     position = program_indices(BLOCK_POSITIONS, WIDE_INDEX)
     coordinate0, coordinate1, coordinate2, coordinate3 = coordinates(position, size1, size2, size3)
     return position < positions, coordinate0, coordinate1, coordinate2, coordinate3
+
+
+@triton.jit
+def _positions_in(positions, size1, size2, size3, stride0, stride1, stride2, stride3, BLOCK_POSITIONS: tl.constexpr,
+                  WIDE_INDEX: tl.constexpr):
+    """This program's ``BLOCK_POSITIONS`` positions: which are inside the tensor, and their offsets in a tensor with
+    these position strides. Each tensor of a kernel calls it with its own strides; the positions are the same."""
+    inside, coordinate0, coordinate1, coordinate2, coordinate3 = _program_positions(positions, size1, size2, size3,
+                                                                                    BLOCK_POSITIONS, WIDE_INDEX)
+    return inside, strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, stride0, stride1, stride2,
+                                  stride3)
 
 
 @triton.jit
@@ -130,12 +141,10 @@ def lrn_forward_kernel(
     BLOCK_POSITIONS: tl.constexpr,  # positions per program
     WIDE_INDEX: tl.constexpr,  # the positions' flat index in int64 (kernels/layout.py: needs_wide_index)
 ):
-    inside, coordinate0, coordinate1, coordinate2, coordinate3 = _program_positions(positions, size1, size2, size3,
-                                                                                    BLOCK_POSITIONS, WIDE_INDEX)
-    input_position = strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, input_stride0, input_stride1,
-                                    input_stride2, input_stride3)
-    output_position = strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, output_stride0,
-                                     output_stride1, output_stride2, output_stride3)
+    inside, input_position = _positions_in(positions, size1, size2, size3, input_stride0, input_stride1, input_stride2,
+                                           input_stride3, BLOCK_POSITIONS, WIDE_INDEX)
+    _, output_position = _positions_in(positions, size1, size2, size3, output_stride0, output_stride1, output_stride2,
+                                       output_stride3, BLOCK_POSITIONS, WIDE_INDEX)
     for channel_start in range(0, channels, BLOCK_CHANNELS):
         channel = channel_start + tl.arange(0, BLOCK_CHANNELS)
         # The leading edge first (the rows this chunk brings in), then the shifts that hit them in cache.
@@ -193,14 +202,12 @@ def lrn_backward_kernel(
     BLOCK_POSITIONS: tl.constexpr,  # positions per program
     WIDE_INDEX: tl.constexpr,  # the positions' flat index in int64 (kernels/layout.py: needs_wide_index)
 ):
-    inside, coordinate0, coordinate1, coordinate2, coordinate3 = _program_positions(positions, size1, size2, size3,
-                                                                                    BLOCK_POSITIONS, WIDE_INDEX)
-    input_position = strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, input_stride0, input_stride1,
-                                    input_stride2, input_stride3)
-    grad_position = strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, grad_output_stride0,
-                                   grad_output_stride1, grad_output_stride2, grad_output_stride3)
-    output_position = strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, output_stride0,
-                                     output_stride1, output_stride2, output_stride3)
+    inside, input_position = _positions_in(positions, size1, size2, size3, input_stride0, input_stride1, input_stride2,
+                                           input_stride3, BLOCK_POSITIONS, WIDE_INDEX)
+    _, grad_position = _positions_in(positions, size1, size2, size3, grad_output_stride0, grad_output_stride1,
+                                     grad_output_stride2, grad_output_stride3, BLOCK_POSITIONS, WIDE_INDEX)
+    _, output_position = _positions_in(positions, size1, size2, size3, output_stride0, output_stride1, output_stride2,
+                                       output_stride3, BLOCK_POSITIONS, WIDE_INDEX)
     for channel_start in range(0, channels, BLOCK_CHANNELS):
         channel = channel_start + tl.arange(0, BLOCK_CHANNELS)
         # Offset +window_before (the leading edge) first: always in the mirrored window, in window(j) iff size is odd.
@@ -352,9 +359,9 @@ def lrn_backward_band_matrix_kernel(
 INTERPRETER_MATMUL_MAX_CHANNELS = 1024
 
 
-# Band-matrix path: elements per program. A tile op costs a fixed Python overhead plus its numpy pass, and tl.load /
-# tl.store cost about 12 ns per element whatever the tile, so larger tiles save overhead until the numpy passes fall
-# out of cache (measurements: benchmarks/results, 2**18 the fastest of 2**15 to 2**20 at AlexNet's constants).
+# Band-matrix path: elements per program. A tile op costs a fixed Python overhead plus its numpy pass, so larger
+# tiles save overhead until the numpy passes fall out of cache (see benchmarks/results/NOTES.md, "LRN in the
+# interpreter").
 INTERPRETER_TILE = 1 << 18
 
 

@@ -272,7 +272,7 @@ def max_pool2d_backward_kernel(
 # (r * STRIDE_H - padding_h + (o // KERNEL_W) * DILATION_H, c * STRIDE_W - padding_w + (o % KERNEL_W) * DILATION_W),
 # inside the input unless its window holds no input element (then torch drops its gradient, and so does the mask).
 # The input gradient is the sum, over the outputs whose arg-max an element is, of their gradients: one atomic add
-# per output.
+# per output. Its arguments mirror max_pool2d_backward_kernel's, so one _launch serves either algorithm.
 @autotune(GPU_CONFIGS, key=TUNING_KEY, reset_to_zero=["grad_sum_pointer"])  # tuning runs must not add up
 @triton.jit
 def max_pool2d_backward_scatter_kernel(

@@ -81,8 +81,9 @@ def gpu_configs(names: tuple[str, ...], rows: list[tuple[int, ...]]) -> list[tri
     return configs
 
 
-# Interpreter tiles: one tile op on 2**16 elements costs about a millisecond of numpy; larger tiles only add
-# masked-off work. Kernels cap their interpreter blocks with this.
+# Interpreter tiles: the default cap of interpreter_block (a tile op on 2**16 elements costs about a millisecond of
+# numpy). Conv and LRN's band-matrix path go to 2**18, where their per-step Python overhead still dominates
+# (benchmarks/results/NOTES.md).
 INTERPRETER_MAX_BLOCK = 1 << 16
 
 

@@ -31,9 +31,9 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def gpu_compile_report():
-    """Every surviving config of every distinct launch of the recorded training steps
-    (tritonnet.kernels.gpu_compile.STEPS), compiled for sm_80 and sm_90 (once per session, in a subprocess with
-    TRITON_INTERPRET=0). Rows as written by ``python -m tritonnet.kernels.gpu_compile``."""
-    from tritonnet.kernels.gpu_compile import compile_steps_in_subprocess
+    """Every surviving config of every distinct launch of the recorded training steps (benchmarks.step_launches.STEPS),
+    compiled for sm_80 and sm_90 (once per session, in a subprocess with TRITON_INTERPRET=0): the rows of
+    ``tritonnet.kernels.gpu_compile.compile_recorded``."""
+    from benchmarks.step_launches import compile_steps_in_subprocess
 
     return compile_steps_in_subprocess()

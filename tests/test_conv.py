@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tritonnet.kernels import conv as conv_kernels
 from tritonnet.kernels.gpu_compile import kernel_parameters
-from tests.helpers import DEVICE, FLOAT_DTYPES as DOT_DTYPES, LAYOUTS, ON_GPU, assert_close, in_layout
+from tests.helpers import DEVICE, FLOAT_DTYPES, LAYOUTS, ON_GPU, assert_close, in_layout
 from tritonnet.ops.conv import conv2d
 
 
@@ -39,7 +39,7 @@ def conv_problems(draw):
         in_channels=in_per_group * groups, out_channels=out_per_group * groups, height=height, width=width,
         kernel=kernel, stride=stride if stride[0] != stride[1] or draw(st.booleans()) else stride[0],
         padding=padding, dilation=dilation, bias=draw(st.booleans()), relu=draw(st.booleans()),
-        dtype=draw(st.sampled_from(DOT_DTYPES)), scale=draw(st.sampled_from([0.01, 1.0, 10.0])),
+        dtype=draw(st.sampled_from(FLOAT_DTYPES)), scale=draw(st.sampled_from([0.01, 1.0, 10.0])),
         layout=draw(st.sampled_from(LAYOUTS)), weight_layout=draw(st.sampled_from(LAYOUTS)),
         bias_layout=draw(st.sampled_from(BIAS_LAYOUTS)),
         seed=draw(st.integers(0, 2**31 - 1)),

@@ -281,14 +281,14 @@ def test_dropout_double_backward_matches_the_formula(provider):
 
 
 @triton.jit
-def _keep_mask_kernel(output_ptr, seed, p, first_index, numel, INDEX_64_BITS: tl.constexpr, BLOCK: tl.constexpr):
+def _keep_mask_kernel(output_pointer, seed, p, first_index, numel, INDEX_64_BITS: tl.constexpr, BLOCK: tl.constexpr):
     """What a fused kernel does: dropout_keep for flat indices first_index + [0, numel), in int32 or int64."""
     position = tl.arange(0, BLOCK)
     if INDEX_64_BITS:
         index = first_index.to(tl.int64) + position
     else:
         index = first_index + position
-    tl.store(output_ptr + position, dropout_keep(seed, index, p).to(tl.int8), mask=position < numel)
+    tl.store(output_pointer + position, dropout_keep(seed, index, p).to(tl.int8), mask=position < numel)
 
 
 def keep_mask(seed, p, first_index, numel, index_64_bits):

@@ -1,11 +1,12 @@
 """What a GPU would run compiles for sm_80 and sm_90 on this CPU: every surviving autotune config of every distinct
-launch of the recorded training steps (tritonnet.kernels.gpu_compile.STEPS), with no spills or local memory, shared
-memory within the architecture's per-block limit, tensor cores in every fp16/bf16/TF32 GEMM, and no NaN-dropping max in
-a fused ReLU or max-pool."""
+launch of the recorded training steps (benchmarks.step_launches.STEPS), with no spills or local memory, shared
+memory within the architecture's per-block limit, tensor cores in every fp16/bf16/TF32 GEMM, and no NaN-dropping max
+in a fused ReLU or max-pool."""
 
 import pytest
 
-from tritonnet.kernels.gpu_compile import ARCHS, STEPS
+from benchmarks.step_launches import STEPS
+from tritonnet.kernels.gpu_compile import ARCHS
 
 # One worker computes the session's compile report (pytest -n): the compiles run once.
 pytestmark = pytest.mark.xdist_group("gpu_compile")
@@ -44,7 +45,7 @@ def _where(row) -> str:
 def test_compile_cases_are_the_recorded_launches_of_every_step(gpu_compile_report):
     assert {row["arch"] for row in gpu_compile_report} == {f"sm_{arch}" for arch in ARCHS}
     steps = {label for row in gpu_compile_report for label in row["steps"]}
-    assert steps == {step.label.rsplit(" sm_", 1)[0] for step in STEPS}
+    assert steps == {step.name for step in STEPS}
     assert {row["module"] for row in gpu_compile_report} == {f"tritonnet.kernels.{module}" for module in MODULES} - {
         "tritonnet.kernels.dropout"}  # AlexNet's dropout is fused into linear
 

@@ -13,7 +13,7 @@ import tritonnet
 from tritonnet.kernels import linear as linear_kernels
 from tritonnet.kernels.dropout import dropout_keep
 from tritonnet.kernels.runtime import INTERPRET, interpreter_block
-from tests.helpers import DEVICE, FLOAT_DTYPES as DOT_DTYPES, ON_GPU, assert_close
+from tests.helpers import DEVICE, FLOAT_DTYPES, ON_GPU, assert_close
 from tritonnet.ops.dropout import draw_seed
 from tritonnet.ops.linear import linear, torch_linear
 
@@ -69,7 +69,7 @@ def linear_problems(draw):
         out_features=out_features,
         bias=draw(st.booleans()),
         dropout_p=draw(st.sampled_from([0.5]) | st.floats(0.01, 0.95)),
-        dtype=draw(st.sampled_from(DOT_DTYPES)),
+        dtype=draw(st.sampled_from(FLOAT_DTYPES)),
         scale=draw(st.sampled_from([0.01, 1.0, 4.0])),
         input_layout=draw(st.sampled_from(["contiguous", "every other feature", "transposed"])),
         weight_layout=draw(st.sampled_from(["contiguous", "every other feature", "transposed"])),

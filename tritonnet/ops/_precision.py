@@ -40,6 +40,6 @@ def computes_in_fp32(dtype: torch.dtype, *, bf16_through_fp32: bool = ALGORITHMS
     return bf16_through_fp32 and dtype == torch.bfloat16
 
 
-def widened(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+def in_fp32(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
     """``tensors`` in fp32 (autograd carries the gradients back through the cast)."""
     return tuple(None if tensor is None else tensor.float() for tensor in tensors)

@@ -22,7 +22,7 @@ from tritonnet.kernels.conv import conv2d_backward, conv2d_forward, dense_format
 from tritonnet.kernels.runtime import INTERPRET, check_device
 from tritonnet.ops._checks import as_pair, check_int, check_like, check_tensor
 from tritonnet.ops._library import asked_for, fake_or_recorded, placeholder, qualified
-from tritonnet.ops._precision import autocast_operands, computes_in_fp32, widened
+from tritonnet.ops._precision import autocast_operands, computes_in_fp32, in_fp32
 from tritonnet.registry import lookup, register
 
 OP = "conv2d"
@@ -219,7 +219,7 @@ def triton_conv2d(input, weight, bias, stride, padding, dilation, groups, relu):
         raise TypeError("conv2d's Triton kernels take fp32, fp16 or bf16 on the GPU (fp64 runs in the interpreter "
                         "only); use provider='torch' for fp64")
     if computes_in_fp32(input.dtype):
-        input, weight, bias = widened(input, weight, bias)
+        input, weight, bias = in_fp32(input, weight, bias)
         return triton_conv2d(input, weight, bias, stride, padding, dilation, groups, relu).to(torch.bfloat16)
     padding = padding_sides(padding, weight.shape[2:], dilation)
     if input.dim() == 3:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from tritonnet.kernels.linear import dropout_grad, linear_backward, linear_forward
 from tritonnet.ops._checks import check_float, check_like, check_tensor
-from tritonnet.ops._precision import autocast_operands, computes_in_fp32, widened
+from tritonnet.ops._precision import autocast_operands, computes_in_fp32, in_fp32
 from tritonnet.ops._library import asked_for, fake_or_recorded, placeholder, qualified
 from tritonnet.ops.dropout import draw_seed, seed_value
 from tritonnet.registry import lookup, register
@@ -199,6 +199,6 @@ def _recorded_backward(ctx, grad_output, flat_input, weight, output, seed):
 @register(OP, "triton")
 def triton_linear(input, weight, bias, relu, dropout_p, training):
     if computes_in_fp32(input.dtype):
-        input, weight, bias = widened(input, weight, bias)
+        input, weight, bias = in_fp32(input, weight, bias)
         return LinearFunction.apply(input, weight, bias, relu, dropout_p, training).to(torch.bfloat16)
     return LinearFunction.apply(input, weight, bias, relu, dropout_p, training)
