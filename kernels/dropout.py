@@ -27,7 +27,7 @@ import triton.language as tl
 
 from kernels.layout import collapse_dims, contiguous_strides, coordinates, may_overlap, needs_wide_index, \
     program_indices, strided_offset
-from kernels.runtime import INTERPRET, autotune, check_device, gpu_configs, interpreter_block
+from kernels.runtime import INTERPRET, autotune, check_device, gpu_configs, interpreter_block, launcher
 
 # An elementwise kernel: 1024 elements per program (8 per thread, 16-byte accesses in fp16) is near the best block
 # on every recent GPU, so one config (the autotuner does not time it, so an in-place launch is never replayed).
@@ -91,6 +91,6 @@ def apply_dropout(input: torch.Tensor, p: float, seed: int, *, inplace: bool = F
     scale = 0.0 if p == 1 else 1.0 / (1.0 - p)
     meta = {"WIDE_INDEX": needs_wide_index(numel)} | ({"BLOCK": interpreter_block(numel)} if INTERPRET else {})
     grid = lambda tiles: (triton.cdiv(numel, tiles["BLOCK"]),)  # noqa: E731
-    dropout_kernel[grid](input, output, numel, *sizes[1:], *input_strides, *output_strides, *index_strides, p, scale,
-                         seed, **meta)
+    launcher(dropout_kernel)[grid](input, output, numel, *sizes[1:], *input_strides, *output_strides, *index_strides,
+                                   p, scale, seed, **meta)
     return output

@@ -49,7 +49,7 @@ import triton.language as tl
 from kernels.dropout import dropout_keep
 from kernels.relu import relu, relu_gradient
 from kernels.runtime import (INTERPRET, autotune, autotune_bucket, check_device, check_dot_dtype, gpu_configs,
-                             interpreter_block, pipelined_shared_memory)
+                             interpreter_block, launcher, pipelined_shared_memory)
 
 # Interpreter tiles: a whole dimension where it fits (the CPU training demo runs these layers in the interpreter).
 INTERPRETER_TILE = 512
@@ -357,7 +357,7 @@ def linear_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     if output.numel() == 0:
         return output
     grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_ROWS"]) * triton.cdiv(out_features, meta["BLOCK_OUT"]),)
-    linear_forward_kernel[grid](
+    launcher(linear_forward_kernel)[grid](
         input, weight, bias if bias is not None else weight, output, rows, autotune_bucket(rows), out_features,
         in_features,
         input.stride(0), input.stride(1), weight.stride(0), weight.stride(1), bias.stride(0) if bias is not None else 0,
@@ -376,8 +376,8 @@ def dropout_grad(grad_output: torch.Tensor, dropout_p: float, seed: int) -> torc
     meta = {} if not INTERPRET else {"BLOCK_ROWS": interpreter_block(rows, INTERPRETER_TILE),
                                      "BLOCK_OUT": interpreter_block(out_features, INTERPRETER_TILE)}
     grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_ROWS"]), triton.cdiv(out_features, meta["BLOCK_OUT"]))
-    linear_dropout_grad_kernel[grid](grad_output, grad_pre, rows, out_features, autotune_bucket(rows),
-                                     grad_output.stride(0), grad_output.stride(1), seed, dropout_p, **meta)
+    launcher(linear_dropout_grad_kernel)[grid](grad_output, grad_pre, rows, out_features, autotune_bucket(rows),
+                                               grad_output.stride(0), grad_output.stride(1), seed, dropout_p, **meta)
     return grad_pre
 
 
@@ -404,7 +404,7 @@ def linear_backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torc
             grad_input.zero_()
         elif grad_input.numel():
             grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_ROWS"]) * triton.cdiv(in_features, meta["BLOCK_IN"]),)
-            linear_grad_input_kernel[grid](
+            launcher(linear_grad_input_kernel)[grid](
                 grad_output, mask_source, weight, grad_input, rows, in_features, autotune_bucket(rows), out_features,
                 grad_output.stride(0), grad_output.stride(1), weight.stride(0), weight.stride(1), dropout_p,
                 RELU=relu, DROPOUT_SCALE=dropout_scale, INPUT_PRECISION=precision, GROUP_ROWS=GROUP_ROWS,
@@ -419,7 +419,7 @@ def linear_backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torc
             # At least one in_features tile, so that the bias gradient is stored even with in_features == 0.
             grid = lambda meta: (triton.cdiv(out_features, meta["BLOCK_OUT"])
                                  * max(1, triton.cdiv(in_features, meta["BLOCK_IN"])),)
-            linear_grad_weight_kernel[grid](
+            launcher(linear_grad_weight_kernel)[grid](
                 grad_output, mask_source, input, grad_weight, grad_bias if needs_bias_grad else grad_weight,
                 out_features, in_features, rows, autotune_bucket(rows), grad_output.stride(0), grad_output.stride(1),
                 input.stride(0), input.stride(1), dropout_p, HAS_BIAS=needs_bias_grad, RELU=relu,

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from kernels.dropout import apply_dropout
 from tritonnet.ops._checks import check_float, check_tensor
-from tritonnet.ops._library import fake_or_recorded, qualified
+from tritonnet.ops._library import fake_or_recorded, operator
 from tritonnet.registry import lookup, register
 
 OP = "dropout"
@@ -61,7 +61,7 @@ def torch_dropout(input, p, training, inplace):
     return F.dropout(input, p, training, inplace)
 
 
-@torch.library.custom_op(qualified("dropout"), mutates_args=())
+@operator("dropout", mutates_args=())
 def dropout_op(input: torch.Tensor, p: float, seed: torch.Tensor) -> torch.Tensor:
     """``torch.ops.tritonnet.dropout``: ``input * keep(seed) / (1 - p)`` (:func:`kernels.dropout.apply_dropout`,
     0 < p <= 1), ``seed`` from :func:`draw_seed`. Differentiable: its backward is itself with the same seed."""
@@ -73,7 +73,7 @@ def _dropout_fake(input, p, seed):
     return torch.empty_like(input)
 
 
-@torch.library.custom_op(qualified("dropout_"), mutates_args=("input",))
+@operator("dropout_", mutates_args=("input",))
 def dropout_in_place_op(input: torch.Tensor, p: float, seed: torch.Tensor) -> None:
     """``torch.ops.tritonnet.dropout_``: :func:`dropout_op` written into ``input``."""
     apply_dropout(input, p, seed_value(seed), inplace=True)

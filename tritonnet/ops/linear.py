@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from kernels.linear import dropout_grad, linear_backward, linear_forward
 from tritonnet.ops._checks import check_float, check_like, check_tensor
 from tritonnet.ops._precision import autocast_operands, computes_in_fp32, widened
-from tritonnet.ops._library import asked_for, fake_or_recorded, placeholder, qualified
+from tritonnet.ops._library import asked_for, fake_or_recorded, operator, placeholder
 from tritonnet.ops.dropout import draw_seed, seed_value
 from tritonnet.registry import lookup, register
 
@@ -63,7 +63,7 @@ def torch_linear(input, weight, bias, relu, dropout_p, training):
     return output
 
 
-@torch.library.custom_op(qualified("linear_forward"), mutates_args=())
+@operator("linear_forward", mutates_args=())
 def linear_forward_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool,
                       dropout_p: float, seed: torch.Tensor, output_shape: list[int]) -> torch.Tensor:
     """``torch.ops.tritonnet.linear_forward``: :func:`kernels.linear.linear_forward` for a 2-D ``input``, its output
@@ -77,7 +77,7 @@ def _linear_forward_fake(input, weight, bias, relu, dropout_p, seed, output_shap
     return input.new_empty(output_shape)
 
 
-@torch.library.custom_op(qualified("linear_backward"), mutates_args=())
+@operator("linear_backward", mutates_args=())
 def linear_backward_op(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
                        output: torch.Tensor | None, relu: bool, dropout_p: float, seed: torch.Tensor,
                        output_mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -96,7 +96,7 @@ def _linear_backward_fake(grad_output, input, weight, output, relu, dropout_p, s
     return tuple(input.new_empty(shape) if needed else placeholder(input) for shape, needed in zip(shapes, output_mask))
 
 
-@torch.library.custom_op(qualified("linear_dropout_grad"), mutates_args=())
+@operator("linear_dropout_grad", mutates_args=())
 def linear_dropout_grad_op(grad_output: torch.Tensor, dropout_p: float, seed: torch.Tensor) -> torch.Tensor:
     """``torch.ops.tritonnet.linear_dropout_grad``: ``grad_output * keep / (1 - p)`` with the forward's mask (2-D)."""
     return dropout_grad(grad_output, dropout_p, seed_value(seed))
@@ -156,7 +156,7 @@ def _linear_gradients(ctx, grad_output):
     return grad_input, grad_weight, grad_bias
 
 
-@torch.library.custom_op(qualified("linear"), mutates_args=())
+@operator("linear", mutates_args=())
 def linear_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool, dropout_p: float,
               seed: torch.Tensor) -> torch.Tensor:
     """``torch.ops.tritonnet.linear``: ``dropout(relu(input @ weight^T + bias))`` for (*, in_features) ``input``,
