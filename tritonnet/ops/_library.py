@@ -11,21 +11,22 @@ How an op is registered depends on where the kernels run (:data:`TRITON_OPS` dec
   ``triton_op``: its implementation runs with :func:`kernels.runtime.launcher` returning ``wrap_triton(kernel)``, so
   where torch.compile functionalizes a graph (AOTAutograd) the op decomposes into its launches, each a
   ``triton_kernel_wrapper_functional`` node naming its kernel, which Inductor compiles, tunes and schedules with the
-  rest of the graph. ``torch.export`` keeps the op itself (torch does not decompose triton_ops there). Eager calls
-  launch the kernels directly: torch turns wrap_triton off inside a triton_op's own kernel.
+  rest of the graph. ``torch.export`` keeps the op itself (recent torch releases do not decompose triton_ops there
+  unless asked). Eager calls launch the kernels directly: torch turns wrap_triton off inside a triton_op's own
+  kernel.
 - In Triton's interpreter (and with an older torch), an op is an opaque ``torch.library.custom_op``: a graph holds
-  ``tritonnet::<op>`` and calls the implementation, whose launches run in the interpreter.
+  ``tritonnet::<op>`` and calls the implementation as it is.
 
-Some ops stay opaque custom_ops on CUDA too (:data:`OPAQUE_ON_CUDA`), because their implementation does something a
-traced graph cannot replay:
+What an implementation may do so that tracing it gives a graph that computes the same: torch ops and launches, and
+host code that depends only on shapes, dtypes and the op's arguments. So the dropout seed (a 0-D CPU tensor drawn
+anew each call) is copied to the device and loaded by the kernels rather than read on the host, conv's weight
+gradient splits its reduction alike for every tile while traced (Inductor, not the launch, picks the tile), and
+conv's phase table is a graph constant while traced (a cached device tensor when run).
 
-- ``dropout``, ``dropout_``, ``linear_forward``, ``linear_backward``, ``linear_dropout_grad``, ``linear``: the
-  dropout seed arrives as a 0-D CPU tensor (drawn in the graph, anew each call) and becomes an int kernel argument
-  on the host; under tracing that tensor has no value. Tracing them would need the kernels to load the seed from
-  device memory.
-- ``cross_entropy_forward``, ``cross_entropy``: the forward kernel counts bad class indices into a per-device
-  record kept between calls (read at the next host synchronisation, see ``tritonnet/ops/cross_entropy.py``), state
-  outside the op's arguments that a functionalized graph would copy instead of update.
+``cross_entropy_forward`` and ``cross_entropy`` stay opaque custom_ops on CUDA too (:data:`OPAQUE_ON_CUDA`): the
+forward kernel counts bad class indices into a per-device record kept between calls (read at the next host
+synchronisation, see ``tritonnet/ops/cross_entropy.py``), state outside the op's arguments that a functionalized
+graph would copy instead of update.
 
 Schemas have no optional returns: a gradient the caller did not ask for comes back as an empty placeholder
 (:func:`placeholder`), which :func:`asked_for` turns back into None.
@@ -44,8 +45,7 @@ NAMESPACE = "tritonnet"
 # Ops registered as triton_ops, visible to Inductor: on CUDA, where torch has the API.
 TRITON_OPS = (not runtime.INTERPRET and hasattr(torch.library, "triton_op")
               and hasattr(torch.library, "wrap_triton"))
-OPAQUE_ON_CUDA = frozenset({"dropout", "dropout_", "linear_forward", "linear_backward", "linear_dropout_grad",
-                            "linear", "cross_entropy_forward", "cross_entropy"})
+OPAQUE_ON_CUDA = frozenset({"cross_entropy_forward", "cross_entropy"})
 
 
 def qualified(name: str) -> str:
