@@ -7,8 +7,8 @@ names the ops, ``torch.profiler`` shows each as ``tritonnet::<op>``, and ``torch
 
 How an op is registered depends on where the kernels run (:data:`TRITON_OPS` decides, here only):
 
-- On CUDA, with a torch that has ``torch.library.triton_op`` and ``wrap_triton`` (2.6 and later), an op is a
-  ``triton_op``: its implementation runs with :func:`kernels.runtime.launcher` returning ``wrap_triton(kernel)``, so
+- On CUDA, with a torch that has ``torch.library.triton_op`` and ``wrap_triton`` and whose tracing runs an
+  autotuner's ``early_config_prune`` (:func:`_torch_traces_our_kernels`), an op is a ``triton_op``: its implementation runs with :func:`kernels.runtime.launcher` returning ``wrap_triton(kernel)``, so
   where torch.compile functionalizes a graph (AOTAutograd) the op decomposes into its launches, each a
   ``triton_kernel_wrapper_functional`` node naming its kernel, which Inductor compiles, tunes and schedules with the
   rest of the graph. ``torch.export`` keeps the op itself (recent torch releases do not decompose triton_ops there
@@ -42,9 +42,21 @@ from kernels import runtime
 
 NAMESPACE = "tritonnet"
 
-# Ops registered as triton_ops, visible to Inductor: on CUDA, where torch has the API.
-TRITON_OPS = (not runtime.INTERPRET and hasattr(torch.library, "triton_op")
-              and hasattr(torch.library, "wrap_triton"))
+
+def _torch_traces_our_kernels() -> bool:
+    """Whether this torch has ``triton_op`` and ``wrap_triton`` and its tracing of a launch runs the autotuner's
+    ``early_config_prune``, which the GEMM kernels' tuning uses (kernels/runtime.py: autotune); releases before that
+    refuse those kernels."""
+    try:
+        from torch._higher_order_ops.triton_kernel_wrap import TritonHOPifier
+    except ImportError:
+        return False
+    return (hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton")
+            and hasattr(TritonHOPifier, "do_prune_configs"))
+
+
+# Ops registered as triton_ops, visible to Inductor: on CUDA, where torch can trace the kernels.
+TRITON_OPS = not runtime.INTERPRET and _torch_traces_our_kernels()
 OPAQUE_ON_CUDA = frozenset({"cross_entropy_forward", "cross_entropy"})
 
 
