@@ -89,7 +89,7 @@ def record_training_step(step: Step) -> list[Launch]:
         labels = torch.empty(step.batch, dtype=torch.int64)
     model.train()
     precision = torch.get_float32_matmul_precision()
-    torch.manual_seed(0)  # dropout seeds are kernel arguments: a fixed draw gives the same specializations each time
+    torch.manual_seed(0)  # the same dropout seeds in every recording
     torch.set_float32_matmul_precision("high" if step.tf32 else "highest")
     try:
         with LaunchRecorder(step.architecture) as recorder:

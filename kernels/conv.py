@@ -66,7 +66,7 @@ import triton.language as tl
 
 from .relu import relu, relu_gradient
 from .runtime import (ALGORITHMS, INTERPRET, INTERPRETER_MAX_BLOCK, Architecture, architecture, autotune,
-                      autotune_bucket, check_dot_dtype, gpu_configs, interpreter_block)
+                      autotune_bucket, check_dot_dtype, gpu_configs, interpreter_block, launcher, tracing)
 
 INT32_LIMIT = 2 ** 31 - INTERPRETER_MAX_BLOCK  # headroom: a tile's last index must not wrap either
 
@@ -560,7 +560,7 @@ def conv2d_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         meta = {}
     grid = lambda meta: (triton.cdiv(pixels, meta["BLOCK_PIXELS"])  # noqa: E731
                          * triton.cdiv(out_channels_per_group, meta["BLOCK_OUT_CHANNELS"]), groups)
-    conv2d_forward_kernel[grid](
+    launcher(conv2d_forward_kernel)[grid](
         input, weight, bias if bias is not None else weight, output,
         in_channels_per_group, height, width, out_channels_per_group, out_height, out_width, pixels,
         autotune_bucket(pixels), stride[0], stride[1], padding[0], padding[2], dilation[0], dilation[1],
@@ -585,18 +585,32 @@ def _phase_axis(size: int, kernel: int, stride: int, padding: int, dilation: int
 
 
 @functools.lru_cache(maxsize=256)
-def _phase_table(height: int, width: int, kernel: tuple[int, int], stride: tuple[int, int],
-                 padding: tuple[int, int], dilation: tuple[int, int], device: torch.device):
-    """The input-gradient phases (see the module docstring) as an int32 tensor (phases, 2 * PHASE_FIELDS), the most
-    input pixels of one image in a phase, and whether some input pixels are reached by no tap at all (then
-    grad_input starts from zeros)."""
+def _phases(height: int, width: int, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+            dilation: tuple[int, int]):
+    """The input-gradient phases (see the module docstring) as rows of 2 * PHASE_FIELDS ints, the most input pixels
+    of one image in a phase, and whether some input pixels are reached by no tap at all (then grad_input starts from
+    zeros)."""
     axes = [_phase_axis(size, kernel[axis], stride[axis], padding[axis], dilation[axis])
             for axis, size in enumerate((height, width))]
-    table = [phase_h + phase_w for phase_h in axes[0] for phase_w in axes[1]]
+    table = tuple(phase_h + phase_w for phase_h in axes[0] for phase_w in axes[1])
     covered = [sum(phase[1] for phase in axis) for axis in axes]
     most_rows = max((phase[1] for phase in axes[0]), default=0) * max((phase[1] for phase in axes[1]), default=0)
-    table = torch.tensor(table, dtype=torch.int32, device=device).reshape(-1, 2 * PHASE_FIELDS)
     return table, most_rows, covered != [height, width]
+
+
+def _phase_tensor(table: tuple[tuple[int, ...], ...], device: torch.device) -> torch.Tensor:
+    """The phase rows as an int32 tensor (phases, 2 * PHASE_FIELDS) on ``device``: cached per device when run (one
+    host-to-device copy per geometry); made afresh while tracing, where it is a constant of the graph."""
+    if tracing():
+        return _phase_rows(table, device)
+    return _cached_phase_rows(table, device)
+
+
+def _phase_rows(table: tuple[tuple[int, ...], ...], device: torch.device) -> torch.Tensor:
+    return torch.tensor(table, dtype=torch.int32).reshape(-1, 2 * PHASE_FIELDS).to(device)
+
+
+_cached_phase_rows = functools.lru_cache(maxsize=256)(_phase_rows)
 
 
 def _check_grid(name: str, count: int) -> None:
@@ -620,8 +634,9 @@ def conv2d_input_grad(grad_output: torch.Tensor, output: torch.Tensor | None, we
     out_channels, in_channels_per_group, kernel_h, kernel_w = weight.shape
     out_height, out_width = grad_output.shape[2:]
     out_channels_per_group = out_channels // groups
-    phases, most_rows, unreached = _phase_table(height, width, (kernel_h, kernel_w), stride, (padding[0], padding[2]),
-                                                dilation, grad_output.device)
+    table, most_rows, unreached = _phases(height, width, (kernel_h, kernel_w), stride, (padding[0], padding[2]),
+                                          dilation)
+    phases = _phase_tensor(table, grad_output.device)
     grad_input = torch.empty(input_shape, dtype=grad_output.dtype, device=grad_output.device,
                              memory_format=memory_format)
     if unreached or grad_output.numel() == 0:
@@ -644,7 +659,7 @@ def conv2d_input_grad(grad_output: torch.Tensor, output: torch.Tensor | None, we
         meta = {}
     grid = lambda meta: (triton.cdiv(most_pixels, meta["BLOCK_PIXELS"])  # noqa: E731
                          * triton.cdiv(in_channels_per_group, meta["BLOCK_IN_CHANNELS"]), groups * len(phases))
-    conv2d_input_grad_kernel[grid](
+    launcher(conv2d_input_grad_kernel)[grid](
         grad_output, output if output is not None else grad_output, weight, grad_input, phases,
         batch, in_channels_per_group, height, width, out_channels_per_group, out_height, out_width,
         autotune_bucket(batch), len(phases), stride[0], stride[1], stride[0] // gcd[0], stride[1] // gcd[1],
@@ -753,6 +768,8 @@ def conv2d_weight_grad(input: torch.Tensor, grad_output: torch.Tensor, output: t
                                       triton.cdiv(pixels, meta["BLOCK_PIXELS"]))
 
         most_splits = max(splits_for(config.kwargs) for config in WEIGHT_GRAD_CONFIGS)
+        if tracing():  # every tile splits alike, so the sum below fits whichever tile Inductor picks
+            splits_for = lambda meta: most_splits  # noqa: E731
     _check_int32("weight gradient", most_splits * out_channels * window_size, "the partial sums")
     weight_partials = _partials(most_splits, weight_shape, partial_dtype, input.device, weight_format)
     bias_partials = torch.empty((most_splits, out_channels), dtype=partial_dtype, device=input.device) if bias \
@@ -764,7 +781,7 @@ def conv2d_weight_grad(input: torch.Tensor, grad_output: torch.Tensor, output: t
         return (triton.cdiv(out_channels_per_group, meta["BLOCK_OUT_CHANNELS"]) * window_tiles(meta["BLOCK_WINDOW"]),
                 launched["splits"], groups)
 
-    conv2d_weight_grad_kernel[grid](
+    launcher(conv2d_weight_grad_kernel)[grid](
         input, grad_output, output if output is not None else grad_output, weight_partials,
         bias_partials if bias else weight_partials,
         in_channels_per_group, height, width, out_channels, out_channels_per_group, out_height, out_width,
@@ -793,8 +810,8 @@ def _sum_splits(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     count = partials[0].numel()
     total = torch.empty_strided(partials.shape[1:], partials.stride()[1:], dtype=dtype, device=partials.device)
     meta = {"BLOCK": interpreter_block(count)} if INTERPRET else {}
-    sum_splits_kernel[lambda meta: (triton.cdiv(count, meta["BLOCK"]),)](partials, total, partials.shape[0], count,
-                                                                         **meta)
+    grid = lambda meta: (triton.cdiv(count, meta["BLOCK"]),)  # noqa: E731
+    launcher(sum_splits_kernel)[grid](partials, total, partials.shape[0], count, **meta)
     return total
 
 
@@ -854,8 +871,8 @@ def separate_relu_gradient_pass(grad_output: torch.Tensor, output: torch.Tensor)
     count = grad_output.numel()
     if count:
         meta = {"BLOCK": interpreter_block(count)} if INTERPRET else {}
-        relu_gradient_kernel[lambda meta: (triton.cdiv(count, meta["BLOCK"]),)](grad_output, output, masked, count,
-                                                                              **meta)
+        grid = lambda meta: (triton.cdiv(count, meta["BLOCK"]),)  # noqa: E731
+        launcher(relu_gradient_kernel)[grid](grad_output, output, masked, count, **meta)
     return masked
 
 

@@ -48,7 +48,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .runtime import INTERPRET, INTERPRETER_MAX_BLOCK, autotune, check_device, gpu_configs, interpreter_block
+from .runtime import INTERPRET, INTERPRETER_MAX_BLOCK, autotune, check_device, gpu_configs, interpreter_block, \
+    launcher
 
 # One row per program for ImageNet-sized class counts (1000 classes: one block, 128 programs at batch 128); several
 # rows per program for small class counts (10 classes, or a segmentation map's rows), where one row would leave most
@@ -355,7 +356,7 @@ def cross_entropy_forward(logits: torch.Tensor, target: torch.Tensor, weight: to
     target_strides = target.stride() if soft_targets else (target.stride(0), 0, target.stride(1))
     if rows:
         grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_ROWS"]),)
-        cross_entropy_forward_kernel[grid](
+        launcher(cross_entropy_forward_kernel)[grid](
             logits, target, logits if weight is None else weight, per_row, row_weight, *statistics, error_record,
             rows, classes, spatial, *logits.stride(), *target_strides, _strides(weight, 1)[0], ignore_index,
             *_split_float(label_smoothing), SOFT_TARGETS=soft_targets, WEIGHTED=weight is not None,
@@ -365,8 +366,8 @@ def cross_entropy_forward(logits: torch.Tensor, target: torch.Tensor, weight: to
         return per_row, saved
     result = torch.empty((), device=logits.device, dtype=logits.dtype)
     meta = {"BLOCK_ROWS": interpreter_block(rows)} if INTERPRET else {}
-    cross_entropy_reduce_kernel[(1,)](per_row, row_weight, result, total_weight, rows, MEAN=reduction == "mean",
-                                      **meta)
+    launcher(cross_entropy_reduce_kernel)[(1,)](per_row, row_weight, result, total_weight, rows,
+                                                MEAN=reduction == "mean", **meta)
     return result, saved
 
 
@@ -388,7 +389,7 @@ def cross_entropy_backward(grad_output: torch.Tensor, logits: torch.Tensor, targ
     grad_output_strides = grad_output.stride() if reduction == "none" else (0, 0)
     target_strides = target.stride() if soft_targets else (target.stride(0), 0, target.stride(1))
     grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_ROWS"]),)
-    cross_entropy_backward_kernel[grid](
+    launcher(cross_entropy_backward_kernel)[grid](
         logits, target, logits if weight is None else weight, *saved[:3], grad_output, saved[3], grad_logits,
         grad_logits if grad_probabilities is None else grad_probabilities, rows, classes, spatial, *logits.stride(),
         *target_strides, _strides(weight, 1)[0], *grad_output_strides, *grad_logits.stride(),

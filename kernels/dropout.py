@@ -16,6 +16,9 @@ both, a 64-bit offset filling two counter words with its halves, so both give th
 reaches. (Older triton ran a 64-bit Philox for int64 offsets: a different stream.) The standalone kernel indexes in
 int64, so any size works.
 
+The seed is a 0-D int64 tensor on the kernel's device, which the kernel loads: drawn in a graph anew each call, it
+stays data in a traced graph rather than a constant read on the host (tritonnet/ops/_library.py).
+
 The scale ``1 / (1 - p)`` is rounded to fp32 and the product computed in fp32 (fp64 for fp64), as torch's CUDA
 kernel does; ``p == 1`` scales by 0 instead of dividing by 0. A multiply, not a select, so NaN and inf propagate as
 in torch (a dropped inf or NaN becomes NaN).
@@ -27,7 +30,7 @@ import triton.language as tl
 
 from .layout import collapse_dims, contiguous_strides, coordinates, may_overlap, needs_wide_index, \
     program_indices, strided_offset
-from .runtime import INTERPRET, autotune, check_device, gpu_configs, interpreter_block
+from .runtime import INTERPRET, autotune, check_device, gpu_configs, interpreter_block, launcher
 
 # An elementwise kernel: 1024 elements per program (8 per thread, 16-byte accesses in fp16) is near the best block
 # on every recent GPU, so one config (the autotuner does not time it, so an in-place launch is never replayed).
@@ -52,7 +55,7 @@ def dropout_kernel(
     index_stride0, index_stride1, index_stride2, index_stride3,  # the logical (row-major) index's
     p,  # probability of dropping an element
     scale,  # 1 / (1 - p), or 0 when p == 1
-    seed,  # Philox seed of this dropout call
+    seed_pointer,  # the Philox seed of this dropout call: one int64
     BLOCK: tl.constexpr,  # elements per program
     WIDE_INDEX: tl.constexpr,  # the flat index in int64 (kernels/layout.py: needs_wide_index)
 ):
@@ -65,16 +68,16 @@ def dropout_kernel(
                                                    input_stride1, input_stride2, input_stride3), mask=inside)
     index = strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, index_stride0, index_stride1,
                            index_stride2, index_stride3)
-    factor = dropout_keep(seed, index, p).to(tl.float32) * scale
+    factor = dropout_keep(tl.load(seed_pointer), index, p).to(tl.float32) * scale
     output_offset = strided_offset(coordinate0, coordinate1, coordinate2, coordinate3, output_stride0, output_stride1,
                                    output_stride2, output_stride3)
     tl.store(output_pointer + output_offset, (value * factor).to(output_pointer.dtype.element_ty), mask=inside)
 
 
-def apply_dropout(input: torch.Tensor, p: float, seed: int, *, inplace: bool = False) -> torch.Tensor:
-    """``input`` with seed ``seed``'s dropout mask for probability ``p`` applied (0 < p <= 1), in any layout: the
-    result has the input's memory format (``torch.empty_like``); with ``inplace`` it is written into ``input``, which
-    is returned. The mask follows the logical row-major index."""
+def apply_dropout(input: torch.Tensor, p: float, seed: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+    """``input`` with seed ``seed``'s dropout mask for probability ``p`` applied (0 < p <= 1; ``seed`` a 0-D int64
+    tensor on the input's device), in any layout: the result has the input's memory format (``torch.empty_like``);
+    with ``inplace`` it is written into ``input``, which is returned. The mask follows the logical row-major index."""
     check_device("input", input)
     if inplace and may_overlap(input.shape, input.stride()):
         raise ValueError("input has elements sharing memory (an expanded tensor), so dropout cannot write it in "
@@ -91,6 +94,6 @@ def apply_dropout(input: torch.Tensor, p: float, seed: int, *, inplace: bool = F
     scale = 0.0 if p == 1 else 1.0 / (1.0 - p)
     meta = {"WIDE_INDEX": needs_wide_index(numel)} | ({"BLOCK": interpreter_block(numel)} if INTERPRET else {})
     grid = lambda tiles: (triton.cdiv(numel, tiles["BLOCK"]),)  # noqa: E731
-    dropout_kernel[grid](input, output, numel, *sizes[1:], *input_strides, *output_strides, *index_strides, p, scale,
-                         seed, **meta)
+    launcher(dropout_kernel)[grid](input, output, numel, *sizes[1:], *input_strides, *output_strides, *index_strides,
+                                   p, scale, seed, **meta)
     return output

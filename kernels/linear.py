@@ -49,7 +49,7 @@ import triton.language as tl
 from .dropout import dropout_keep
 from .relu import relu, relu_gradient
 from .runtime import (INTERPRET, autotune, autotune_bucket, check_device, check_dot_dtype, gpu_configs,
-                      interpreter_block, pipelined_shared_memory)
+                      interpreter_block, launcher, pipelined_shared_memory)
 
 # Interpreter tiles: a whole dimension where it fits (the CPU training demo runs these layers in the interpreter).
 INTERPRETER_TILE = 512
@@ -133,7 +133,7 @@ def _output_tile(first_extent, second_extent, BLOCK_FIRST: tl.constexpr, BLOCK_S
 
 
 @FORWARD_CONFIGS.autotuned(key=["rows_bucket", "out_features", "in_features"])
-@triton.jit(do_not_specialize=["seed"])
+@triton.jit
 def linear_forward_kernel(
     input_pointer,  # (rows, in_features), any strides
     weight_pointer,  # (out_features, in_features), any strides
@@ -146,7 +146,7 @@ def linear_forward_kernel(
     input_stride_row, input_stride_feature,  # input strides, in elements
     weight_stride_out, weight_stride_in,  # weight strides, in elements
     bias_stride,  # bias stride, in elements
-    seed,  # Philox seed of the dropout mask
+    seed_pointer,  # the Philox seed of the dropout mask: one int64 (read with DROPOUT)
     dropout_p,  # probability of dropping an element (used with DROPOUT)
     HAS_BIAS: tl.constexpr,  # add the bias in the epilogue
     RELU: tl.constexpr,  # apply ReLU in the epilogue
@@ -181,7 +181,7 @@ def linear_forward_kernel(
         accumulator = relu(accumulator)
     flat_index = row[:, None] * out_features + out_feature[None, :]
     if DROPOUT:
-        keep = dropout_keep(seed, flat_index, dropout_p)
+        keep = dropout_keep(tl.load(seed_pointer), flat_index, dropout_p)
         accumulator = tl.where(keep, accumulator / (1.0 - dropout_p), 0.0)
     tl.store(output_pointer + flat_index, accumulator.to(output_pointer.dtype.element_ty),
              mask=row_in_range[:, None] & out_in_range[None, :])
@@ -202,14 +202,14 @@ def _masked_grad_output(grad_output_pointer, output_pointer, row, out_feature, i
 
 
 @autotune(configs=DROPOUT_GRAD_CONFIGS, key=["rows_bucket", "out_features"])
-@triton.jit(do_not_specialize=["seed"])
+@triton.jit
 def linear_dropout_grad_kernel(
     grad_output_pointer,  # (rows, out_features), any strides
     grad_pre_pointer,  # (rows, out_features), contiguous: the result
     rows, out_features,  # the output's shape
     rows_bucket,  # rows rounded up to a power of two: the autotuner's key only (see autotune_bucket)
     grad_output_stride_row, grad_output_stride_out,  # grad_output strides, in elements
-    seed,  # Philox seed of the forward's dropout mask
+    seed_pointer,  # the Philox seed of the forward's dropout mask: one int64
     dropout_p,  # the forward's dropout probability
     BLOCK_ROWS: tl.constexpr,  # tile height
     BLOCK_OUT: tl.constexpr,  # tile width
@@ -222,7 +222,7 @@ def linear_dropout_grad_kernel(
                    + out_feature[None, :] * grad_output_stride_out, mask=in_range, other=0.0)
     flat_index = row[:, None] * out_features + out_feature[None, :]
     compute_dtype = tl.float64 if grad_pre_pointer.dtype.element_ty == tl.float64 else tl.float32
-    keep = dropout_keep(seed, flat_index, dropout_p)
+    keep = dropout_keep(tl.load(seed_pointer), flat_index, dropout_p)
     grad_pre = tl.where(keep, grad.to(compute_dtype) / (1.0 - dropout_p), 0.0)
     tl.store(grad_pre_pointer + flat_index, grad_pre.to(grad_pre_pointer.dtype.element_ty), mask=in_range)
 
@@ -343,10 +343,12 @@ def _tiles(rows: int, out_features: int, in_features: int) -> dict:
 
 
 def linear_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool,
-                   dropout_p: float, seed: int, output_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+                   dropout_p: float, seed: torch.Tensor | None,
+                   output_shape: tuple[int, ...] | None = None) -> torch.Tensor:
     """``dropout(relu(input @ weight.T + bias))`` for a 2-D ``input`` (rows, in_features); dropout with
-    ``dropout_p > 0`` only (``seed`` is then its Philox seed). Returns a new contiguous tensor of ``output_shape``
-    (rows x out_features elements; by default (rows, out_features))."""
+    ``dropout_p > 0`` only (``seed`` is then its Philox seed, a 0-D int64 tensor on the input's device, else None).
+    Returns a new contiguous tensor of ``output_shape`` (rows x out_features elements; by default (rows,
+    out_features))."""
     for name, tensor in (("input", input), ("weight", weight), ("bias", bias)):
         if tensor is not None:
             check_device(name, tensor)
@@ -357,17 +359,17 @@ def linear_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     if output.numel() == 0:
         return output
     grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_ROWS"]) * triton.cdiv(out_features, meta["BLOCK_OUT"]),)
-    linear_forward_kernel[grid](
+    launcher(linear_forward_kernel)[grid](
         input, weight, bias if bias is not None else weight, output, rows, autotune_bucket(rows), out_features,
         in_features,
         input.stride(0), input.stride(1), weight.stride(0), weight.stride(1), bias.stride(0) if bias is not None else 0,
-        seed, dropout_p, HAS_BIAS=bias is not None, RELU=relu, DROPOUT=dropout_p > 0.0,
-        INPUT_PRECISION=_input_precision(input.dtype), GROUP_ROWS=GROUP_ROWS,
+        output if seed is None else seed, dropout_p, HAS_BIAS=bias is not None, RELU=relu,
+        DROPOUT=dropout_p > 0.0, INPUT_PRECISION=_input_precision(input.dtype), GROUP_ROWS=GROUP_ROWS,
         **_tiles(rows, out_features, in_features))
     return output
 
 
-def dropout_grad(grad_output: torch.Tensor, dropout_p: float, seed: int) -> torch.Tensor:
+def dropout_grad(grad_output: torch.Tensor, dropout_p: float, seed: torch.Tensor) -> torch.Tensor:
     """``grad_output * keep / (1 - p)`` with the forward's keep mask, as a new contiguous tensor."""
     rows, out_features = grad_output.shape
     grad_pre = torch.empty((rows, out_features), device=grad_output.device, dtype=grad_output.dtype)
@@ -376,13 +378,13 @@ def dropout_grad(grad_output: torch.Tensor, dropout_p: float, seed: int) -> torc
     meta = {} if not INTERPRET else {"BLOCK_ROWS": interpreter_block(rows, INTERPRETER_TILE),
                                      "BLOCK_OUT": interpreter_block(out_features, INTERPRETER_TILE)}
     grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_ROWS"]), triton.cdiv(out_features, meta["BLOCK_OUT"]))
-    linear_dropout_grad_kernel[grid](grad_output, grad_pre, rows, out_features, autotune_bucket(rows),
-                                     grad_output.stride(0), grad_output.stride(1), seed, dropout_p, **meta)
+    launcher(linear_dropout_grad_kernel)[grid](grad_output, grad_pre, rows, out_features, autotune_bucket(rows),
+                                               grad_output.stride(0), grad_output.stride(1), seed, dropout_p, **meta)
     return grad_pre
 
 
 def linear_backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
-                    output: torch.Tensor | None, relu: bool, dropout_p: float, seed: int, *,
+                    output: torch.Tensor | None, relu: bool, dropout_p: float, seed: torch.Tensor | None, *,
                     needs_input_grad: bool, needs_weight_grad: bool, needs_bias_grad: bool):
     """Gradients of :func:`linear_forward` for a 2-D ``input``: ``(grad_input, grad_weight, grad_bias)``, each None
     where not needed. ``output`` is the forward's contiguous output (any shape), needed with ``relu``;
@@ -404,7 +406,7 @@ def linear_backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torc
             grad_input.zero_()
         elif grad_input.numel():
             grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_ROWS"]) * triton.cdiv(in_features, meta["BLOCK_IN"]),)
-            linear_grad_input_kernel[grid](
+            launcher(linear_grad_input_kernel)[grid](
                 grad_output, mask_source, weight, grad_input, rows, in_features, autotune_bucket(rows), out_features,
                 grad_output.stride(0), grad_output.stride(1), weight.stride(0), weight.stride(1), dropout_p,
                 RELU=relu, DROPOUT_SCALE=dropout_scale, INPUT_PRECISION=precision, GROUP_ROWS=GROUP_ROWS,
@@ -419,7 +421,7 @@ def linear_backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torc
             # At least one in_features tile, so that the bias gradient is stored even with in_features == 0.
             grid = lambda meta: (triton.cdiv(out_features, meta["BLOCK_OUT"])
                                  * max(1, triton.cdiv(in_features, meta["BLOCK_IN"])),)
-            linear_grad_weight_kernel[grid](
+            launcher(linear_grad_weight_kernel)[grid](
                 grad_output, mask_source, input, grad_weight, grad_bias if needs_bias_grad else grad_weight,
                 out_features, in_features, rows, autotune_bucket(rows), grad_output.stride(0), grad_output.stride(1),
                 input.stride(0), input.stride(1), dropout_p, HAS_BIAS=needs_bias_grad, RELU=relu,

@@ -50,7 +50,7 @@ import triton.language as tl
 
 from .layout import collapse_dims, coordinates, needs_wide_index, program_indices, strided_offset
 from .runtime import ALGORITHMS, INTERPRET, INTERPRETER_MAX_BLOCK, autotune, check_device, gpu_configs, \
-    interpreter_block
+    interpreter_block, launcher
 
 # Tiles of BLOCK_CHANNELS x BLOCK_POSITIONS = 1024 elements per program: 8 per thread with 4 warps, and enough
 # programs (AlexNet's 128 x 55 x 55 positions: 3,000 to 24,000 tiles) to keep every SM busy. Positions-major tiles
@@ -398,8 +398,8 @@ def _launch(walk_kernel, band_kernel, band_matrix: bool, positions: int, channel
     if band_matrix and channels <= INTERPRETER_MATMUL_MAX_CHANNELS:
         block_channels = interpreter_block(channels)  # at least 16: tl.dot's smallest operand
         block_positions = interpreter_block(positions, cap=max(16, INTERPRETER_TILE // block_channels))
-        band_kernel[(triton.cdiv(positions, block_positions),)](*args, BLOCK_CHANNELS=block_channels,
-                                                                 BLOCK_POSITIONS=block_positions, WIDE_INDEX=wide_index)
+        launcher(band_kernel)[(triton.cdiv(positions, block_positions),)](
+            *args, BLOCK_CHANNELS=block_channels, BLOCK_POSITIONS=block_positions, WIDE_INDEX=wide_index)
         return
     meta = {"WIDE_INDEX": wide_index}
     if INTERPRET:
@@ -408,7 +408,7 @@ def _launch(walk_kernel, band_kernel, band_matrix: bool, positions: int, channel
                 "BLOCK_CHANNELS": interpreter_block(channels, cap=max(1, INTERPRETER_MAX_BLOCK // block_positions),
                                                     minimum=1)}
     grid = lambda tiles: (triton.cdiv(positions, tiles["BLOCK_POSITIONS"]),)  # noqa: E731
-    walk_kernel[grid](*args, **meta)
+    launcher(walk_kernel)[grid](*args, **meta)
 
 
 def _negative_base_sign(beta: float) -> float:

@@ -50,7 +50,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .runtime import ALGORITHMS, INTERPRET, autotune, check_device, gpu_configs, interpreter_block
+from .runtime import ALGORITHMS, INTERPRET, autotune, check_device, gpu_configs, interpreter_block, \
+    launcher
 
 MAX_WINDOW_ELEMENTS = 256  # the arg-max offset inside a window is stored in one byte
 INDEX_CHUNK = 2**30  # elements (and memory span) per grid row: keeps per-element offsets below 2**31
@@ -320,8 +321,8 @@ def _launch(kernel, tensors, strided, shape, out_shape, padding, walk_outputs: b
     meta = {"BLOCK": interpreter_block(walked)} if INTERPRET else {}
     grid = lambda config: (triton.cdiv(walked, config["BLOCK"]), triton.cdiv(batch, images_per_chunk))  # noqa: E731
     strides = [stride for tensor in strided for stride in tensor.stride()]
-    kernel[grid](*tensors, batch, images_per_chunk, channels, height, width, out_height, out_width, *strides,
-                 *padding, CHANNELS_LAST=channels_last, **constexprs, **meta)
+    launcher(kernel)[grid](*tensors, batch, images_per_chunk, channels, height, width, out_height, out_width,
+                           *strides, *padding, CHANNELS_LAST=channels_last, **constexprs, **meta)
 
 
 def _within_index_chunk(tensor: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:

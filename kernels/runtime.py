@@ -14,6 +14,7 @@ GPU is how the compile-for-GPU report gets real ``JITFunction`` objects to compi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -66,6 +67,36 @@ INTERPRETER_ALGORITHMS = Algorithms(lrn_band_matrix=True, maxpool_scatter_backwa
                                     conv_separate_relu_gradient=True, conv_walk_by_padding=True,
                                     bf16_through_fp32=True)
 ALGORITHMS: Algorithms = INTERPRETER_ALGORITHMS if INTERPRET else GPU_ALGORITHMS
+
+
+# What launch functions call a kernel through: None (the kernel itself) or, while a ``torch.library.triton_op``'s
+# implementation runs, ``torch.library.wrap_triton``, so that tracing records each launch as a graph node.
+_launch_wrapper = None
+
+
+def launcher(kernel):
+    """``kernel``, or ``wrap_triton(kernel)`` inside a triton_op's implementation (:func:`launching_through`).
+    Launch functions write ``launcher(kernel)[grid](...)``; outside a triton_op it costs a global read."""
+    return kernel if _launch_wrapper is None else _launch_wrapper(kernel)
+
+
+@contextlib.contextmanager
+def launching_through(wrapper):
+    """Used by tritonnet/ops/_library.py only: :func:`launcher` applies ``wrapper`` to kernels while it is active."""
+    global _launch_wrapper
+    previous, _launch_wrapper = _launch_wrapper, wrapper
+    try:
+        yield
+    finally:
+        _launch_wrapper = previous
+
+
+def tracing() -> bool:
+    """Whether a launch is being traced into a graph (fake tensors, nothing runs) rather than run: a launch whose host
+    code depends on the tile the autotuner picks must not, since Inductor picks the tile after tracing."""
+    import torch
+
+    return torch._guards.detect_fake_mode() is not None
 
 
 def gpu_configs(names: tuple[str, ...], rows: list[tuple[int, ...]]) -> list[triton.Config]:

@@ -231,9 +231,10 @@ def test_dropout_mask_follows_the_logical_index_in_every_layout(provider, shape,
 def test_dropout_gives_the_same_mask_with_a_64_bit_index():
     """The flat index is int32 unless a tensor needs 64 bits; forced wide, the same result."""
     x = in_layout(nonzero_input((3, 4, 5), torch.float32, 5), "channels_last")
-    narrow = apply_dropout(x, 0.5, 99)
+    seed = torch.tensor(99, device=x.device)
+    narrow = apply_dropout(x, 0.5, seed)
     with mock.patch.object(layout, "MAX_INDEX_BLOCK", 2**31):
-        assert torch.equal(apply_dropout(x, 0.5, 99), narrow)
+        assert torch.equal(apply_dropout(x, 0.5, seed), narrow)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -303,7 +304,7 @@ def test_dropout_keep_in_a_fused_kernel_drops_what_the_standalone_op_drops(index
     """The scheme shared with fused kernels: the same seed drops the same flat indices, whether a kernel indexes in
     int32 or int64."""
     numel, seed, p = 3000, 424242, 0.45
-    standalone = apply_dropout(torch.ones(numel, device=DEVICE), p, seed) != 0
+    standalone = apply_dropout(torch.ones(numel, device=DEVICE), p, torch.tensor(seed, device=DEVICE)) != 0
     assert torch.equal(keep_mask(seed, p, 0, numel, index_64_bits), standalone)
 
 

@@ -94,7 +94,7 @@ def test_gemm_kernels_refuse_bf16_in_the_interpreter():
                        False)
     with pytest.raises(TypeError, match="input is bf16"):
         linear_forward(torch.randn(3, 16, dtype=torch.bfloat16), torch.randn(8, 16, dtype=torch.bfloat16), None,
-                       False, 0.0, 0)
+                       False, 0.0, None)
 
 
 @pytest.mark.parametrize("bf16_through_fp32", [False, True])

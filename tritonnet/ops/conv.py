@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tritonnet.kernels.conv import conv2d_backward, conv2d_forward, dense_format, output_size, result_format
 from tritonnet.kernels.runtime import INTERPRET, check_device
 from tritonnet.ops._checks import as_pair, check_int, check_like, check_tensor
-from tritonnet.ops._library import asked_for, fake_or_recorded, placeholder, qualified
+from tritonnet.ops._library import asked_for, fake_or_recorded, operator, placeholder
 from tritonnet.ops._precision import autocast_operands, computes_in_fp32, in_fp32
 from tritonnet.registry import lookup, register
 
@@ -98,7 +98,7 @@ def padding_sides(padding, kernel_size, dilation) -> tuple[int, int, int, int]:
     return tuple(sides)
 
 
-@torch.library.custom_op(qualified("conv2d_forward"), mutates_args=())
+@operator("conv2d_forward", mutates_args=())
 def conv2d_forward_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
                       padding: list[int], dilation: list[int], groups: int, relu: bool) -> torch.Tensor:
     """``torch.ops.tritonnet.conv2d_forward``: :func:`tritonnet.kernels.conv.conv2d_forward` (4-D input; ``padding`` is
@@ -116,7 +116,7 @@ def _conv2d_forward_fake(input, weight, bias, stride, padding, dilation, groups,
                        memory_format=result_format(input, weight))
 
 
-@torch.library.custom_op(qualified("conv2d_backward"), mutates_args=())
+@operator("conv2d_backward", mutates_args=())
 def conv2d_backward_op(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
                        output: torch.Tensor | None, stride: list[int], padding: list[int], dilation: list[int],
                        groups: int, output_mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -185,7 +185,7 @@ def _conv2d_gradients(ctx, grad_output):
     return (*gradients, None, None, None, None, None)
 
 
-@torch.library.custom_op(qualified("conv2d"), mutates_args=())
+@operator("conv2d", mutates_args=())
 def conv2d_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
               padding: list[int], dilation: list[int], groups: int, relu: bool) -> torch.Tensor:
     """``torch.ops.tritonnet.conv2d``: :func:`conv2d_forward_op` with its own autograd (the same backward as

@@ -31,7 +31,7 @@ from tritonnet.kernels.cross_entropy import (clear_target_errors, cross_entropy_
                                              new_target_error_record, read_target_errors)
 from tritonnet.kernels.runtime import INTERPRET
 from tritonnet.ops._checks import check_float, check_int, check_tensor
-from tritonnet.ops._library import fake_or_recorded, placeholder, qualified
+from tritonnet.ops._library import fake_or_recorded, operator, placeholder
 from tritonnet.ops._precision import autocast_enabled
 from tritonnet.registry import lookup, register
 
@@ -143,7 +143,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-@torch.library.custom_op(qualified("cross_entropy_forward"), mutates_args=())
+@operator("cross_entropy_forward", mutates_args=())
 def cross_entropy_forward_op(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
                              ignore_index: int, reduction: str, label_smoothing: float,
                              loss_shape: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
@@ -172,7 +172,7 @@ def _cross_entropy_forward_fake(logits, target, weight, ignore_index, reduction,
             logits.new_empty((), dtype=compute_dtype))
 
 
-@torch.library.custom_op(qualified("cross_entropy_backward"), mutates_args=())
+@operator("cross_entropy_backward", mutates_args=())
 def cross_entropy_backward_op(grad_output: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
                               weight: torch.Tensor | None, saved: list[torch.Tensor], ignore_index: int,
                               reduction: str, label_smoothing: float,
@@ -232,7 +232,7 @@ def _cross_entropy_gradients(ctx, grad_output, logits, target, weight, saved):
     return grad_logits, grad_target if ctx.needs_input_grad[1] else None
 
 
-@torch.library.custom_op(qualified("cross_entropy"), mutates_args=())
+@operator("cross_entropy", mutates_args=())
 def cross_entropy_op(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int,
                      reduction: str, label_smoothing: float) -> torch.Tensor:
     """``torch.ops.tritonnet.cross_entropy`` of (batch, classes, spatial) ``logits`` against class indices (batch,

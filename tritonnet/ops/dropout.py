@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from tritonnet.kernels.dropout import apply_dropout
 from tritonnet.ops._checks import check_float, check_tensor
-from tritonnet.ops._library import fake_or_recorded, qualified
+from tritonnet.ops._library import fake_or_recorded, operator
 from tritonnet.registry import lookup, register
 
 OP = "dropout"
@@ -33,15 +33,15 @@ def draw_seed() -> torch.Tensor:
     return torch.randint(0, 2**31 - 1, (), dtype=torch.int64)
 
 
-def seed_value(seed: torch.Tensor) -> int:
-    """The kernels' int seed from :func:`draw_seed`'s tensor (a CPU tensor: reading it never waits for a device).
-    Refused under CUDA-graph capture: a captured launch would replay the seed read at capture, the same mask on every
-    replay."""
+def seed_on(seed: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """:func:`draw_seed`'s tensor on ``device``, where the kernels load it (a copy that does not wait for the device;
+    a tensor, so a traced graph carries it as data). Refused under CUDA-graph capture: a captured copy would replay
+    the seed drawn at capture, the same mask on every replay."""
     if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
-        raise RuntimeError("tritonnet's dropout cannot be captured in a CUDA graph: its seed is a kernel argument, so "
+        raise RuntimeError("tritonnet's dropout cannot be captured in a CUDA graph: its seed is drawn on the host, so "
                            "every replay would drop the same elements; use provider='torch' for dropout under CUDA "
                            "graphs")
-    return int(seed)
+    return seed.to(device, non_blocking=True)
 
 
 def dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False,
@@ -61,12 +61,12 @@ def torch_dropout(input, p, training, inplace):
     return F.dropout(input, p, training, inplace)
 
 
-@torch.library.custom_op(qualified("dropout"), mutates_args=())
+@operator("dropout", mutates_args=())
 def dropout_op(input: torch.Tensor, p: float, seed: torch.Tensor) -> torch.Tensor:
     """``torch.ops.tritonnet.dropout``: ``input * keep(seed) / (1 - p)``
-    (:func:`tritonnet.kernels.dropout.apply_dropout`, 0 < p <= 1), ``seed`` from :func:`draw_seed`. Differentiable: its
-    backward is itself with the same seed."""
-    return apply_dropout(input, p, seed_value(seed))
+    (:func:`tritonnet.kernels.dropout.apply_dropout`, 0 < p <= 1), ``seed`` from :func:`draw_seed`. Differentiable:
+    its backward is itself with the same seed."""
+    return apply_dropout(input, p, seed_on(seed, input.device))
 
 
 @fake_or_recorded(dropout_op)
@@ -74,10 +74,10 @@ def _dropout_fake(input, p, seed):
     return torch.empty_like(input)
 
 
-@torch.library.custom_op(qualified("dropout_"), mutates_args=("input",))
+@operator("dropout_", mutates_args=("input",))
 def dropout_in_place_op(input: torch.Tensor, p: float, seed: torch.Tensor) -> None:
     """``torch.ops.tritonnet.dropout_``: :func:`dropout_op` written into ``input``."""
-    apply_dropout(input, p, seed_value(seed), inplace=True)
+    apply_dropout(input, p, seed_on(seed, input.device), inplace=True)
 
 
 @fake_or_recorded(dropout_in_place_op)

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from tritonnet.kernels.linear import dropout_grad, linear_backward, linear_forward
 from tritonnet.ops._checks import check_float, check_like, check_tensor
 from tritonnet.ops._precision import autocast_operands, computes_in_fp32, in_fp32
-from tritonnet.ops._library import asked_for, fake_or_recorded, placeholder, qualified
-from tritonnet.ops.dropout import draw_seed, seed_value
+from tritonnet.ops._library import asked_for, fake_or_recorded, operator, placeholder
+from tritonnet.ops.dropout import draw_seed, seed_on
 from tritonnet.registry import lookup, register
 
 OP = "linear"
@@ -63,12 +63,17 @@ def torch_linear(input, weight, bias, relu, dropout_p, training):
     return output
 
 
-@torch.library.custom_op(qualified("linear_forward"), mutates_args=())
+def _dropout_seed(seed: torch.Tensor, dropout_p: float, device: torch.device) -> torch.Tensor | None:
+    """The kernels' seed on ``device`` with dropout, None (nothing copied) without."""
+    return seed_on(seed, device) if dropout_p > 0.0 else None
+
+
+@operator("linear_forward", mutates_args=())
 def linear_forward_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool,
                       dropout_p: float, seed: torch.Tensor, output_shape: list[int]) -> torch.Tensor:
-    """``torch.ops.tritonnet.linear_forward``: :func:`tritonnet.kernels.linear.linear_forward` for a 2-D ``input``, its
-    output shaped ``output_shape``; ``seed`` (from :func:`draw_seed`) is read only when ``dropout_p > 0``."""
-    return linear_forward(input, weight, bias, relu, dropout_p, seed_value(seed) if dropout_p > 0.0 else 0,
+    """``torch.ops.tritonnet.linear_forward``: :func:`tritonnet.kernels.linear.linear_forward` for a 2-D ``input``,
+    its output shaped ``output_shape``; ``seed`` (from :func:`draw_seed`) is read only when ``dropout_p > 0``."""
+    return linear_forward(input, weight, bias, relu, dropout_p, _dropout_seed(seed, dropout_p, input.device),
                           output_shape=tuple(output_shape))
 
 
@@ -77,7 +82,7 @@ def _linear_forward_fake(input, weight, bias, relu, dropout_p, seed, output_shap
     return input.new_empty(output_shape)
 
 
-@torch.library.custom_op(qualified("linear_backward"), mutates_args=())
+@operator("linear_backward", mutates_args=())
 def linear_backward_op(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
                        output: torch.Tensor | None, relu: bool, dropout_p: float, seed: torch.Tensor,
                        output_mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -85,7 +90,7 @@ def linear_backward_op(grad_output: torch.Tensor, input: torch.Tensor, weight: t
     grad_weight, grad_bias)`` for a 2-D ``input``; ``output_mask`` says which are needed, the others are empty
     placeholders."""
     gradients = linear_backward(grad_output, input, weight, output, relu, dropout_p,
-                                seed_value(seed) if dropout_p > 0.0 else 0, needs_input_grad=output_mask[0],
+                                _dropout_seed(seed, dropout_p, input.device), needs_input_grad=output_mask[0],
                                 needs_weight_grad=output_mask[1], needs_bias_grad=output_mask[2])
     return tuple(placeholder(input) if gradient is None else gradient for gradient in gradients)
 
@@ -96,10 +101,10 @@ def _linear_backward_fake(grad_output, input, weight, output, relu, dropout_p, s
     return tuple(input.new_empty(shape) if needed else placeholder(input) for shape, needed in zip(shapes, output_mask))
 
 
-@torch.library.custom_op(qualified("linear_dropout_grad"), mutates_args=())
+@operator("linear_dropout_grad", mutates_args=())
 def linear_dropout_grad_op(grad_output: torch.Tensor, dropout_p: float, seed: torch.Tensor) -> torch.Tensor:
     """``torch.ops.tritonnet.linear_dropout_grad``: ``grad_output * keep / (1 - p)`` with the forward's mask (2-D)."""
-    return dropout_grad(grad_output, dropout_p, seed_value(seed))
+    return dropout_grad(grad_output, dropout_p, seed_on(seed, grad_output.device))
 
 
 @fake_or_recorded(linear_dropout_grad_op)
@@ -156,14 +161,14 @@ def _linear_gradients(ctx, grad_output):
     return grad_input, grad_weight, grad_bias
 
 
-@torch.library.custom_op(qualified("linear"), mutates_args=())
+@operator("linear", mutates_args=())
 def linear_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool, dropout_p: float,
               seed: torch.Tensor) -> torch.Tensor:
     """``torch.ops.tritonnet.linear``: ``dropout(relu(input @ weight^T + bias))`` for (*, in_features) ``input``,
     differentiable by itself (the backward of :class:`LinearFunction`); ``seed`` from :func:`draw_seed`, read only
     when ``dropout_p > 0``."""
     flat_input = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
-    return linear_forward(flat_input, weight, bias, relu, dropout_p, seed_value(seed) if dropout_p > 0.0 else 0,
+    return linear_forward(flat_input, weight, bias, relu, dropout_p, _dropout_seed(seed, dropout_p, input.device),
                           output_shape=(*input.shape[:-1], weight.shape[0]))
 
 

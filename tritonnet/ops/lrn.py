@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from tritonnet.kernels.lrn import accumulator_dtype, lrn_backward, lrn_forward
 from tritonnet.ops._checks import check_float, check_int, check_tensor
-from tritonnet.ops._library import fake_or_recorded, placeholder, qualified
+from tritonnet.ops._library import fake_or_recorded, operator, placeholder
 from tritonnet.registry import lookup, register
 
 OP = "local_response_norm"
@@ -57,7 +57,7 @@ def _autocast_dtype(input: torch.Tensor) -> torch.dtype:
     return torch.float32 if device_type == "cuda" or input.dim() >= 4 else input.dtype
 
 
-@torch.library.custom_op(qualified("local_response_norm_forward"), mutates_args=())
+@operator("local_response_norm_forward", mutates_args=())
 def local_response_norm_forward_op(input: torch.Tensor, size: int, alpha: float, beta: float, k: float,
                                    save_for_backward: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.ops.tritonnet.local_response_norm_forward``: :func:`tritonnet.kernels.lrn.lrn_forward`'s output and, with
@@ -73,7 +73,7 @@ def _local_response_norm_forward_fake(input, size, alpha, beta, k, save_for_back
                     else placeholder(output))
 
 
-@torch.library.custom_op(qualified("local_response_norm_backward"), mutates_args=())
+@operator("local_response_norm_backward", mutates_args=())
 def local_response_norm_backward_op(input: torch.Tensor, base_power: torch.Tensor, grad_output: torch.Tensor,
                                     size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
     """``torch.ops.tritonnet.local_response_norm_backward``: :func:`tritonnet.kernels.lrn.lrn_backward`."""
@@ -114,7 +114,7 @@ def _local_response_norm_gradients(ctx, grad_output, input, base_power):
     return grad_input, None, None, None, None
 
 
-@torch.library.custom_op(qualified("local_response_norm"), mutates_args=())
+@operator("local_response_norm", mutates_args=())
 def local_response_norm_op(input: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
     """``torch.ops.tritonnet.local_response_norm`` (``beta != 0``), differentiable by itself. An op's autograd keeps
     only its inputs and outputs, so its backward recomputes ``base ** (-beta - 1)`` with one more forward kernel;

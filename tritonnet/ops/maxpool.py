@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from tritonnet.kernels.maxpool import max_pool2d_backward, max_pool2d_forward, output_memory_format, pooled_size
 from tritonnet.ops._checks import as_pair, check_tensor
-from tritonnet.ops._library import fake_or_recorded, placeholder, qualified
+from tritonnet.ops._library import fake_or_recorded, operator, placeholder
 from tritonnet.registry import lookup, register
 
 OP = "max_pool2d"
@@ -80,7 +80,7 @@ def _memory_format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
-@torch.library.custom_op(qualified("max_pool2d_forward"), mutates_args=())
+@operator("max_pool2d_forward", mutates_args=())
 def max_pool2d_forward_op(input: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
                           dilation: list[int], ceil_mode: bool, return_indices: bool,
                           channels_last: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -105,7 +105,7 @@ def _max_pool2d_forward_fake(input, kernel_size, stride, padding, dilation, ceil
     return torch.empty(shape, dtype=input.dtype, **like), torch.empty(shape, dtype=torch.uint8, **like), indices
 
 
-@torch.library.custom_op(qualified("max_pool2d_backward"), mutates_args=())
+@operator("max_pool2d_backward", mutates_args=())
 def max_pool2d_backward_op(grad_output: torch.Tensor, offsets: torch.Tensor, input_shape: list[int],
                            kernel_size: list[int], stride: list[int], padding: list[int], dilation: list[int],
                            channels_last: bool) -> torch.Tensor:
@@ -169,7 +169,7 @@ def _max_pool2d_gradient(ctx, grad_output):
     return max_pool2d_backward_op(grad_output, offsets, list(ctx.input_shape), *ctx.window, ctx.channels_last)
 
 
-@torch.library.custom_op(qualified("max_pool2d"), mutates_args=())
+@operator("max_pool2d", mutates_args=())
 def max_pool2d_op(input: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
                   dilation: list[int], ceil_mode: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.ops.tritonnet.max_pool2d``, differentiable by itself: the pooled output (in torch's memory format)
