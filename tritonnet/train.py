@@ -66,6 +66,8 @@ from tritonnet.nn import Linear
 from tritonnet.ops.cross_entropy import raise_deferred_target_errors
 
 CHECKPOINT_FORMAT = 1
+# The fewest images a rank evaluates at once (measured in the interpreter: 73 ms an image at 16, 54 at 64).
+EVALUATION_BATCH = 64
 EXIT_OK, EXIT_NAN, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 INPUT_SIZES = {"alexnet": 227, "alexnet-torchvision": 224, "alexnet-small": 32}
 INITIALISATIONS = {"model": lambda model: model, "paper": paper_init, "he": he_init}
@@ -149,6 +151,27 @@ GPU_FASHION_MNIST = dict(PAPER, epochs=12, lr_steps=[8.0, 11.0], init="he")
 CPU_DEMO = dict(model="alexnet-small", epochs=1, batch_size=32, lr=0.03, schedule="cosine", lr_steps=[],
                 warmup_epochs=0.1, label_smoothing=0.1, dropout=0.0, dropout_start=0.0, init="model",
                 augment=False, train_subset=1_792, val_subset=1_000)
+@dataclass(frozen=True)
+class InterpreterCosts:
+    """What alexnet-small costs one rank process in Triton's interpreter, in seconds: a training step is a fixed part
+    (per launch and per loop step) plus a part per image of the rank's share of the batch; evaluation a part per
+    image; starting, the imports, the data and the ranks' gloo group. Measured on a 2-core machine on 1 December
+    2026 (benchmarks/results/NOTES.md); a machine of the same kind varies by about 30% from hour to hour."""
+
+    step: float = 1.8
+    training_image: float = 0.107
+    evaluated_image: float = 0.05
+    start: float = 15.0
+
+    def run_seconds(self, config: "TrainConfig", train_images: int, val_images: int, ranks: int) -> float:
+        """The planned wall time of a run that evaluates once per epoch."""
+        steps = config.epochs * -(-train_images // config.batch_size)
+        share = config.batch_size / ranks
+        return (self.start + steps * (self.step + share * self.training_image)
+                + config.epochs * -(-val_images // ranks) * self.evaluated_image)
+
+
+INTERPRETER_COSTS = InterpreterCosts()
 # What depends on the device, not the recipe: a loss check is a host sync, which a GPU step should not wait on every
 # step; conv's fast GPU tiles need channels contiguous, while the interpreter runs either layout.
 GPU_DEFAULTS = dict(print_every=20, memory_format="channels_last")
@@ -716,7 +739,8 @@ class Run:
 
     def _evaluate(self) -> dict:
         sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, top-1 hits, top-5 hits, images
-        local_batch = self.config.batch_size // self.distributed.world_size
+        # At least EVALUATION_BATCH images a batch: the interpreter's fixed cost per launch is spread over more.
+        local_batch = max(self.config.batch_size // self.distributed.world_size, EVALUATION_BATCH)
         for images, labels in self.data.val_batches(local_batch, self.distributed.rank, self.distributed.world_size):
             if len(labels) == 0:
                 continue
@@ -957,9 +981,12 @@ def describe(run: Run) -> None:
     if device.type == "cuda":
         run.print(f"tritonnet: training on {torch.cuda.get_device_name(device)} x {run.distributed.world_size}")
     elif tritonnet.INTERPRET and "triton" in kernels.values():
-        demo = (f" This is the CPU demo: {config.model} trained for {epochs} on "
-                f"{run.data.train_size:,} images and tested on {run.data.val_size:,} (the progress bar shows the time "
-                f"left)." if run.preset_name == "CPU demo" else "")
+        ranks = run.distributed.world_size
+        minutes = INTERPRETER_COSTS.run_seconds(config, run.data.train_size, run.data.val_size, ranks) / 60
+        demo = (f" This is the CPU demo: {config.model} trained for {epochs} on {run.data.train_size:,} images and "
+                f"tested on {run.data.val_size:,}, about {minutes:.0f} minutes on {ranks} "
+                f"core{'s' if ranks != 1 else ''} (the progress bar shows the time left)."
+                if run.preset_name == "CPU demo" else "")
         run.print("[bold]tritonnet: no CUDA device, so the Triton kernels run in Triton's interpreter on the CPU "
                   f"(TRITON_INTERPRET=1).[/]{demo} Add --kernels all=torch to use PyTorch's reference kernels "
                   "instead (much faster).")
