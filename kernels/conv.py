@@ -25,10 +25,9 @@ Two ways to walk the (channel, kh, kw) reduction, chosen per launch with ``CHANN
   * channels inner: the window taps outside, BLOCK_WINDOW channels inside. Every element of a chunk shares one tap,
     so bounds checks are per row ([BLOCK_PIXELS, 1]) and an element costs one pointer add. Used on a GPU when the
     channels come in whole 16-wide chunks (conv2-5).
-The interpreter picks the walk that pads the reduction less (the weight gradient always walks flat), and its tile
-sizes from a cost model of loop steps and gathered elements, and applies ReLU's mask once, before the gradient
-kernels: the "interpreter-only" section at the end, chosen by ``runtime.ALGORITHMS`` through the launch functions'
-``walk_by_padding`` and ``separate_relu_gradient`` keywords.
+The interpreter always walks flat, picks its tile sizes from a cost model of loop steps and gathered elements, and
+applies ReLU's mask once, before the gradient kernels: the "interpreter-only" section at the end, chosen by
+``runtime.ALGORITHMS`` through the launch functions' ``flat_walk`` and ``separate_relu_gradient`` keywords.
 
 Layouts: NCHW and channels-last tensors both run natively (every stride is an argument, the weight's and bias's
 too: no launch copies them). On a GPU channels-last should be the fast one (by design; untimed): with the
@@ -513,20 +512,19 @@ def _precision(dtype: torch.dtype) -> tuple[str, tl.dtype]:
     return ("tf32" if tf32 else "ieee"), tl.float32
 
 
-def use_channels_inner(channels: int, taps: int, reduction_over_pixels: bool = False, *,
-                       walk_by_padding: bool = ALGORITHMS.conv_walk_by_padding) -> bool:
-    """Which walk of a reduction over ``channels`` x ``taps`` window taps to take: on a GPU channels inner when
-    channels come in whole 16-wide chunks (contiguous, vectorised chunk loads in channels-last tensors); with
-    ``walk_by_padding`` the interpreter's choice (:func:`walk_padding_least`)."""
-    if walk_by_padding:
-        return walk_padding_least(channels, taps, reduction_over_pixels)
-    return channels % 16 == 0
+def use_channels_inner(channels: int, *, flat_walk: bool = ALGORITHMS.conv_flat_walk) -> bool:
+    """Which walk of a reduction over ``channels`` x window taps to take: on a GPU channels inner when channels come
+    in whole 16-wide chunks (contiguous, vectorised chunk loads in channels-last tensors). ``flat_walk`` is the
+    interpreter's choice: there a loop step costs a few dozen tile operations of Python whatever its size, and the
+    flat walk covers the window in a few large chunks where channels-inner takes at least one step per tap (a whole
+    alexnet_small step at batch 16: 3.47 -> 3.12 s; benchmarks/results/NOTES.md, "conv in the interpreter")."""
+    return not flat_walk and channels % 16 == 0
 
 
 def conv2d_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
                    padding: tuple[int, int, int, int], dilation: tuple[int, int], groups: int, relu: bool,
                    channels_inner: bool | None = None, *,
-                   walk_by_padding: bool = ALGORITHMS.conv_walk_by_padding) -> torch.Tensor:
+                   flat_walk: bool = ALGORITHMS.conv_flat_walk) -> torch.Tensor:
     """``relu?(conv2d(input, weight, bias))`` for 4-D ``input``; ``padding`` is (top, bottom, left, right).
 
     The output's memory format is torch's (:func:`result_format`). The weight and bias are read in whatever layout
@@ -550,8 +548,7 @@ def conv2d_forward(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         return output
     out_channels_per_group = out_channels // groups
     if channels_inner is None:
-        channels_inner = use_channels_inner(in_channels_per_group, kernel_h * kernel_w,
-                                            walk_by_padding=walk_by_padding)
+        channels_inner = use_channels_inner(in_channels_per_group, flat_walk=flat_walk)
     input_precision, accumulator = _precision(input.dtype)
     if INTERPRET:
         window = in_channels_per_group if channels_inner else in_channels_per_group * kernel_h * kernel_w
@@ -623,7 +620,7 @@ def conv2d_input_grad(grad_output: torch.Tensor, output: torch.Tensor | None, we
                       input_shape: torch.Size, memory_format: torch.memory_format, stride: tuple[int, int],
                       padding: tuple[int, int, int, int], dilation: tuple[int, int], groups: int,
                       channels_inner: bool | None = None, *,
-                      walk_by_padding: bool = ALGORITHMS.conv_walk_by_padding) -> torch.Tensor:
+                      flat_walk: bool = ALGORITHMS.conv_flat_walk) -> torch.Tensor:
     """Gradient of conv2d with respect to its 4-D input, in ``memory_format``. ``output`` is the saved ReLU output
     (None without ReLU, or when the gradient was masked already); ``padding`` is (top, bottom, left, right)."""
     check_dot_dtype("grad_output", grad_output)
@@ -649,7 +646,7 @@ def conv2d_input_grad(grad_output: torch.Tensor, output: torch.Tensor | None, we
     gcd = (math.gcd(stride[0], dilation[0]), math.gcd(stride[1], dilation[1]))
     taps = -(-kernel_h // (stride[0] // gcd[0])) * -(-kernel_w // (stride[1] // gcd[1]))  # the most in one phase
     if channels_inner is None:
-        channels_inner = use_channels_inner(out_channels_per_group, taps, walk_by_padding=walk_by_padding)
+        channels_inner = use_channels_inner(out_channels_per_group, flat_walk=flat_walk)
     input_precision, accumulator = _precision(grad_output.dtype)
     most_pixels = batch * most_rows
     if INTERPRET:
@@ -719,7 +716,7 @@ def conv2d_weight_grad(input: torch.Tensor, grad_output: torch.Tensor, output: t
                        padding: tuple[int, int, int, int], dilation: tuple[int, int], groups: int, bias: bool,
                        channels_inner: bool | None = None, *,
                        weight_format: torch.memory_format = torch.contiguous_format,
-                       walk_by_padding: bool = ALGORITHMS.conv_walk_by_padding
+                       flat_walk: bool = ALGORITHMS.conv_flat_walk
                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Gradients of conv2d with respect to its weight (in ``weight_format``) and (when ``bias``) its bias, for 4-D
     ``input``. ``output`` is the saved ReLU output (None without ReLU, or when the gradient was masked already)."""
@@ -742,8 +739,7 @@ def conv2d_weight_grad(input: torch.Tensor, grad_output: torch.Tensor, output: t
     _check_int32("grad_output", max(out_channels * out_height * out_width, pixels), "one image (or the pixel count)")
     _check_grid("weight gradient", groups)
     if channels_inner is None:
-        channels_inner = use_channels_inner(in_channels_per_group, kernel_h * kernel_w, reduction_over_pixels=True,
-                                            walk_by_padding=walk_by_padding)
+        channels_inner = use_channels_inner(in_channels_per_group, flat_walk=flat_walk)
     input_precision, accumulator = _precision(input.dtype)
     partial_dtype = torch.float64 if accumulator == tl.float64 else torch.float32
     window_tiles = (lambda block: kernel_h * kernel_w * triton.cdiv(in_channels_per_group, block)) if channels_inner \
@@ -820,7 +816,7 @@ def conv2d_backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torc
                     dilation: tuple[int, int], groups: int, *, needs_input_grad: bool, needs_weight_grad: bool,
                     needs_bias_grad: bool,
                     separate_relu_gradient: bool = ALGORITHMS.conv_separate_relu_gradient,
-                    walk_by_padding: bool = ALGORITHMS.conv_walk_by_padding):
+                    flat_walk: bool = ALGORITHMS.conv_flat_walk):
     """Gradients of :func:`conv2d_forward` for 4-D ``input``: ``(grad_input, grad_weight, grad_bias)``, each None
     where not needed, in the memory formats torch returns (:func:`result_format`; the weight's for its gradient,
     which autograd then accumulates into the weight without a copy). ``output`` is the saved forward output when
@@ -831,12 +827,12 @@ def conv2d_backward(grad_output: torch.Tensor, input: torch.Tensor, weight: torc
     grad_input = grad_weight = grad_bias = None
     if needs_input_grad:
         grad_input = conv2d_input_grad(grad_output, output, weight, input.shape, result_format(input, weight), stride,
-                                       padding, dilation, groups, walk_by_padding=walk_by_padding)
+                                       padding, dilation, groups, flat_walk=flat_walk)
     if needs_weight_grad or needs_bias_grad:
         grad_weight, grad_bias = conv2d_weight_grad(input, grad_output, output, weight.shape, weight.dtype, stride,
                                                     padding, dilation, groups, needs_bias_grad,
                                                     weight_format=dense_format(weight),
-                                                    walk_by_padding=walk_by_padding)
+                                                    flat_walk=flat_walk)
     return (grad_input, grad_weight if needs_weight_grad else None, grad_bias)
 
 
@@ -874,18 +870,6 @@ def separate_relu_gradient_pass(grad_output: torch.Tensor, output: torch.Tensor)
         grid = lambda meta: (triton.cdiv(count, meta["BLOCK"]),)  # noqa: E731
         launcher(relu_gradient_kernel)[grid](grad_output, output, masked, count, **meta)
     return masked
-
-
-def walk_padding_least(channels: int, taps: int, reduction_over_pixels: bool) -> bool:
-    """The interpreter's reduction walk, whose cost is per loop step and per element of a gathered tile: whichever
-    pads the reduction less, since the flat walk rounds ``channels * taps`` up to a power of two once and the
-    channels-inner walk rounds ``channels`` up once per tap. Channels inner also checks bounds per row rather than
-    per element. Fewer than 16 channels always walk flat (a tl.dot operand needs 16), and so does the weight gradient
-    (``reduction_over_pixels``): its programs own (out channel, window) tiles, and a channels-inner tile would load
-    the output gradient once per tap. Timings in benchmarks/results/NOTES.md, "conv in the interpreter"."""
-    if reduction_over_pixels or channels < 16:
-        return False
-    return taps * triton.next_power_of_2(channels) <= triton.next_power_of_2(channels * taps)
 
 
 # Interpreter tiles hold up to 2**18 elements (4x the runtime's default block): from this size on the per-element

@@ -55,16 +55,16 @@ class Algorithms:
     maxpool_scatter_backward: bool
     # Conv masks ReLU's gradient in one pass up front (GPU: the mask is fused into the gradient GEMMs' loads).
     conv_separate_relu_gradient: bool
-    # Conv picks the reduction walk that pads least (GPU: channels-inner whenever the channels are contiguous).
-    conv_walk_by_padding: bool
+    # Conv walks its reduction flat (GPU: channels-inner whenever the channels come in whole 16-wide chunks).
+    conv_flat_walk: bool
     # bf16 GEMMs computed in fp32 and rounded to bf16 (the interpreter's bf16 tl.dot answers wrongly).
     bf16_through_fp32: bool
 
 
 GPU_ALGORITHMS = Algorithms(lrn_band_matrix=False, maxpool_scatter_backward=False, conv_separate_relu_gradient=False,
-                            conv_walk_by_padding=False, bf16_through_fp32=False)
+                            conv_flat_walk=False, bf16_through_fp32=False)
 INTERPRETER_ALGORITHMS = Algorithms(lrn_band_matrix=True, maxpool_scatter_backward=True,
-                                    conv_separate_relu_gradient=True, conv_walk_by_padding=True,
+                                    conv_separate_relu_gradient=True, conv_flat_walk=True,
                                     bf16_through_fp32=True)
 ALGORITHMS: Algorithms = INTERPRETER_ALGORITHMS if INTERPRET else GPU_ALGORITHMS
 

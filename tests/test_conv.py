@@ -307,9 +307,9 @@ def test_conv2d_relu_keeps_nan_and_infinities_like_torch_forward_and_backward(se
     torch.testing.assert_close(grads[1], expected_grads[1], equal_nan=True)
 
 
-@pytest.mark.parametrize("walk_by_padding", [False, True], ids=["gpu walk", "interpreter walk"])
+@pytest.mark.parametrize("flat_walk", [False, True], ids=["gpu walk", "interpreter walk"])
 @pytest.mark.parametrize("separate_relu_gradient", [False, True], ids=["fused mask", "separate mask"])
-def test_conv2d_backward_matches_torch_with_every_algorithm(separate_relu_gradient, walk_by_padding):
+def test_conv2d_backward_matches_torch_with_every_algorithm(separate_relu_gradient, flat_walk):
     """Both choices of each ALGORITHMS entry conv reads, through the launch functions' keywords, on channels-last
     tensors with 16 channels (where the GPU and interpreter walks differ: channels inner vs flat for a 1x3 window)."""
     generator = torch.Generator().manual_seed(3)
@@ -320,12 +320,12 @@ def test_conv2d_backward_matches_torch_with_every_algorithm(separate_relu_gradie
     geometry = dict(stride=(1, 2), padding=(1, 1), dilation=(1, 1), groups=1)
     sides = (1, 1, 1, 1)
     output = conv_kernels.conv2d_forward(input, weight, bias, (1, 2), sides, (1, 1), 1, True,
-                                         walk_by_padding=walk_by_padding)
+                                         flat_walk=flat_walk)
     grad_output = make_tensor(output.shape, dtype, 1.0, generator, "channels last")
     grads = conv_kernels.conv2d_backward(grad_output, input, weight, output, (1, 2), sides, (1, 1), 1,
                                          needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True,
                                          separate_relu_gradient=separate_relu_gradient,
-                                         walk_by_padding=walk_by_padding)
+                                         flat_walk=flat_walk)
     expected, expected_grads = reference(input, weight, bias, (output > 0).double(), grad_output, **geometry)
     assert_close(output, expected.clamp(min=0), reduction_length=16 * 3, name="output")
     for name, actual, wanted in zip(("grad_input", "grad_weight", "grad_bias"), grads, expected_grads):
