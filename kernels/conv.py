@@ -872,11 +872,12 @@ def separate_relu_gradient_pass(grad_output: torch.Tensor, output: torch.Tensor)
     return masked
 
 
-# Interpreter tiles hold up to 2**18 elements (4x the runtime's default block): from this size on the per-element
-# work outweighs the per-loop-step overhead (see benchmarks/results/NOTES.md, "conv in the interpreter").
-INTERPRETER_TILE = 4 * INTERPRETER_MAX_BLOCK
+# Interpreter tiles hold up to 2**19 elements (8x the runtime's default block; Triton's limit is 2**20): from this
+# size on the per-element work outweighs the per-loop-step overhead (benchmarks/results/NOTES.md, "conv in the
+# interpreter").
+INTERPRETER_TILE = 8 * INTERPRETER_MAX_BLOCK
 # What one loop step costs in the interpreter, in gathered elements' worth of time (NOTES.md, the same section).
-INTERPRETER_STEP_ELEMENTS = 120_000
+INTERPRETER_STEP_ELEMENTS = 250_000
 
 
 def _interpreter_tiles(rows: int, columns: int, reduction: int) -> tuple[int, int, int]:

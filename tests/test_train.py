@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from tritonnet.train import (CPU_DEFAULTS, CPU_DEMO, EXIT_INTERRUPTED, EXIT_NAN, EXIT_OK, EXIT_USAGE, GPU_DEFAULTS,
-                             GPU_FASHION_MNIST, PAPER, TrainConfig, build_parser, main, shown)
+                             GPU_FASHION_MNIST, INTERPRETER_COSTS, PAPER, TrainConfig, build_parser, main, shown)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "train_alexnet.py"
@@ -258,6 +258,13 @@ def test_unknown_kernel_provider_is_refused_by_name(capsys):
 def test_cpu_demo_recipe_fits_the_shipped_slice():
     assert CPU_DEMO["train_subset"] <= 10_000 and CPU_DEMO["val_subset"] >= 1_000  # the slice; the task's minimum
     assert CPU_DEMO["model"] == "alexnet-small"
+
+
+def test_the_cpu_demo_is_planned_within_four_minutes_on_two_cores_with_a_margin():
+    """The promise printed on the first line comes from this plan: the demo's size must leave room for a slow hour."""
+    planned = INTERPRETER_COSTS.run_seconds(TrainConfig(**CPU_DEMO), CPU_DEMO["train_subset"], CPU_DEMO["val_subset"],
+                                            ranks=2)
+    assert planned <= 0.9 * 240, planned
 
 
 def readme_flag_table() -> list[tuple[list[str], str]]:
