@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import threading
 
 
 def _decide_interpret() -> bool:
@@ -69,26 +70,29 @@ INTERPRETER_ALGORITHMS = Algorithms(lrn_band_matrix=True, maxpool_scatter_backwa
 ALGORITHMS: Algorithms = INTERPRETER_ALGORITHMS if INTERPRET else GPU_ALGORITHMS
 
 
-# What launch functions call a kernel through: None (the kernel itself) or, while a ``torch.library.triton_op``'s
-# implementation runs, ``torch.library.wrap_triton``, so that tracing records each launch as a graph node.
-_launch_wrapper = None
+# What launch functions call a kernel through, per thread: None (the kernel itself) or, while a
+# ``torch.library.triton_op``'s implementation runs, ``torch.library.wrap_triton``, so that tracing records each
+# launch as a graph node.
+_launch_wrapper = threading.local()
 
 
 def launcher(kernel):
     """``kernel``, or ``wrap_triton(kernel)`` inside a triton_op's implementation (:func:`launching_through`).
-    Launch functions write ``launcher(kernel)[grid](...)``; outside a triton_op it costs a global read."""
-    return kernel if _launch_wrapper is None else _launch_wrapper(kernel)
+    Launch functions write ``launcher(kernel)[grid](...)``; outside a triton_op it costs an attribute read."""
+    wrapper = getattr(_launch_wrapper, "wrapper", None)
+    return kernel if wrapper is None else wrapper(kernel)
 
 
 @contextlib.contextmanager
 def launching_through(wrapper):
-    """Used by tritonnet/ops/_library.py only: :func:`launcher` applies ``wrapper`` to kernels while it is active."""
-    global _launch_wrapper
-    previous, _launch_wrapper = _launch_wrapper, wrapper
+    """Used by tritonnet/ops/_library.py only: :func:`launcher` applies ``wrapper`` to kernels launched from this
+    thread while it is active (other threads, which may launch at the same time, are left alone)."""
+    previous = getattr(_launch_wrapper, "wrapper", None)
+    _launch_wrapper.wrapper = wrapper
     try:
         yield
     finally:
-        _launch_wrapper = previous
+        _launch_wrapper.wrapper = previous
 
 
 def tracing() -> bool:

@@ -248,6 +248,7 @@ def test_channels_last_trains_as_contiguous_does(tmp_path):
     (["--weight-decay", "-1"], "--weight-decay must be at least 0"),
     (["--print-every", "0"], "--print-every must be at least 1"),
     (["--lr-steps", "-1"], "--lr-steps must be epochs"),
+    (["--ranks", "0"], "--ranks must be at least 1, got 0"),
 ])
 def test_impossible_settings_are_refused_with_one_line(tmp_path, capsys, flags, message):
     out = tmp_path / "run"

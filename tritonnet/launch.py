@@ -74,7 +74,7 @@ def run_ranks(argv: list[str], ranks: int, print_error) -> int:
                *argv]
     logs = Path(tempfile.mkdtemp(prefix="tritonnet-ranks-"))
     processes: list[subprocess.Popen] = []
-    forwarded = {}
+    previous_handlers = {}
 
     def forward(number, frame):
         for process in processes:
@@ -83,7 +83,7 @@ def run_ranks(argv: list[str], ranks: int, print_error) -> int:
                     process.send_signal(number)
 
     for number in (signal.SIGINT, signal.SIGTERM):
-        forwarded[number] = signal.signal(number, forward)
+        previous_handlers[number] = signal.signal(number, forward)
     try:
         for rank in range(ranks):
             output = None if rank == 0 else open(logs / f"rank{rank}.log", "w")
@@ -94,7 +94,7 @@ def run_ranks(argv: list[str], ranks: int, print_error) -> int:
                 output.close()
         status = _supervise(processes, logs, print_error)
     finally:
-        for number, handler in forwarded.items():
+        for number, handler in previous_handlers.items():
             signal.signal(number, handler)
         for process in processes:
             if process.poll() is None:

@@ -276,7 +276,7 @@ NUMBER_BOUNDS = {"epochs": Bounds(1), "lr": Bounds(0, above=True), "momentum": B
                  "patience": Bounds(1), "warmup_epochs": Bounds(0), "label_smoothing": Bounds(0, 1),
                  "dropout": Bounds(0, 1), "dropout_start": Bounds(0),
                  "train_subset": Bounds(1), "val_subset": Bounds(1), "max_steps": Bounds(1),
-                 "seed": Bounds(0, 2**31), "workers": Bounds(0), "print_every": Bounds(1)}
+                 "seed": Bounds(0, 2**31), "workers": Bounds(0), "print_every": Bounds(1), "ranks": Bounds(1)}
 
 
 def check_config(config: TrainConfig, world_size: int, on_gpu: bool) -> None:
@@ -976,14 +976,18 @@ class Run:
             signal.signal(number, handler)
 
 
+def interpreter_runs_triton_kernels() -> bool:
+    """Whether Triton's interpreter runs any of the kernels chosen now (no GPU, some op on the triton provider)."""
+    return tritonnet.INTERPRET and "triton" in (tritonnet.provider_for(op) for op in tritonnet.available_kernels())
+
+
 def describe(run: Run) -> None:
     """The first lines: where the kernels run, which kernels, the data, the model and the recipe."""
     config, device = run.config, run.device
-    kernels = {op: tritonnet.provider_for(op) for op in tritonnet.available_kernels()}
     epochs = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
     if device.type == "cuda":
         run.print(f"tritonnet: training on {torch.cuda.get_device_name(device)} x {run.distributed.world_size}")
-    elif tritonnet.INTERPRET and "triton" in kernels.values():
+    elif interpreter_runs_triton_kernels():
         ranks = run.distributed.world_size
         minutes = INTERPRETER_COSTS.run_seconds(config, run.data.train_size, run.data.val_size, ranks) / 60
         demo = (f" This is the CPU demo: {config.model} trained for {epochs} on {run.data.train_size:,} images and "
@@ -1207,11 +1211,8 @@ def ranks_to_start(config: TrainConfig, explicit: set[str]) -> tuple[int, str | 
     ranks = resolved.ranks
     if ranks is None:
         with tritonnet.use_kernels(**resolved.kernels):
-            interpreted = tritonnet.INTERPRET and "triton" in (tritonnet.provider_for(op)
-                                                               for op in tritonnet.available_kernels())
+            interpreted = interpreter_runs_triton_kernels()
         ranks = launch.default_ranks(resolved.batch_size or 1, launch.usable_cores()) if interpreted else 1
-    if ranks < 1:
-        raise UsageError(f"--ranks must be at least 1, got {ranks}")
     out = None if config.out or config.resume else str(output_folder(resolved, None))
     return ranks, out
 
