@@ -71,6 +71,20 @@ def test_bad_rank_counts_are_one_line(tmp_path):
     assert result.stdout.count("error:") == 1, result.stdout  # rank 0 alone prints
 
 
+def test_a_refusal_every_rank_makes_is_shown_once_whichever_rank_stops_first(tmp_path):
+    """Rank 0 refuses last (its peers refuse first): its one line is the answer, no "rank 1 stopped" after it."""
+    def rank(delay):
+        return subprocess.Popen([sys.executable, "-c", f"import time, sys; time.sleep({delay}); sys.exit({EXIT_USAGE})"])
+    shown = []
+    processes = [rank(1.0), rank(0.0)]
+    assert launch._supervise(processes, tmp_path, shown.append) == EXIT_USAGE and shown == []
+    processes = [rank(0.0), subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])]
+    assert launch._supervise(processes, tmp_path, shown.append) == EXIT_USAGE and shown == []
+    processes = [rank(0.5), subprocess.Popen([sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"])]
+    assert launch._supervise(processes, tmp_path, shown.append) == 128 + 9  # a killed rank is the cause
+    assert shown == ["rank 1 of 2 was killed by SIGKILL, so every rank was stopped"]
+
+
 def test_ranks_are_deterministic_and_resume_exactly(tmp_path):
     """Two ranks with the Triton kernels and dropout, run twice from the same seed: 3 steps straight, and 2 steps,
     resume, 1 more. The same weights and random states, bit for bit."""

@@ -34,6 +34,9 @@ from pathlib import Path
 FAILURE_GRACE_SECONDS = 3.0
 # Lines of a failed rank's output shown (ranks other than 0 write to a file; rank 0 to the terminal).
 FAILURE_LINES = 15
+# The command line's exit statuses (train re-exports them): done, stopped on a non-finite loss, refused its arguments,
+# stopped by a signal (SIGINT or SIGTERM, after saving).
+EXIT_OK, EXIT_NAN, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def usable_cores() -> int:
@@ -106,14 +109,13 @@ def run_ranks(argv: list[str], ranks: int, print_error) -> int:
 
 def _supervise(processes: list[subprocess.Popen], logs: Path, print_error) -> int:
     """Wait for every rank; when one fails, give the others :data:`FAILURE_GRACE_SECONDS`, then kill them."""
-    interrupted = 130  # EXIT_INTERRUPTED: a rank stopped by a signal we passed on, not a failure
     failures: list[int] = []  # ranks in the order they failed
     killed: set[int] = set()
     failed_at = None
     while None in [process.poll() for process in processes]:  # every rank polled each time
         # A rank killed by a signal is the cause when its peers fail in the same moment (their collectives break).
         failures += sorted((rank for rank, process in enumerate(processes)
-                            if process.returncode not in (None, 0, interrupted) and rank not in failures),
+                            if process.returncode not in (None, EXIT_OK, EXIT_INTERRUPTED) and rank not in failures),
                            key=lambda rank: processes[rank].returncode >= 0)
         if failures and failed_at is None:
             failed_at = time.monotonic()
@@ -126,10 +128,12 @@ def _supervise(processes: list[subprocess.Popen], logs: Path, print_error) -> in
                 process.wait()
         time.sleep(0.1)
     failures += [rank for rank, process in enumerate(processes)
-                 if process.returncode not in (0, interrupted) and rank not in failures and rank not in killed]
+                 if process.returncode not in (EXIT_OK, EXIT_INTERRUPTED) and rank not in failures and rank not in killed]
     if not failures:
         return processes[0].returncode
     rank = failures[0]
+    if processes[0].returncode == EXIT_USAGE and processes[rank].returncode > 0:
+        rank = 0  # a refused flag or file stops every rank with the same line, rank 0's among them: it is the answer
     code = processes[rank].returncode
     if rank != 0 or code < 0:  # rank 0's own message is on the terminal already
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"stopped with exit status {code}"

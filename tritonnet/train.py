@@ -59,6 +59,7 @@ from rich.table import Table
 import tritonnet
 from tritonnet import functional as F
 from tritonnet import launch, plot
+from tritonnet.launch import EXIT_INTERRUPTED, EXIT_NAN, EXIT_OK, EXIT_USAGE
 from tritonnet.cli import add_kernels_argument, describe_kernels, model_name
 from tritonnet.data import DataError, build_data, find_idx_files
 from tritonnet.models import MODELS, create_model, he_init, paper_init
@@ -68,7 +69,6 @@ from tritonnet.ops.cross_entropy import raise_deferred_target_errors
 CHECKPOINT_FORMAT = 1
 # The fewest images a rank evaluates at once (measured in the interpreter: 73 ms an image at 16, 54 at 64).
 EVALUATION_BATCH = 64
-EXIT_OK, EXIT_NAN, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 INPUT_SIZES = {"alexnet": 227, "alexnet-torchvision": 224, "alexnet-small": 32}
 INITIALISATIONS = {"model": lambda model: model, "paper": paper_init, "he": he_init}
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
@@ -1213,6 +1213,8 @@ def ranks_to_start(config: TrainConfig, explicit: set[str]) -> tuple[int, str | 
         with tritonnet.use_kernels(**resolved.kernels):
             interpreted = interpreter_runs_triton_kernels()
         ranks = launch.default_ranks(resolved.batch_size or 1, launch.usable_cores()) if interpreted else 1
+    if ranks > 1:  # refused here once, rather than by every rank at once
+        check_config(resolved, ranks, on_gpu)
     out = None if config.out or config.resume else str(output_folder(resolved, None))
     return ranks, out
 
