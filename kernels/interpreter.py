@@ -12,6 +12,10 @@ alexnet_small training step (batch 32, fp32, triton 3.9, 2-core machine):
   ``_window_chunk``) re-patches ``triton.language`` for the interpreter, 12 ``inspect.getmembers`` scans, about
   0.5 ms, although the launch has already patched it: 1,200 such calls in the step. Patching once per launch is
   :func:`_patch_language_once`.
+- **Operators.** Each ``tl`` operation goes through Triton's front end (type promotion, explicit splats and
+  broadcasts) before its numpy pass: about 130 us an operation, 12,000 operations a step at batch 16. The commonest
+  (arithmetic, comparisons, ``x[:, None]``) take :class:`_Operators`' fast paths, about 18 us, with the same result
+  to the bit (the step at batch 16: 2.75 -> 1.95 s).
 - **Launches from threads.** A launch patches ``triton.language`` for its duration, so two threads launching at once
   would see each other's half-patched module: one lock around each launch.
 - **BLAS threads** and **int32 overflow checks**: below.
@@ -185,6 +189,18 @@ def _patch_language_once(patch_language, scope_type):
     return patch_once
 
 
+def _with_operators(patch_language, operators: _Operators):
+    """``_patch_lang`` followed by :meth:`_Operators.install` into the same scope."""
+
+    @functools.wraps(patch_language)
+    def patch(fn):
+        scope = patch_language(fn)
+        operators.install(scope)
+        return scope
+
+    return patch
+
+
 def _language_modules(fn) -> list:
     """The modules ``_patch_lang(fn)`` patches: ``triton.language`` and ``triton.language.core`` as ``fn`` sees
     them."""
@@ -204,6 +220,200 @@ def _serialise_launches(interpreted_function) -> None:
 
     serialised_run._tritonnet_installed = True
     interpreted_function.run = serialised_run
+
+
+# ------------------------------------------------------------------------------------------------ operators
+
+# Tensor methods with a fast path: (builder method for floats, for signed integers, for int1), whether the Python
+# operator's operands arrive swapped (``1 - x`` calls ``x.__rsub__(1)``), and whether the result is int1.
+_ARITHMETIC = {"add": ("create_fadd", "create_add", None), "sub": ("create_fsub", "create_sub", None),
+               "mul": ("create_fmul", "create_mul", None), "truediv": ("create_fdiv", None, None),
+               "floordiv": (None, "create_sdiv", None), "mod": (None, "create_srem", None),
+               "and": (None, "create_and", "create_and"), "or": (None, "create_or", "create_or"),
+               "xor": (None, "create_xor", "create_xor")}
+_COMPARISONS = {"lt": ("create_fcmpOLT", "create_icmpSLT"), "le": ("create_fcmpOLE", "create_icmpSLE"),
+                "gt": ("create_fcmpOGT", "create_icmpSGT"), "ge": ("create_fcmpOGE", "create_icmpSGE"),
+                "eq": ("create_fcmpOEQ", "create_icmpEQ"), "ne": ("create_fcmpUNE", "create_icmpNE")}
+INT32_RANGE = range(-2**31, 2**31)
+# TRITONNET_INTERPRETER_FAST_OPERATORS=0 runs every operation through Triton's front end (see _Operators).
+FAST_OPERATORS = os.environ.get("TRITONNET_INTERPRETER_FAST_OPERATORS", "1").strip().lower() not in ("0", "false",
+                                                                                                    "no", "off")
+
+
+class _Operators:
+    """Fast paths for a kernel's commonest operations: ``+ - * / // % & | ^``, comparisons, and ``x[:, None]``.
+
+    The interpreter runs each ``tl`` operation through Triton's front end (``triton.language.semantic``: type
+    promotion, scalar materialisation, broadcasting by explicit splats), then one numpy pass. For a tile op that front
+    end costs about 130 us against the pass's 1-20 us (measured: ``x * 1.0001 + 1`` on a 16-element tile, 130 us an
+    op), and an alexnet-small training step at batch 16 runs about 12,000 of them. Each fast path here decides the
+    result type by the same rules for the operand types it accepts (float32 or float64 with itself or a Python
+    number; int32 or int64 with either or a Python int in int32's range; int1 with int1 for ``& | ^``; a pointer
+    plus an int32 or int64 offset) and calls the same builder method the front end would, so the numpy data are
+    those the front end makes, bit for bit (tests/test_interpreter.py checks every accepted combination against it).
+    Anything else (other dtypes, bool scalars, shapes that do not broadcast, errors) goes the front end's way. Off
+    while the interpreter checks integer overflow, which the front end does for integer +, - and *."""
+
+    def __init__(self, interpreter):
+        import triton.language as tl
+
+        self.tl, self.builder, self.tensor = tl, interpreter.interpreter_builder, tl.core.tensor
+        self.floats = (tl.float32, tl.float64)
+        self.ints = (tl.int32, tl.int64)
+        self.int1, self.int64 = tl.int1, tl.int64
+        self.constexpr, self.block_type, self.pointer_type = tl.constexpr, tl.block_type, tl.pointer_type
+        self.handle_type = interpreter.TensorHandle
+        self.numpy_types = {tl.float32: np.float32, tl.float64: np.float64, tl.int32: np.int32, tl.int64: np.int64}
+        self.attributes: dict = {}  # (dtype, shape): a tensor's attributes but its handle
+
+    def result(self, handle, dtype, shape):
+        """``tl.tensor(handle, type)`` for a block of ``shape`` (None: a scalar) of ``dtype``. The constructor's
+        attributes (type, shape and element count as constexprs) are made once per type and copied after."""
+        if isinstance(dtype, self.pointer_type):  # unhashable (it defines __eq__ alone)
+            return self.tensor(handle, dtype if shape is None else self.block_type(dtype, list(shape)))
+        key = (dtype, shape)
+        attributes = self.attributes.get(key)
+        if attributes is None:
+            made = self.tensor(handle, dtype if shape is None else self.block_type(dtype, list(shape)))
+            attributes = self.attributes[key] = {**vars(made), "handle": None}
+            return made
+        value = object.__new__(self.tensor)
+        vars(value).update(attributes)
+        value.handle = handle
+        return value
+
+    def shape(self, value):
+        """A tensor's block shape as a tuple, or None for a scalar tensor."""
+        kind = value.type
+        return tuple(kind.shape) if isinstance(kind, self.block_type) else None
+
+    def broadcast(self, left, right):
+        """The block shape of a binary op's result (None: both scalars), or False when they do not broadcast."""
+        if left is None or right is None:
+            return right if left is None else left
+        if len(left) != len(right):  # the front end prepends ones to the shorter
+            rank = max(len(left), len(right))
+            left, right = (1,) * (rank - len(left)) + left, (1,) * (rank - len(right)) + right
+        shape = []
+        for a, b in zip(left, right):
+            if a != b and a != 1 and b != 1:
+                return False
+            shape.append(b if a == 1 else a)
+        return tuple(shape)
+
+    def operands(self, lhs, rhs):
+        """(lhs handle, rhs handle, dtype both now have, result shape), or None when the front end must decide."""
+        tensor = self.tensor
+        if type(lhs) is self.constexpr:
+            lhs = lhs.value
+        if type(rhs) is self.constexpr:
+            rhs = rhs.value
+        left, right = type(lhs) is tensor, type(rhs) is tensor
+        if left and right:
+            shape = self.broadcast(self.shape(lhs), self.shape(rhs))
+            if shape is False:
+                return None
+            dtype = lhs.dtype
+            if dtype == rhs.dtype:
+                return lhs.handle, rhs.handle, dtype, shape
+            if dtype not in self.ints or rhs.dtype not in self.ints:
+                return None
+            int64 = self.int64  # int32 with int64: the int32 one is sign-extended, as the front end's cast does
+            return (lhs.handle if dtype == int64 else self.builder.create_int_cast(lhs.handle, int64, True),
+                    rhs.handle if rhs.dtype == int64 else self.builder.create_int_cast(rhs.handle, int64, True),
+                    int64, shape)
+        if left == right:
+            return None
+        value, number = (lhs, rhs) if left else (rhs, lhs)
+        dtype, kind = value.dtype, type(number)
+        if not (kind is float and dtype in self.floats
+                or kind is int and number in INT32_RANGE and (dtype in self.floats or dtype in self.ints)):
+            return None
+        constant = self.handle_type(np.array([number], dtype=self.numpy_types[dtype]), dtype)
+        shape = self.shape(value)
+        return (value.handle, constant, dtype, shape) if left else (constant, value.handle, dtype, shape)
+
+    def arithmetic(self, name, swapped, slow):
+        float_method, int_method, bool_method = _ARITHMETIC[name]
+
+        def method(self_, other, *args, **kwargs):
+            lhs, rhs = (other, self_) if swapped else (self_, other)
+            if name == "add" and not args and not kwargs:
+                pointer = self.pointer_add(lhs, rhs)
+                if pointer is not None:
+                    return pointer
+            found = None if args or kwargs else self.operands(lhs, rhs)
+            if found is not None:
+                left, right, dtype, shape = found
+                chosen = (float_method if dtype in self.floats else int_method if dtype in self.ints
+                          else bool_method if dtype == self.int1 else None)
+                if chosen is not None:
+                    return self.result(getattr(self.builder, chosen)(left, right), dtype, shape)
+            return slow(self_, other, *args, **kwargs)
+
+        return method
+
+    def comparison(self, name, slow):
+        float_method, int_method = _COMPARISONS[name]
+
+        def method(self_, other, *args, **kwargs):
+            found = None if args or kwargs else self.operands(self_, other)
+            if found is not None:
+                left, right, dtype, shape = found
+                chosen = float_method if dtype in self.floats else int_method if dtype in self.ints else None
+                if chosen is not None:
+                    return self.result(getattr(self.builder, chosen)(left, right), self.int1, shape)
+            return slow(self_, other, *args, **kwargs)
+
+        return method
+
+    def pointer_add(self, lhs, rhs):
+        """``pointer + offset`` (either order) for int32 or int64 offsets, as the front end's ``create_addptr``."""
+        tensor = self.tensor
+        if type(rhs) is tensor and isinstance(rhs.dtype, self.pointer_type):
+            lhs, rhs = rhs, lhs
+        if type(lhs) is not tensor or not isinstance(lhs.dtype, self.pointer_type):
+            return None
+        if type(rhs) is self.constexpr:
+            rhs = rhs.value
+        if type(rhs) is tensor and rhs.dtype in self.ints:
+            offset, shape = rhs.handle, self.broadcast(self.shape(lhs), self.shape(rhs))
+        elif type(rhs) is int and rhs in INT32_RANGE:
+            offset, shape = self.handle_type(np.array([rhs], dtype=np.int32), self.ints[0]), self.shape(lhs)
+        else:
+            return None
+        if shape is False:
+            return None
+        return self.result(self.builder.create_addptr(lhs.handle, offset), lhs.dtype, shape)
+
+    def getitem(self, slow):
+        def method(self_, slices, *args, **kwargs):
+            shape = self.shape(self_) if type(self_) is self.tensor and not args and not kwargs else None
+            if shape is None:
+                return slow(self_, slices, *args, **kwargs)
+            slices = slices if type(slices) is tuple else (slices,)
+            data, shape, indexed = self_.handle.data, list(shape), 0
+            for dim, item in enumerate(slices):
+                if item is None:
+                    data = np.expand_dims(data, dim)
+                    shape.insert(dim, 1)
+                elif type(item) is slice and item == slice(None) and indexed < len(self_.shape):
+                    indexed += 1
+                else:
+                    return slow(self_, slices, *args, **kwargs)
+            return self.result(self.handle_type(data, self_.handle.dtype.scalar), self_.dtype, tuple(shape))
+
+        return method
+
+    def install(self, scope) -> None:
+        """Put the fast paths in front of the methods ``_patch_lang`` has just patched (restored with them)."""
+        tensor = self.tensor
+        for name in _ARITHMETIC:
+            for swapped, method in ((False, f"__{name}__"), (True, f"__r{name}__")):
+                scope.set_attr(tensor, method, self.arithmetic(name, swapped, getattr(tensor, method)))
+        for name in _COMPARISONS:
+            scope.set_attr(tensor, f"__{name}__", self.comparison(name, getattr(tensor, f"__{name}__")))
+        scope.set_attr(tensor, "__getitem__", self.getitem(tensor.__getitem__))
 
 
 def native_memory():
@@ -234,4 +444,7 @@ def install() -> None:
     grid_executor = getattr(interpreter, "GridExecutor", None)
     if None not in (patch_language, scope_type, grid_executor):
         _track_launches(grid_executor)
+        builder_options = getattr(getattr(interpreter, "interpreter_builder", None), "options", None)
+        if FAST_OPERATORS and not getattr(builder_options, "sanitize_overflow", True):
+            patch_language = _with_operators(patch_language, _Operators(interpreter))
         interpreter._patch_lang = _patch_language_once(patch_language, scope_type)

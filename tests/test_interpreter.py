@@ -106,3 +106,145 @@ def test_a_launch_patches_the_language_once_and_outside_a_launch_every_call_patc
     finally:
         interpreter._launch.patched = None
     assert len(calls) == 3
+
+
+# ------------------------------------------------------------------------------------------------ fast operators
+
+OPERAND_DTYPES = [tl.float32, tl.float64, tl.int32, tl.int64, tl.int1, tl.float16, tl.uint32, tl.int8]
+SHAPES = [None, (4,), (2, 1), (1, 4), (2, 4), (2, 2, 4), (8,), (1,)]
+POINTER = tl.pointer_type(tl.float32)
+
+
+def _tensor(dtype, shape, rng):
+    from triton.runtime.interpreter import TensorHandle, _get_np_dtype
+
+    size = (1,) if shape is None else shape
+    values = rng.integers(-6, 7, size) if dtype.is_int() else rng.normal(0, 4, size)
+    values[rng.random(size) < 0.2] = 0  # division by zero, and equal elements
+    data = (values != 0) if dtype == tl.int1 else values.astype(_get_np_dtype(dtype))
+    if dtype == POINTER:
+        data = (rng.integers(0, 64, size) * 4 + 2**20).astype(np.uint64)
+    return tl.core.tensor(TensorHandle(data, dtype), dtype if shape is None else tl.block_type(dtype, list(shape)))
+
+
+OPERAND = st.one_of(
+    st.tuples(st.just("tensor"), st.sampled_from(OPERAND_DTYPES + [POINTER]), st.sampled_from(SHAPES)),
+    st.tuples(st.just("int"), st.sampled_from([0, 1, -3, 7, 2**31 - 1, -2**31, 2**31, 2**40])),
+    st.tuples(st.just("float"), st.sampled_from([0.0, 1.5, -2.25, 1e-50, 3e38, float("inf"), float("nan")])),
+    st.tuples(st.just("bool"), st.booleans()),
+    st.tuples(st.just("constexpr"), st.sampled_from([2, 0.5])))
+
+
+def _operand(drawn, rng):
+    kind, *rest = drawn
+    if kind == "tensor":
+        return _tensor(rest[0], rest[1], rng)
+    return tl.constexpr(rest[0]) if kind == "constexpr" else rest[0]
+
+
+def _outcome(call):
+    """(type, handle dtype, data) of call()'s tensor, or the exception's type."""
+    with np.errstate(all="ignore"):
+        try:
+            value = call()
+        except Exception as error:  # noqa: BLE001 - compared by type
+            return type(error)
+    return str(value.type), str(value.handle.dtype), value.handle.data.dtype, value.handle.data.shape, \
+        value.handle.data.tobytes()
+
+
+class _FellBack(Exception):
+    pass
+
+
+def _front_end(method):
+    from triton.runtime import interpreter as triton_interpreter
+
+    original = getattr(tl.core.tensor, method)
+    return lambda self, *args: original(self, *args, _semantic=triton_interpreter.interpreter_semantic)
+
+
+def _fast(method, operators):
+    def fell_back(*args):
+        raise _FellBack
+
+    name = method.strip("_").removeprefix("r") if method.startswith("__r") else method.strip("_")
+    if name in interpreter._COMPARISONS:
+        return operators.comparison(name, fell_back)
+    if name == "getitem":
+        return operators.getitem(fell_back)
+    return operators.arithmetic(name, method.startswith("__r"), fell_back)
+
+
+# Operand pairs the fast path must take (the docstring's promise): anything else may fall back.
+def _promised(method, lhs, rhs):
+    def kind(value):
+        value = value.value if isinstance(value, tl.constexpr) else value
+        if isinstance(value, tl.core.tensor):
+            return value.dtype
+        return type(value)
+
+    a, b = kind(lhs), kind(rhs)
+    name = method.strip("_").removeprefix("r") if method.startswith("__r") else method.strip("_")
+    floats, ints = (tl.float32, tl.float64), (tl.int32, tl.int64)
+    in_range = all(not isinstance(v, int) or isinstance(v, bool) or -2**31 <= v < 2**31
+                   for v in (getattr(lhs, "value", lhs), getattr(rhs, "value", rhs)))
+    if not in_range:
+        return False
+    if name in ("and", "or", "xor"):
+        return a == b == tl.int1 or (a in ints or a is int) and (b in ints or b is int) and (a in ints or b in ints)
+    if name == "add" and isinstance(a, tl.pointer_type):
+        return b in ints or b is int
+    if name in ("truediv",):
+        return a in floats and (b == a or b in (int, float)) or b in floats and a in (int, float)
+    if name in ("floordiv", "mod"):
+        return (a in ints or a is int) and (b in ints or b is int) and (a in ints or b in ints)
+    numbers = (int, float)
+    if a in floats:
+        return b == a or b in numbers
+    if b in floats:
+        return a in numbers
+    return (a in ints or a is int) and (b in ints or b is int) and (a in ints or b in ints)
+
+
+BINARY_METHODS = [f"__{prefix}{name}__" for name in interpreter._ARITHMETIC for prefix in ("", "r")] + \
+    [f"__{name}__" for name in interpreter._COMPARISONS]
+
+
+@settings(deadline=None, max_examples=300)
+@given(lhs=OPERAND.filter(lambda o: o[0] == "tensor"), rhs=OPERAND, seed=st.integers(0, 2**32 - 1))
+def test_fast_operators_give_what_the_front_end_gives(lhs, rhs, seed):
+    """Each fast path's tensor (type, handle dtype, numpy data, bit for bit) or error is the front end's, for every
+    operand pair drawn; and the pairs the docstring promises never fall back."""
+    from triton.runtime import interpreter as triton_interpreter
+
+    rng = np.random.default_rng(seed)
+    self_, other = _tensor(lhs[1], lhs[2], rng), _operand(rhs, rng)
+    operators = interpreter._Operators(triton_interpreter)
+    for method in BINARY_METHODS:
+        expected = _outcome(lambda: _front_end(method)(self_, other))
+        got = _outcome(lambda: _fast(method, operators)(self_, other))
+        operands = (other, self_) if method.startswith("__r") else (self_, other)
+        if got is _FellBack:
+            assert not _promised(method, *operands) or isinstance(expected, type), \
+                f"{method} fell back for {lhs} and {rhs}"
+            continue
+        assert got == expected, method
+
+
+@settings(deadline=None, max_examples=100)
+@given(dtype=st.sampled_from(OPERAND_DTYPES + [POINTER]), shape=st.sampled_from(SHAPES),
+       slices=st.lists(st.sampled_from([None, slice(None), slice(1, None), 0]), min_size=1, max_size=4),
+       single=st.booleans())
+def test_fast_indexing_gives_what_the_front_end_gives(dtype, shape, slices, single):
+    from triton.runtime import interpreter as triton_interpreter
+
+    value = _tensor(dtype, shape, np.random.default_rng(0))
+    index = slices[0] if single else tuple(slices)
+    expected = _outcome(lambda: _front_end("__getitem__")(value, index))
+    got = _outcome(lambda: _fast("__getitem__", interpreter._Operators(triton_interpreter))(value, index))
+    if got is _FellBack:
+        promised = shape is not None and all(item is None or item == slice(None) for item in slices[:1 if single else 4])
+        assert not promised or isinstance(expected, type), f"{index} fell back on {shape}"
+        return
+    assert got == expected
