@@ -82,38 +82,41 @@ class _Memory:
 
 
 def _span(addresses: np.ndarray, itemsize: int) -> tuple[np.ndarray, int, int] | None:
-    """Each address's element index from the lowest, the element count up to the highest, and the lowest address,
-    for ``addresses`` (uint64, at least one) to elements of ``itemsize`` bytes; None when an address is not a whole
-    number of elements from the lowest (then the caller falls back)."""
-    low = int(addresses.min())
-    offsets = addresses - np.uint64(low)
-    shift = itemsize.bit_length() - 1
-    if itemsize != 1 << shift or np.bitwise_and(offsets, np.uint64(itemsize - 1)).any():
-        return None
-    index = offsets >> np.uint64(shift) if shift else offsets
-    count = int(index.max()) + 1
-    return index, count, low
+    """Each address's element index from the lowest (int64), the element count up to the highest, and the lowest
+    address, for ``addresses`` (uint64, at least one) to elements of ``itemsize`` bytes; None when an address is not a
+    whole number of elements from the lowest (then the caller falls back). Five passes, each vectorised: min, max,
+    subtract, an OR-reduction for the alignment and an in-place shift (user-space addresses fit int64)."""
+    signed = addresses.view(np.int64)
+    low, high = int(signed.min()), int(signed.max())
+    index = signed - low
+    if itemsize > 1:
+        shift = itemsize.bit_length() - 1
+        if itemsize != 1 << shift or int(np.bitwise_or.reduce(index, axis=None)) & (itemsize - 1):
+            return None
+        np.right_shift(index, shift, out=index)
+    return index, (high - low) // itemsize + 1, low
 
 
 def masked_load(pointers: np.ndarray, mask: np.ndarray, other: np.ndarray, dtype: np.dtype, fallback) -> np.ndarray:
     """``fallback``'s (the interpreter's C++ load) result, computed with numpy: ``pointers[i]``'s element where
-    ``mask[i]``, else ``other[i]``. Only masked-in addresses are read, as there."""
+    ``mask[i]``, else ``other[i]``. Only masked-in addresses are read, as there: a masked-off lane reads the first
+    masked-in lane's element, and ``np.where`` puts ``other`` in its place (cheaper than compressing the addresses
+    and scattering the values back: 10.3 -> 7.3 ms for a 1024 x 512 gather with a partial mask)."""
     dtype = np.dtype(dtype)
     mask = np.broadcast_to(mask, pointers.shape)
     every = bool(mask.all())
-    addresses = pointers.reshape(-1) if every else pointers[mask]
-    if addresses.size == 0:
-        return np.array(np.broadcast_to(other, pointers.shape), dtype=dtype)
+    addresses = pointers
+    if not every:
+        first = int(mask.argmax())
+        if not mask.flat[first]:  # nothing masked in
+            return np.array(np.broadcast_to(other, pointers.shape), dtype=dtype)
+        addresses = np.where(mask, pointers, pointers[np.unravel_index(first, pointers.shape)])
     span = _span(addresses, dtype.itemsize)
     if span is None:
         return fallback(pointers, mask, other, dtype)
     index, count, low = span
-    values = np.asarray(_Memory(low, count, dtype))[index]
-    if every:
-        return values.reshape(pointers.shape)
-    result = np.array(np.broadcast_to(other, pointers.shape), dtype=dtype)
-    result[mask] = values
-    return result
+    values = np.asarray(_Memory(low, count, dtype)).take(index)
+    return values if every else np.where(mask, values, other).astype(dtype, copy=False)
 
 
 def masked_store(pointers: np.ndarray, values: np.ndarray, mask: np.ndarray, fallback) -> None:
