@@ -1,6 +1,8 @@
 """tritonnet.kernels.interpreter: the numpy memory access and the patch-once launches give what Triton's own interpreter
 gives."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -113,6 +115,9 @@ def test_a_launch_patches_the_language_once_and_outside_a_launch_every_call_patc
 OPERAND_DTYPES = [tl.float32, tl.float64, tl.int32, tl.int64, tl.int1, tl.float16, tl.uint32, tl.int8]
 SHAPES = [None, (4,), (2, 1), (1, 4), (2, 4), (2, 2, 4), (8,), (1,)]
 POINTER = tl.pointer_type(tl.float32)
+MEMORY = np.arange(64, dtype=np.float32) * 0.5  # what the pointers drawn point into
+FLOATS, INTS = (tl.float32, tl.float64), (tl.int32, tl.int64)
+FELL_BACK = (LookupError,)
 
 
 def _tensor(dtype, shape, rng):
@@ -121,9 +126,10 @@ def _tensor(dtype, shape, rng):
     size = (1,) if shape is None else shape
     values = rng.integers(-6, 7, size) if dtype.is_int() else rng.normal(0, 4, size)
     values[rng.random(size) < 0.2] = 0  # division by zero, and equal elements
-    data = (values != 0) if dtype == tl.int1 else values.astype(_get_np_dtype(dtype))
-    if dtype == POINTER:
-        data = (rng.integers(0, 64, size) * 4 + 2**20).astype(np.uint64)
+    if isinstance(dtype, tl.pointer_type):
+        data = (MEMORY.ctypes.data + rng.integers(0, MEMORY.size, size) * 4).astype(np.uint64)
+    else:
+        data = (values != 0) if dtype == tl.int1 else values.astype(_get_np_dtype(dtype))
     return tl.core.tensor(TensorHandle(data, dtype), dtype if shape is None else tl.block_type(dtype, list(shape)))
 
 
@@ -132,83 +138,86 @@ OPERAND = st.one_of(
     st.tuples(st.just("int"), st.sampled_from([0, 1, -3, 7, 2**31 - 1, -2**31, 2**31, 2**40])),
     st.tuples(st.just("float"), st.sampled_from([0.0, 1.5, -2.25, 1e-50, 3e38, float("inf"), float("nan")])),
     st.tuples(st.just("bool"), st.booleans()),
-    st.tuples(st.just("constexpr"), st.sampled_from([2, 0.5])))
+    st.tuples(st.just("constexpr"), st.sampled_from([2, 0.5])),
+    st.just(("none",)))
 
 
 def _operand(drawn, rng):
     kind, *rest = drawn
     if kind == "tensor":
         return _tensor(rest[0], rest[1], rng)
+    if kind == "none":
+        return None
     return tl.constexpr(rest[0]) if kind == "constexpr" else rest[0]
 
 
-def _outcome(call):
-    """(type, handle dtype, data) of call()'s tensor, or the exception's type."""
-    with np.errstate(all="ignore"):
-        try:
-            value = call()
-        except Exception as error:  # noqa: BLE001 - compared by type
-            return type(error)
-    return str(value.type), str(value.handle.dtype), value.handle.data.dtype, value.handle.data.shape, \
-        value.handle.data.tobytes()
+def _fall_back(*args, **kwargs):
+    raise LookupError("fell back")
 
 
-class _FellBack(Exception):
-    pass
-
-
-def _front_end(method):
+def _front_end(function):
+    """``function`` (a tensor method or a ``tl`` function) as the interpreter runs it without the fast paths."""
     from triton.runtime import interpreter as triton_interpreter
 
-    original = getattr(tl.core.tensor, method)
-    return lambda self, *args: original(self, *args, _semantic=triton_interpreter.interpreter_semantic)
+    return lambda *args: function(*args, _semantic=triton_interpreter.interpreter_semantic)
 
 
-def _fast(method, operators):
-    def fell_back(*args):
-        raise _FellBack
+def _operators():
+    from triton.runtime import interpreter as triton_interpreter
 
-    name = method.strip("_").removeprefix("r") if method.startswith("__r") else method.strip("_")
+    return interpreter._Operators(triton_interpreter)
+
+
+def _fast(method):
+    operators = _operators()
+    name = method.strip("_")
+    swapped = method.startswith("__r") and name[1:] in interpreter._ARITHMETIC
+    name = name[1:] if swapped else name
     if name in interpreter._COMPARISONS:
-        return operators.comparison(name, fell_back)
-    if name == "getitem":
-        return operators.getitem(fell_back)
-    return operators.arithmetic(name, method.startswith("__r"), fell_back)
+        return operators.comparison(name, _fall_back)
+    if name in interpreter._ARITHMETIC:
+        return operators.arithmetic(name, swapped, _fall_back)
+    return operators.negate(_fall_back) if name == "neg" else getattr(operators, name)(_fall_back)
 
 
-# Operand pairs the fast path must take (the docstring's promise): anything else may fall back.
-def _promised(method, lhs, rhs):
-    def kind(value):
-        value = value.value if isinstance(value, tl.constexpr) else value
-        if isinstance(value, tl.core.tensor):
-            return value.dtype
-        return type(value)
+def _kind(value):
+    value = value.value if isinstance(value, tl.constexpr) else value
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**31 <= value < 2**31:
+        return "big int"
+    return value.dtype if isinstance(value, tl.core.tensor) else type(value)
 
-    a, b = kind(lhs), kind(rhs)
-    name = method.strip("_").removeprefix("r") if method.startswith("__r") else method.strip("_")
-    floats, ints = (tl.float32, tl.float64), (tl.int32, tl.int64)
-    in_range = all(not isinstance(v, int) or isinstance(v, bool) or -2**31 <= v < 2**31
-                   for v in (getattr(lhs, "value", lhs), getattr(rhs, "value", rhs)))
-    if not in_range:
-        return False
+
+def _promised(name, lhs, rhs):
+    """Whether the fast path for operator ``name`` must take these operands (its docstring's promise)."""
+    a, b = _kind(lhs), _kind(rhs)
+    int_like = lambda kind: kind in INTS or kind is int  # noqa: E731
+    integers = int_like(a) and int_like(b) and (a in INTS or b in INTS)
     if name in ("and", "or", "xor"):
-        return a == b == tl.int1 or (a in ints or a is int) and (b in ints or b is int) and (a in ints or b in ints)
+        return a == b == tl.int1 or integers
     if name == "add" and isinstance(a, tl.pointer_type):
-        return b in ints or b is int
-    if name in ("truediv",):
-        return a in floats and (b == a or b in (int, float)) or b in floats and a in (int, float)
+        return int_like(b)
     if name in ("floordiv", "mod"):
-        return (a in ints or a is int) and (b in ints or b is int) and (a in ints or b in ints)
-    numbers = (int, float)
-    if a in floats:
-        return b == a or b in numbers
-    if b in floats:
-        return a in numbers
-    return (a in ints or a is int) and (b in ints or b is int) and (a in ints or b in ints)
+        return integers
+    if name == "truediv":
+        return a in FLOATS and (b == a or b in (int, float)) or b in FLOATS and a in (int, float)
+    if a in FLOATS:
+        return b == a or b in (int, float)
+    if b in FLOATS:
+        return a in (int, float)
+    return integers
 
 
 BINARY_METHODS = [f"__{prefix}{name}__" for name in interpreter._ARITHMETIC for prefix in ("", "r")] + \
     [f"__{name}__" for name in interpreter._COMPARISONS]
+
+
+def _check(method, fast, front_end, arguments, promised):
+    expected = interpreter._outcome(lambda: front_end(*arguments))
+    got = interpreter._outcome(lambda: fast(*arguments))
+    if got == FELL_BACK:
+        assert not promised or len(expected) == 1, f"{method} fell back for {arguments}"
+    else:
+        assert got == expected, f"{method} on {arguments}"
 
 
 @settings(deadline=None, max_examples=300)
@@ -216,20 +225,14 @@ BINARY_METHODS = [f"__{prefix}{name}__" for name in interpreter._ARITHMETIC for 
 def test_fast_operators_give_what_the_front_end_gives(lhs, rhs, seed):
     """Each fast path's tensor (type, handle dtype, numpy data, bit for bit) or error is the front end's, for every
     operand pair drawn; and the pairs the docstring promises never fall back."""
-    from triton.runtime import interpreter as triton_interpreter
-
     rng = np.random.default_rng(seed)
     self_, other = _tensor(lhs[1], lhs[2], rng), _operand(rhs, rng)
-    operators = interpreter._Operators(triton_interpreter)
     for method in BINARY_METHODS:
-        expected = _outcome(lambda: _front_end(method)(self_, other))
-        got = _outcome(lambda: _fast(method, operators)(self_, other))
-        operands = (other, self_) if method.startswith("__r") else (self_, other)
-        if got is _FellBack:
-            assert not _promised(method, *operands) or isinstance(expected, type), \
-                f"{method} fell back for {lhs} and {rhs}"
-            continue
-        assert got == expected, method
+        name = method.strip("_")
+        swapped = method.startswith("__r") and name[1:] in interpreter._ARITHMETIC
+        operands = (other, self_) if swapped else (self_, other)
+        _check(method, _fast(method), _front_end(getattr(tl.core.tensor, method)), (self_, other),
+               _promised(name[1:] if swapped else name, *operands))
 
 
 @settings(deadline=None, max_examples=100)
@@ -237,14 +240,57 @@ def test_fast_operators_give_what_the_front_end_gives(lhs, rhs, seed):
        slices=st.lists(st.sampled_from([None, slice(None), slice(1, None), 0]), min_size=1, max_size=4),
        single=st.booleans())
 def test_fast_indexing_gives_what_the_front_end_gives(dtype, shape, slices, single):
-    from triton.runtime import interpreter as triton_interpreter
-
     value = _tensor(dtype, shape, np.random.default_rng(0))
     index = slices[0] if single else tuple(slices)
-    expected = _outcome(lambda: _front_end("__getitem__")(value, index))
-    got = _outcome(lambda: _fast("__getitem__", interpreter._Operators(triton_interpreter))(value, index))
-    if got is _FellBack:
-        promised = shape is not None and all(item is None or item == slice(None) for item in slices[:1 if single else 4])
-        assert not promised or isinstance(expected, type), f"{index} fell back on {shape}"
-        return
-    assert got == expected
+    used = slices[:1] if single else slices
+    promised = shape is not None and all(item is None or item == slice(None) for item in used)
+    _check("__getitem__", _fast("__getitem__"), _front_end(tl.core.tensor.__getitem__), (value, index), promised)
+
+
+@settings(deadline=None, max_examples=100)
+@given(dtype=st.sampled_from(OPERAND_DTYPES + [POINTER]), shape=st.sampled_from(SHAPES), seed=st.integers(0, 2**32 - 1),
+       target=st.sampled_from(OPERAND_DTYPES + [tl.constexpr(tl.float32)]))
+def test_fast_negation_and_casts_give_what_the_front_end_gives(dtype, shape, seed, target):
+    value = _tensor(dtype, shape, np.random.default_rng(seed))
+    _check("__neg__", _fast("__neg__"), _front_end(tl.core.tensor.__neg__), (value,), dtype in FLOATS + INTS)
+    goal = getattr(target, "value", target)
+    promised = goal == dtype or (dtype in INTS or dtype in FLOATS and goal in FLOATS) and goal in FLOATS + INTS
+    _check("to", _fast("to"), _front_end(tl.core.tensor.to), (value, target), promised)
+
+
+@settings(deadline=None, max_examples=200)
+@given(condition=st.tuples(st.sampled_from([tl.int1, tl.int1, tl.int32]), st.sampled_from(SHAPES)),
+       x=OPERAND, y=OPERAND, seed=st.integers(0, 2**32 - 1))
+def test_fast_where_gives_what_the_front_end_gives(condition, x, y, seed):
+    rng = np.random.default_rng(seed)
+    condition, x, y = _tensor(*condition, rng), _operand(x, rng), _operand(y, rng)
+    promised = (condition.dtype == tl.int1 and condition.type.is_block() and _promised("add", x, y)
+                and isinstance(x, tl.core.tensor) | isinstance(y, tl.core.tensor)
+                and not isinstance(_kind(x), tl.pointer_type))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the front end's warning for a non-int1 condition
+        _check("where", _fast("where"), _front_end(tl.where), (condition, x, y), promised)
+
+
+@settings(deadline=None, max_examples=200)
+@given(pointer=st.sampled_from([(POINTER, shape) for shape in SHAPES] + [(tl.pointer_type(tl.int32), (4,))]),
+       mask=st.one_of(st.tuples(st.just("tensor"), st.just(tl.int1), st.sampled_from(SHAPES)), OPERAND),
+       other=st.one_of(st.sampled_from([("float", 2.5), ("int", -3), ("none",)]), OPERAND),
+       seed=st.integers(0, 2**32 - 1))
+def test_fast_load_gives_what_the_front_end_gives(pointer, mask, other, seed):
+    rng = np.random.default_rng(seed)
+    pointer, mask, other = _tensor(*pointer, rng), _operand(mask, rng), _operand(other, rng)
+    element, shape = pointer.dtype.element_ty, pointer.shape
+    def fits(value):  # broadcasts to the pointers' shape
+        if not isinstance(value, tl.core.tensor) or not value.type.is_block():
+            return False
+        try:
+            return np.broadcast_shapes(tuple(value.shape), tuple(shape)) == tuple(shape)
+        except ValueError:
+            return False
+
+    promised = pointer.type.is_block() and (mask is None and other is None or isinstance(mask, tl.core.tensor) and (
+        mask.dtype == tl.int1 and fits(mask) and (
+            other is None or isinstance(other, tl.core.tensor) and other.dtype == element and fits(other)
+            or element == tl.float32 and _kind(other) in (int, float) or element in INTS and _kind(other) is int)))
+    _check("load", _fast("load"), _front_end(tl.load), (pointer, mask, other), promised)
