@@ -230,13 +230,14 @@ def _serialise_launches(interpreted_function) -> None:
 
 # ------------------------------------------------------------------------------------------------ operators
 
-# Tensor methods with a fast path: (builder method for floats, for signed integers, for int1), whether the Python
-# operator's operands arrive swapped (``1 - x`` calls ``x.__rsub__(1)``), and whether the result is int1.
+# Binary operators with a fast path (each as __op__ and the swapped __rop__: ``1 - x`` calls ``x.__rsub__(1)``): the
+# builder method for float, signed-integer and int1 operands (None: that kind goes the front end's way).
 _ARITHMETIC = {"add": ("create_fadd", "create_add", None), "sub": ("create_fsub", "create_sub", None),
                "mul": ("create_fmul", "create_mul", None), "truediv": ("create_fdiv", None, None),
                "floordiv": (None, "create_sdiv", None), "mod": (None, "create_srem", None),
                "and": (None, "create_and", "create_and"), "or": (None, "create_or", "create_or"),
                "xor": (None, "create_xor", "create_xor")}
+# Comparisons: the builder method for float and signed-integer operands; the result is int1.
 _COMPARISONS = {"lt": ("create_fcmpOLT", "create_icmpSLT"), "le": ("create_fcmpOLE", "create_icmpSLE"),
                 "gt": ("create_fcmpOGT", "create_icmpSGT"), "ge": ("create_fcmpOGE", "create_icmpSGE"),
                 "eq": ("create_fcmpOEQ", "create_icmpEQ"), "ne": ("create_fcmpUNE", "create_icmpNE")}
@@ -247,7 +248,8 @@ FAST_OPERATORS = os.environ.get("TRITONNET_INTERPRETER_FAST_OPERATORS", "1").str
 
 
 class _Operators:
-    """Fast paths for a kernel's commonest operations: ``+ - * / // % & | ^``, comparisons, and ``x[:, None]``.
+    """Fast paths for a kernel's commonest operations: ``+ - * / // % & | ^``, comparisons, ``x[:, None]``, ``-x``,
+    ``x.to(dtype)``, ``tl.where`` and ``tl.load``.
 
     The interpreter runs each ``tl`` operation through Triton's front end (``triton.language.semantic``: type
     promotion, scalar materialisation, broadcasting by explicit splats), then one numpy pass. For a tile op that front
