@@ -14,8 +14,9 @@ alexnet_small training step (batch 32, fp32, triton 3.9, 2-core machine):
   :func:`_patch_language_once`.
 - **Operators.** Each ``tl`` operation goes through Triton's front end (type promotion, explicit splats and
   broadcasts) before its numpy pass: about 130 us an operation, 12,000 operations a step at batch 16. The commonest
-  (arithmetic, comparisons, ``x[:, None]``, ``-x``, ``x.to``, ``tl.where``, ``tl.load``) take :class:`_Operators`'
-  fast paths, about 18 us, with the same result to the bit (the step at batch 16: 2.75 -> 1.8 s). They are checked
+  (arithmetic, comparisons, ``x[:, None]``, ``-x``, ``x.to``, ``tl.where``, ``tl.load``, ``tl.store``) take
+  :class:`_Operators`' fast paths, about 18 us, with the same result to the bit (the step at batch 16, one process:
+  2.75 -> 1.5 s). They are checked
   against the front end when installed, and left out (with a warning) if a Triton release decides differently.
 - **Launches from threads.** A launch patches ``triton.language`` for its duration, so two threads launching at once
   would see each other's half-patched module: one lock around each launch.
@@ -132,8 +133,8 @@ def masked_store(pointers: np.ndarray, values: np.ndarray, mask: np.ndarray, fal
     if addresses.size == 0:
         return None
     span = _span(addresses, values.dtype.itemsize)
-    if span is None:
-        return fallback(pointers, values, mask)
+    if span is None:  # the C++ store takes values and a mask of the pointers' shape
+        return fallback(pointers, np.ascontiguousarray(values), np.ascontiguousarray(mask))
     index, count, low = span
     memory = np.asarray(_Memory(low, count, values.dtype))
     memory[index] = values.reshape(-1) if every else values[mask]
@@ -249,7 +250,7 @@ FAST_OPERATORS = os.environ.get("TRITONNET_INTERPRETER_FAST_OPERATORS", "1").str
 
 class _Operators:
     """Fast paths for a kernel's commonest operations: ``+ - * / // % & | ^``, comparisons, ``x[:, None]``, ``-x``,
-    ``x.to(dtype)``, ``tl.where`` and ``tl.load``.
+    ``x.to(dtype)``, ``tl.where``, ``tl.load`` and ``tl.store``.
 
     The interpreter runs each ``tl`` operation through Triton's front end (``triton.language.semantic``: type
     promotion, scalar materialisation, broadcasting by explicit splats), then one numpy pass. For a tile op that front
@@ -503,6 +504,31 @@ class _Operators:
             return None
         return mask.handle, self.handle_type(constant, element), element, shape
 
+    def store(self, slow):
+        """``tl.store(pointers, value, mask)`` for a block of pointers (not to int1, not const), a value of the element
+        type and an int1 mask (or none) that broadcast to it; default cache and eviction settings."""
+        def function(pointer, value, mask=None, *args, **kwargs):
+            tensor = self.tensor
+            found = (not args and not any(kwargs.get(key) for key in ("cache_modifier", "eviction_policy"))
+                     and not set(kwargs) - {"cache_modifier", "eviction_policy"}
+                     and type(pointer) is tensor and isinstance(pointer.dtype, self.pointer_type)
+                     and not getattr(pointer.dtype, "const", False) and type(value) is tensor)
+            shape = self.shape(pointer) if found else None
+            if type(mask) is self.constexpr:
+                mask = mask.value
+            if (shape is not None and value.dtype == pointer.dtype.element_ty != self.int1
+                    and self.broadcast(shape, self.shape(value)) == shape
+                    and (mask is None or type(mask) is tensor and mask.dtype == self.int1
+                         and self.broadcast(shape, self.shape(mask)) == shape)):
+                if mask is None:
+                    handle = self.builder.create_store(pointer.handle, value.handle, None)
+                else:
+                    handle = self.builder.create_masked_store(pointer.handle, value.handle, mask.handle, None)
+                return tensor(handle, self.tl.void)
+            return slow(pointer, value, mask, *args, **kwargs)
+
+        return function
+
     def install(self, scope) -> None:
         """Put the fast paths in front of the methods ``_patch_lang`` has just patched (restored with them)."""
         tensor, language = self.tensor, self.tl
@@ -516,6 +542,7 @@ class _Operators:
         scope.set_attr(tensor, "to", self.to(tensor.to))
         scope.set_attr(language, "where", self.where(language.where))
         scope.set_attr(language, "load", self.load(language.load))
+        scope.set_attr(language, "store", self.store(language.store))
 
 
 def _outcome(call) -> tuple:
@@ -570,7 +597,13 @@ def _agrees_with_front_end(operators: _Operators, interpreter) -> bool:
         expected = _outcome(lambda: front_end(*arguments, _semantic=semantic))
         if len(expected) == 1 or _outcome(lambda: fast(*arguments)) != expected:
             return False
-    return True
+    stored = []  # a store through the front end and one through the fast path, into two copies of the memory
+    for store in (lambda *arguments: tl.store(*arguments, _semantic=semantic), operators.store(fell_back)):
+        target = np.zeros(8, dtype=np.float32)
+        addresses = block((target.ctypes.data + 4 * np.arange(0, 8, 2)).astype(np.uint64), tl.pointer_type(tl.float32))
+        store(addresses, block(np.array([1.5, -2.0, 0.25, 3.0], np.float32), tl.float32), some)
+        stored.append(target)
+    return np.array_equal(*stored) and stored[0].any()
 
 
 def native_memory():

@@ -294,3 +294,47 @@ def test_fast_load_gives_what_the_front_end_gives(pointer, mask, other, seed):
             other is None or isinstance(other, tl.core.tensor) and other.dtype == element and fits(other)
             or element == tl.float32 and _kind(other) in (int, float) or element in INTS and _kind(other) is int)))
     _check("load", _fast("load"), _front_end(tl.load), (pointer, mask, other), promised)
+
+
+@settings(deadline=None, max_examples=200)
+@given(pointer=st.sampled_from([(POINTER, shape) for shape in SHAPES] + [(tl.pointer_type(tl.int32), (4,))]),
+       value=st.one_of(st.tuples(st.just("tensor"), st.just(tl.float32), st.sampled_from(SHAPES)), OPERAND),
+       mask=st.one_of(st.tuples(st.just("tensor"), st.just(tl.int1), st.sampled_from(SHAPES)), OPERAND),
+       seed=st.integers(0, 2**32 - 1))
+def test_fast_store_writes_what_the_front_end_writes(pointer, value, mask, seed):
+    """The memory after a store through the fast path equals the memory after the same store through the front end
+    (or both raise the same error); the promised operands never fall back."""
+    from triton.runtime.interpreter import TensorHandle
+
+    kind, shape = pointer
+    rng = np.random.default_rng(seed)
+    index = rng.permutation(MEMORY.size)[:int(np.prod(shape or (1,)))].reshape(shape or (1,))  # distinct addresses
+    value, mask = _operand(value, rng), _operand(mask, rng)
+    memories, outcomes = [], []
+    for store in (_front_end(tl.store), _fast("store")):
+        memory = MEMORY.copy()
+        addresses = (memory.ctypes.data + index * 4).astype(np.uint64)
+        pointers = tl.core.tensor(TensorHandle(addresses, kind), kind if shape is None else tl.block_type(kind, list(shape)))
+        with np.errstate(all="ignore"):
+            try:
+                store(pointers, value, mask)
+                outcomes.append(None)
+            except Exception as error:  # noqa: BLE001 - compared by type
+                outcomes.append(type(error))
+        memories.append(memory)
+    if outcomes[1] is LookupError:  # fell back
+        fits = lambda v: isinstance(v, tl.core.tensor) and v.type.is_block() and _broadcasts(v.shape, shape)  # noqa
+        promised = shape is not None and isinstance(value, tl.core.tensor) and value.dtype == kind.element_ty and (
+            fits(value) or not value.type.is_block()) and (mask is None or isinstance(mask, tl.core.tensor) and (
+                mask.dtype == tl.int1 and (fits(mask) or not mask.type.is_block())))
+        assert not promised or outcomes[0] is not None, (value, mask)
+        return
+    assert outcomes[0] == outcomes[1]
+    np.testing.assert_array_equal(memories[0], memories[1])
+
+
+def _broadcasts(shape, target):
+    try:
+        return np.broadcast_shapes(tuple(shape), tuple(target)) == tuple(target)
+    except ValueError:
+        return False
