@@ -35,6 +35,13 @@ import warnings
 import numpy as np
 
 
+def environment_flag(name: str, default: bool = False) -> bool:
+    """Whether environment variable ``name`` says on (1, true, yes, on) or off (anything else); ``default`` when
+    unset."""
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
+
+
 def single_threaded_blas() -> None:
     """The interpreter runs each tl.dot as a numpy matmul of one tile. At those sizes multi-threaded OpenBLAS spends
     longer waking and waiting for its threads than multiplying, the more so on a busy machine (measured: a 128x512x16
@@ -244,8 +251,7 @@ _COMPARISONS = {"lt": ("create_fcmpOLT", "create_icmpSLT"), "le": ("create_fcmpO
                 "eq": ("create_fcmpOEQ", "create_icmpEQ"), "ne": ("create_fcmpUNE", "create_icmpNE")}
 INT32_RANGE = range(-2**31, 2**31)
 # TRITONNET_INTERPRETER_FAST_OPERATORS=0 runs every operation through Triton's front end (see _Operators).
-FAST_OPERATORS = os.environ.get("TRITONNET_INTERPRETER_FAST_OPERATORS", "1").strip().lower() not in ("0", "false",
-                                                                                                    "no", "off")
+FAST_OPERATORS = environment_flag("TRITONNET_INTERPRETER_FAST_OPERATORS", default=True)
 
 
 class _Operators:
@@ -457,14 +463,19 @@ class _Operators:
 
         return function
 
+    @staticmethod
+    def default_memory_options(args, kwargs) -> bool:
+        """Whether a ``tl.load`` or ``tl.store`` call passes no more positional arguments and leaves the cache,
+        eviction and volatile settings at their defaults (the interpreter ignores them; the front end checks them)."""
+        options = ("cache_modifier", "eviction_policy", "volatile")
+        return not args and not set(kwargs) - set(options) and not any(kwargs.values())
+
     def load(self, slow):
         """``tl.load(pointers, mask, other)`` for a block of pointers (not to int1) with an int1 mask that broadcasts
         to it and ``other`` None, a tensor of the element type, or a Python number of a float32 or int32/int64
         element type; default cache and eviction settings."""
         def function(pointer, mask=None, other=None, *args, **kwargs):
-            found = None if args or any(kwargs.get(key) for key in ("cache_modifier", "eviction_policy", "volatile")) \
-                or set(kwargs) - {"cache_modifier", "eviction_policy", "volatile"} else self.load_operands(
-                    pointer, mask, other)
+            found = self.load_operands(pointer, mask, other) if self.default_memory_options(args, kwargs) else None
             if found is None:
                 return slow(pointer, mask, other, *args, **kwargs)
             mask, other, element, shape = found
@@ -509,8 +520,7 @@ class _Operators:
         type and an int1 mask (or none) that broadcast to it; default cache and eviction settings."""
         def function(pointer, value, mask=None, *args, **kwargs):
             tensor = self.tensor
-            found = (not args and not any(kwargs.get(key) for key in ("cache_modifier", "eviction_policy"))
-                     and not set(kwargs) - {"cache_modifier", "eviction_policy"}
+            found = (self.default_memory_options(args, kwargs) and "volatile" not in kwargs
                      and type(pointer) is tensor and isinstance(pointer.dtype, self.pointer_type)
                      and not getattr(pointer.dtype, "const", False) and type(value) is tensor)
             shape = self.shape(pointer) if found else None
@@ -618,8 +628,7 @@ def install() -> None:
     """Apply every change above (once). Each looks for the interpreter internals it replaces and, where a Triton
     release has reshaped them, leaves that part of the interpreter as it is."""
     single_threaded_blas()
-    overflow_checks(os.environ.get("TRITONNET_INTERPRETER_OVERFLOW_CHECKS", "0").strip().lower()
-                    in ("1", "true", "yes", "on"))
+    overflow_checks(environment_flag("TRITONNET_INTERPRETER_OVERFLOW_CHECKS"))
     from triton.runtime import interpreter
 
     function = interpreter.InterpretedFunction

@@ -19,6 +19,8 @@ import dataclasses
 import os
 import threading
 
+from .interpreter import environment_flag
+
 
 def _decide_interpret() -> bool:
     if "TRITON_INTERPRET" not in os.environ:
@@ -26,7 +28,7 @@ def _decide_interpret() -> bool:
 
         if not torch.cuda.is_available():
             os.environ["TRITON_INTERPRET"] = "1"
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
+    return environment_flag("TRITON_INTERPRET")
 
 
 INTERPRET: bool = _decide_interpret()
